@@ -1,0 +1,40 @@
+"""Lifecycle: a Shopify app that turns a store's webhooks into customer-lifecycle stages and actions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from plugin import queue, storage
+from plugin.config import load_config
+from plugin.verify import WebhookVerifier
+
+
+def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = True) -> Flask:
+    """Build the app: settings (environment, then test_config) → database → Redis → blueprints."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(load_config(overrides=test_config))
+    logging.basicConfig(
+        level=app.config.get("LOG_LEVEL", logging.INFO), format="%(levelname)s %(name)s: %(message)s"
+    )
+
+    url = storage.database_url(app.config["DATABASE_URL"], app.instance_path)
+    if migrate:
+        storage.migrate(url)
+    app.extensions["lifecycle.db"] = storage.Database(url)
+    app.extensions["lifecycle.redis"] = queue.connect(app.config["REDIS_URL"], app.instance_path)
+    app.extensions["lifecycle.verifier"] = WebhookVerifier(
+        app.config["SHOPIFY_API_KEY"], app.config["WEBHOOK_SECRETS"]
+    )
+
+    from plugin import webhooks
+
+    app.register_blueprint(webhooks.bp)
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    return app

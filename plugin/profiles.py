@@ -1,0 +1,139 @@
+"""A shopper's stored profile: lock it, recount it from stored orders, and restage it.
+
+Counts are derived from the `orders` and `refunds` rows, never incremented, so the same order arriving
+under orders/create, orders/paid and orders/updated (or twice) counts once, and a cancellation or refund
+arriving in any order settles to the same totals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import case, exists, func, select
+from sqlalchemy.orm import Session
+
+from plugin.models import Checkout, Order, Refund, Shop, Shopper, StageTransition
+from plugin.shoppers import facts_of
+from plugin.stages import Thresholds, assess
+from plugin.storage import Database
+
+
+@dataclass
+class HandlerContext:
+    """What a handler needs: the session of this delivery's transaction, the shop, and the one clock."""
+
+    db: Database
+    session: Session
+    shop: Shop | None
+    topic: str
+    now: datetime
+    triggered_at: datetime | None = None
+
+
+def lock_shopper(ctx: HandlerContext, customer_id: int) -> Shopper:
+    """Fetch the shopper (creating it if new) with a row lock held until commit.
+
+    PostgreSQL: SELECT ... FOR UPDATE. SQLite: the whole transaction already holds the write lock
+    (BEGIN IMMEDIATE, see storage), which serialises writers just as well.
+    """
+    table = Shopper.__table__
+    ctx.session.execute(
+        ctx.db.insert(table)
+        .values(
+            shop_id=ctx.shop.id,
+            customer_id=customer_id,
+            orders_count=0,
+            total_spent=Decimal(0),
+            tag_events={},
+            checkout_open=False,
+            stage="prospect",
+        )
+        .on_conflict_do_nothing(index_elements=["shop_id", "customer_id"])
+    )
+    return ctx.session.scalars(
+        select(Shopper)
+        .where(Shopper.shop_id == ctx.shop.id, Shopper.customer_id == customer_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def recount_orders(ctx: HandlerContext, shopper: Shopper) -> None:
+    """Recompute order count, net spend and first/last order time from the stored orders."""
+    net = Order.total_price - Order.refunded
+    row = ctx.session.execute(
+        select(
+            func.count(Order.id),
+            func.coalesce(func.sum(case((net > 0, net), else_=0)), 0),
+            func.min(Order.placed_at),
+            func.max(Order.placed_at),
+        ).where(
+            Order.shop_id == ctx.shop.id,
+            Order.customer_id == shopper.customer_id,
+            Order.cancelled_at.is_(None),
+        )
+    ).one()
+    shopper.orders_count = row[0]
+    shopper.total_spent = Decimal(row[1]).quantize(Decimal("0.01"))
+    shopper.first_order_at = _aware(row[2])
+    shopper.last_order_at = _aware(row[3])
+
+
+def refresh_refunded(ctx: HandlerContext, order_id: int) -> None:
+    """Set an order's refunded amount to the sum of its distinct refunds."""
+    total = ctx.session.scalar(
+        select(func.coalesce(func.sum(Refund.amount), 0)).where(
+            Refund.shop_id == ctx.shop.id, Refund.order_id == order_id
+        )
+    )
+    order = ctx.session.scalar(select(Order).where(Order.shop_id == ctx.shop.id, Order.order_id == order_id))
+    if order is not None:
+        order.refunded = Decimal(total)
+
+
+def refresh_checkout_open(ctx: HandlerContext, shopper: Shopper) -> None:
+    """A shopper has an open checkout while one is neither completed nor closed."""
+    shopper.checkout_open = bool(
+        ctx.session.scalar(
+            select(
+                exists().where(
+                    Checkout.shop_id == ctx.shop.id,
+                    Checkout.customer_id == shopper.customer_id,
+                    Checkout.completed_at.is_(None),
+                    Checkout.closed_at.is_(None),
+                )
+            )
+        )
+    )
+
+
+def restage(ctx: HandlerContext, shopper: Shopper) -> None:
+    """Reclassify the shopper as of ctx.now; record a transition when the stage changes."""
+    assessment = assess(facts_of(shopper), ctx.now, Thresholds.of(ctx.shop))
+    shopper.stage_reason = assessment.reason
+    if shopper.stage == assessment.stage and shopper.stage_changed_at is not None:
+        return
+    ctx.session.add(
+        StageTransition(
+            shop_id=ctx.shop.id,
+            shopper_id=shopper.id,
+            from_stage=shopper.stage if shopper.stage_changed_at is not None else None,
+            to_stage=assessment.stage,
+            at=ctx.now,
+            reason=assessment.reason,
+            cause=ctx.topic,
+        )
+    )
+    shopper.stage = assessment.stage
+    shopper.stage_changed_at = ctx.now
+
+
+def _aware(value):
+    # Aggregates bypass the column type on SQLite (naive strings come back as text or naive datetimes).
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

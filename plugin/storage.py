@@ -1,0 +1,206 @@
+"""Database access: engines (SQLite embedded default, PostgreSQL in production), migrations, sessions,
+and the small ledger functions the edges call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from plugin.models import Delivery, DeliveryStatus, Shop
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def database_url(configured: str | None, instance_path: str) -> str:
+    """Return the configured URL, or a SQLite file in the instance folder."""
+    if configured:
+        return configured
+    os.makedirs(instance_path, exist_ok=True)
+    return "sqlite:///" + os.path.join(instance_path, "lifecycle.sqlite3")
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        _serialise_sqlite_writers(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _serialise_sqlite_writers(engine: Engine) -> None:
+    # pysqlite's own transaction handling starts transactions lazily (and deferred), so two workers can both
+    # read a shopper and then race to write it. BEGIN IMMEDIATE takes the write lock up front instead: the
+    # SQLite equivalent of PostgreSQL's SELECT ... FOR UPDATE that lock_shopper() uses there.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def migrate(url: str) -> None:
+    """Bring the database at `url` to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+class Database:
+    """An engine and its session factory, one per app (or per CLI process)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success and rolled back on error."""
+        session = self.sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def insert(self, table):
+        """A dialect-aware INSERT supporting ON CONFLICT."""
+        return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
+
+
+@dataclass(frozen=True)
+class WebhookHeaders:
+    """The identifying headers of a verified webhook."""
+
+    webhook_id: str
+    topic: str
+    shop_domain: str
+    api_version: str | None
+    event_id: str | None
+    triggered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RecordedDelivery:
+    id: int
+    status: str
+    created: bool
+
+
+def record_delivery(
+    db: Database, headers: WebhookHeaders, body: bytes, received_at: datetime
+) -> RecordedDelivery:
+    """Store a delivery once per webhook id (committed before returning); say whether it was new."""
+    table = Delivery.__table__
+    values = dict(
+        webhook_id=headers.webhook_id,
+        shop_domain=headers.shop_domain,
+        topic=headers.topic,
+        api_version=headers.api_version,
+        event_id=headers.event_id,
+        triggered_at=headers.triggered_at,
+        received_at=received_at,
+        body=body,
+        status=DeliveryStatus.RECEIVED,
+        attempts=0,
+    )
+    statement = db.insert(table).values(**values).on_conflict_do_nothing(index_elements=["webhook_id"])
+    with db.engine.begin() as connection:
+        new_id = connection.execute(statement.returning(table.c.id)).scalar()
+        if new_id is not None:
+            return RecordedDelivery(new_id, DeliveryStatus.RECEIVED, True)
+        row = connection.execute(
+            select(table.c.id, table.c.status).where(table.c.webhook_id == headers.webhook_id)
+        ).one()
+    return RecordedDelivery(row.id, row.status, False)
+
+
+def finish_delivery(
+    session: Session, delivery: Delivery, status: str, now: datetime, reason: str | None = None
+):
+    """Move a delivery to a final status with an optional reason."""
+    delivery.status = status
+    delivery.reason = reason
+    delivery.processed_at = now
+
+
+def stuck_delivery_ids(session: Session, older_than: datetime) -> list[int]:
+    """Ids of deliveries still `received` since before `older_than` (their job was lost)."""
+    return list(
+        session.scalars(
+            select(Delivery.id)
+            .where(Delivery.status == DeliveryStatus.RECEIVED, Delivery.received_at < older_than)
+            .order_by(Delivery.id)
+        )
+    )
+
+
+def reset_delivery(session: Session, delivery_id: int) -> Delivery | None:
+    """Put a delivery back to `received` so it can be processed again (replay after a fix)."""
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is not None:
+        delivery.status = DeliveryStatus.RECEIVED
+        delivery.reason = None
+        delivery.processed_at = None
+    return delivery
+
+
+def get_shop(session: Session, domain: str) -> Shop | None:
+    return session.scalar(select(Shop).where(Shop.domain == domain))
+
+
+def upsert_shop(session: Session, domain: str, access_token_encrypted: str | None, now: datetime) -> Shop:
+    """Register (or re-activate) an installed shop."""
+    shop = get_shop(session, domain)
+    if shop is None:
+        shop = Shop(domain=domain, installed_at=now, active=True)
+        session.add(shop)
+    shop.active = True
+    shop.uninstalled_at = None
+    if access_token_encrypted:
+        shop.access_token_encrypted = access_token_encrypted
+    session.flush()
+    return shop
+
+
+def deactivate_shop(session: Session, shop: Shop, now: datetime) -> None:
+    """Mark a shop uninstalled and forget its access token."""
+    session.execute(
+        update(Shop)
+        .where(Shop.id == shop.id)
+        .values(active=False, uninstalled_at=now, access_token_encrypted=None)
+    )
+
+
+STUCK_GRACE = timedelta(minutes=5)

@@ -1,0 +1,140 @@
+"""Fixtures over real services: Redis (flushed per test), SQLite and PostgreSQL (each test runs on both
+where PostgreSQL is reachable), and an RQ SimpleWorker draining the queues in-process.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import pytest
+import redis as redis_lib
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from plugin import create_app, queue, storage
+from plugin.models import Base
+
+API_KEY = "test-api-key"
+SECRET = "test-webhook-secret"
+PREVIOUS_SECRET = "previous-webhook-secret"
+SHOP = "demo-store.myshopify.com"
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+REDIS_URL = os.environ.get("LIFECYCLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get(
+    "LIFECYCLE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/lifecycle_test"
+)
+
+
+def _postgres_available() -> bool:
+    """Create the test database if the server is reachable; False when there is no PostgreSQL."""
+    if os.environ.get("LIFECYCLE_TEST_POSTGRES") == "off":
+        return False
+    url = make_url(POSTGRES_URL)
+    try:
+        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database})
+            if not exists:
+                connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+        admin.dispose()
+    except Exception:  # noqa: BLE001 - any failure means: no PostgreSQL here
+        if os.environ.get("LIFECYCLE_TEST_POSTGRES") == "required":
+            raise
+        return False
+    return True
+
+
+BACKENDS = ["sqlite"] + (["postgresql"] if _postgres_available() else [])
+_migrated: dict[str, str] = {}
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path_factory) -> str:
+    """A migrated, emptied database of each backend."""
+    backend = request.param
+    if backend not in _migrated:
+        url = POSTGRES_URL if backend == "postgresql" else "sqlite:///" + str(
+            tmp_path_factory.mktemp("db") / "test.sqlite3"
+        )
+        if backend == "postgresql":
+            engine = create_engine(url)
+            with engine.begin() as connection:
+                connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+            engine.dispose()
+        storage.migrate(url)
+        _migrated[backend] = url
+    url = _migrated[backend]
+    _empty(url)
+    return url
+
+
+def _empty(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+    engine.dispose()
+
+
+@pytest.fixture
+def redis_connection():
+    connection = redis_lib.Redis.from_url(REDIS_URL)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+
+
+@pytest.fixture
+def app(database_url, redis_connection, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFECYCLE_NOW", NOW.isoformat())
+    app = create_app(
+        {
+            "TESTING": True,
+            "SHOPIFY_API_KEY": API_KEY,
+            "SHOPIFY_API_SECRET": SECRET,
+            "SHOPIFY_API_SECRET_PREVIOUS": PREVIOUS_SECRET,
+            "SECRET_KEY": "test-secret-key",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": REDIS_URL,
+            "LOG_LEVEL": "WARNING",
+        },
+        migrate=False,
+    )
+    app.instance_path = str(tmp_path / "instance")
+    yield app
+    app.extensions["lifecycle.db"].engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def db(app) -> storage.Database:
+    return app.extensions["lifecycle.db"]
+
+
+@pytest.fixture
+def shop(db):
+    with db.session() as session:
+        return storage.upsert_shop(session, SHOP, None, NOW)
+
+
+@pytest.fixture
+def worker(app, redis_connection):
+    """Drain every queue in-process (rq's SimpleWorker, burst mode), inside the app context."""
+
+    class Drain:
+        def work(self) -> None:
+            queues = [queue.get_queue(redis_connection, name) for name in queue.QUEUE_NAMES]
+            with app.app_context():
+                SimpleWorker(queues, connection=redis_connection, serializer=JSONSerializer).work(
+                    burst=True, logging_level="WARNING"
+                )
+
+    return Drain()

