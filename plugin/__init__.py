@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flask import Flask
@@ -14,7 +15,9 @@ from plugin.verify import WebhookVerifier
 
 def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = True) -> Flask:
     """Build the app: settings (environment, then test_config) → database → Redis → blueprints."""
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(
+        __name__, instance_relative_config=True, instance_path=os.environ.get("LIFECYCLE_INSTANCE_PATH")
+    )
     app.config.update(load_config(overrides=test_config))
     logging.basicConfig(
         level=app.config.get("LOG_LEVEL", logging.INFO), format="%(levelname)s %(name)s: %(message)s"

@@ -12,6 +12,8 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
+__all__ = ["JSONSerializer"]
+
 log = logging.getLogger(__name__)
 
 WEBHOOKS, ACTIONS, MAINTENANCE = "webhooks", "actions", "maintenance"

@@ -72,9 +72,13 @@ def customer_ref(customer_id: int, email: str | None, first: str = "Ann", last: 
     }
 
 
-def customer_payload(customer_id: int, email: str, created_at: datetime, updated_at: datetime | None = None, **kw):
+def customer_payload(
+    customer_id: int, email: str, created_at: datetime, updated_at: datetime | None = None, **kw
+):
     """customers/create|update."""
-    body = customer_ref(customer_id, email, created_at=iso(created_at), updated_at=iso(updated_at or created_at), **kw)
+    body = customer_ref(
+        customer_id, email, created_at=iso(created_at), updated_at=iso(updated_at or created_at), **kw
+    )
     body["addresses"] = []
     return body
 
@@ -97,7 +101,9 @@ def tags_payload(customer_id: int, tags: list[str], at: datetime) -> dict:
     return {"customerId": gid("Customer", customer_id), "tags": tags, "occurredAt": iso(at)}
 
 
-def purchasing_summary_payload(customer_id: int, orders: int, spent: Decimal, currency: str, at: datetime) -> dict:
+def purchasing_summary_payload(
+    customer_id: int, orders: int, spent: Decimal, currency: str, at: datetime
+) -> dict:
     return {
         "customerId": gid("Customer", customer_id),
         "numberOfOrders": orders,
@@ -248,7 +254,13 @@ def checkout_payload(
         "presentment_currency": currency,
         "customer_locale": locale,
         "line_items": [
-            {"product_id": 7001, "variant_id": 8001, "quantity": 1, "price": f"{total:.2f}", "title": "Product"}
+            {
+                "product_id": 7001,
+                "variant_id": 8001,
+                "quantity": 1,
+                "price": f"{total:.2f}",
+                "title": "Product",
+            }
         ],
         "name": f"#{token[:8]}",
         "abandoned_checkout_url": f"https://checkout.local/checkouts/{token}/recover?key=demo",
@@ -266,7 +278,13 @@ def cart_payload(token: str, updated_at: datetime, variant_id: int = 8001, quant
         "id": token,
         "token": token,
         "line_items": [
-            {"id": variant_id, "variant_id": variant_id, "product_id": 7001, "quantity": quantity, "price": "19.99"}
+            {
+                "id": variant_id,
+                "variant_id": variant_id,
+                "product_id": 7001,
+                "quantity": quantity,
+                "price": "19.99",
+            }
         ],
         "note": None,
         "updated_at": iso(updated_at),

@@ -1,0 +1,255 @@
+"""The `lifecycle` command: serve, worker, tick, shops, customers, deliveries, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from decimal import Decimal
+
+import click
+from sqlalchemy import select
+
+from plugin import clock, create_app, queue, storage
+from plugin.config import ConfigError
+from plugin.models import Delivery, DeliveryStatus, Shopper, Stage
+from plugin.shoppers import accepts_marketing
+
+
+def build_app():
+    try:
+        return create_app()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _now_option(function):
+    return click.option(
+        "--now", "now", default=None, help="Pin the clock (ISO 8601) for this process, as LIFECYCLE_NOW does."
+    )(function)
+
+
+def _pin(now: str | None) -> None:
+    try:
+        clock.pin(now)
+    except clock.ClockError as error:
+        raise click.BadParameter(str(error), param_hint="--now") from None
+
+
+def _emit(rows: list[dict], as_json: bool, columns: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    click.echo("  ".join(f"{c:<18}" for c in columns))
+    for row in rows:
+        click.echo("  ".join(f"{str(row.get(c, '')):<18.18}" for c in columns))
+
+
+@click.group()
+def main() -> None:
+    """Lifecycle: Shopify webhooks in, customer-lifecycle stages out."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP endpoints under gunicorn."""
+    app = build_app()  # migrates, and starts the embedded Redis when REDIS_URL is unset
+    share_embedded_redis(app)
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--bind",
+            f"{host}:{port}",
+            "--access-logfile",
+            "-",
+            "plugin:create_app()",
+        ],
+    )
+
+
+def share_embedded_redis(app) -> None:
+    """Point child processes at this app's Redis (the embedded one's socket when REDIS_URL is unset)."""
+    if not app.config["REDIS_URL"]:
+        os.environ["REDIS_URL"] = "unix://" + app.extensions["lifecycle.redis"].socket_file
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Drain the queues, then exit.")
+@_now_option
+def worker(burst: bool, now: str | None) -> None:
+    """Process queued webhooks (and, later, actions)."""
+    _pin(now)
+    from plugin.worker import run_worker
+
+    run_worker(build_app(), burst=burst)
+
+
+@main.command()
+@_now_option
+def tick(now: str | None) -> None:
+    """Apply time-based stage moves as of now, and re-queue deliveries whose job was lost."""
+    _pin(now)
+    from plugin.tick import run_tick
+
+    app = build_app()
+    report = run_tick(
+        app.extensions["lifecycle.db"],
+        app.extensions["lifecycle.redis"],
+        clock.now(),
+        app.config["STUCK_AFTER_SECONDS"],
+    )
+    click.echo(json.dumps(report.as_dict(), indent=2))
+
+
+@main.group()
+def shops() -> None:
+    """Installed shops."""
+
+
+@shops.command("add")
+@click.argument("domain")
+@click.option("--token", required=True, help="The shop's Admin API access token (stored encrypted).")
+def shops_add(domain: str, token: str) -> None:
+    """Register an installed shop (the app-store install flow does this by itself)."""
+    from plugin.crypto import encrypt_token
+    from plugin.verify import sanitize_shop_domain
+
+    shop_domain = sanitize_shop_domain(domain)
+    if shop_domain is None:
+        raise click.BadParameter("a shop domain looks like NAME.myshopify.com", param_hint="DOMAIN")
+    app = build_app()
+    with app.extensions["lifecycle.db"].session() as session:
+        storage.upsert_shop(session, shop_domain, encrypt_token(token, app.config["SECRET_KEY"]), clock.now())
+    click.echo(f"registered {shop_domain}")
+
+
+@main.command()
+@click.option("--shop", "shop_domain", required=True)
+@click.option("--stage", type=click.Choice([s.value for s in Stage]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def customers(shop_domain: str, stage: str | None, as_json: bool) -> None:
+    """List shoppers with their stage and why."""
+    app = build_app()
+    with app.extensions["lifecycle.db"].session() as session:
+        shop = storage.get_shop(session, shop_domain)
+        if shop is None:
+            raise click.ClickException(f"no such shop: {shop_domain}")
+        query = select(Shopper).where(Shopper.shop_id == shop.id, Shopper.deleted_at.is_(None))
+        if stage:
+            query = query.where(Shopper.stage == stage)
+        rows = [customer_row(s) for s in session.scalars(query.order_by(Shopper.customer_id))]
+    _emit(rows, as_json, ["id", "email", "stage", "orders_count", "total_spent", "stage_reason"])
+
+
+def customer_row(shopper: Shopper) -> dict:
+    return {
+        "id": shopper.customer_id,
+        "email": shopper.email,
+        "first_name": shopper.first_name,
+        "last_name": shopper.last_name,
+        "locale": shopper.locale,
+        "stage": shopper.stage,
+        "stage_reason": shopper.stage_reason,
+        "stage_changed_at": _iso(shopper.stage_changed_at),
+        "orders_count": shopper.orders_count,
+        "total_spent": str(Decimal(shopper.total_spent).quantize(Decimal("0.01"))),
+        "currency": shopper.currency,
+        "first_order_at": _iso(shopper.first_order_at),
+        "last_order_at": _iso(shopper.last_order_at),
+        "last_checkout_at": _iso(shopper.last_checkout_at),
+        "last_cart_at": _iso(shopper.last_cart_at),
+        "checkout_open": shopper.checkout_open,
+        "accepts_marketing": accepts_marketing(shopper),
+        "email_marketing_consent": shopper.consent_state,
+        "tags": shopper.tags,
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+@main.group(invoke_without_command=True)
+@click.option("--status", type=click.Choice([s.value for s in DeliveryStatus]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=1000, show_default=True)
+@click.pass_context
+def deliveries(ctx, status: str | None, as_json: bool, limit: int) -> None:
+    """List webhook deliveries (newest first), or replay one."""
+    if ctx.invoked_subcommand:
+        return
+    app = build_app()
+    with app.extensions["lifecycle.db"].session() as session:
+        query = select(Delivery).order_by(Delivery.id.desc()).limit(limit)
+        if status:
+            query = query.where(Delivery.status == status)
+        rows = [delivery_row(d) for d in session.scalars(query)]
+    _emit(rows, as_json, ["id", "topic", "shop_domain", "status", "received_at", "reason"])
+
+
+def delivery_row(delivery: Delivery) -> dict:
+    return {
+        "id": delivery.id,
+        "webhook_id": delivery.webhook_id,
+        "topic": delivery.topic,
+        "shop_domain": delivery.shop_domain,
+        "api_version": delivery.api_version,
+        "event_id": delivery.event_id,
+        "triggered_at": _iso(delivery.triggered_at),
+        "received_at": _iso(delivery.received_at),
+        "status": delivery.status,
+        "reason": delivery.reason,
+        "attempts": delivery.attempts,
+        "processed_at": _iso(delivery.processed_at),
+    }
+
+
+@deliveries.command("replay")
+@click.argument("delivery_id", type=int)
+def deliveries_replay(delivery_id: int) -> None:
+    """Queue a delivery again (after fixing what quarantined or failed it)."""
+    app = build_app()
+    with app.extensions["lifecycle.db"].session() as session:
+        delivery = storage.reset_delivery(session, delivery_id)
+        if delivery is None:
+            raise click.ClickException(f"no delivery {delivery_id}")
+    connection = app.extensions["lifecycle.redis"]
+    queue.forget_delivery_job(connection, delivery_id)
+    queue.enqueue_delivery(connection, delivery_id)
+    click.echo(f"delivery {delivery_id} queued again")
+
+
+@main.command()
+@click.option("--shoppers", "shopper_count", default=600, show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--no-serve", is_flag=True, help="Exit after the report instead of serving on.")
+def demo(shopper_count: int, port: int, seed: int, no_serve: bool) -> None:
+    """Run a demo store end to end: signed webhooks → HTTP → worker → stages, then keep serving."""
+    from plugin.demo import run_demo
+
+    run_demo(shopper_count=shopper_count, port=port, seed=seed, serve_after=not no_serve)
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply migrations (every command does this on start; this does only that)."""
+    build_app()
+    click.echo("database is at the newest revision")
+
+
+if __name__ == "__main__":
+    main()

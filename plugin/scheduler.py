@@ -1,0 +1,30 @@
+"""`python -m plugin.scheduler` (Procfile "scheduler"): run the tick every LIFECYCLE_TICK_SECONDS."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from plugin import clock, create_app
+from plugin.tick import run_tick
+
+log = logging.getLogger(__name__)
+
+
+def run_forever(interval: float) -> None:
+    app = create_app()
+    while True:
+        started = time.monotonic()
+        report = run_tick(
+            app.extensions["lifecycle.db"],
+            app.extensions["lifecycle.redis"],
+            clock.now(),
+            app.config["STUCK_AFTER_SECONDS"],
+        )
+        log.info("tick done: %s", report.as_dict())
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+if __name__ == "__main__":
+    run_forever(float(os.environ.get("LIFECYCLE_TICK_SECONDS", "300")))

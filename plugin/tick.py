@@ -1,0 +1,135 @@
+"""The periodic tick: time-based stage moves (engaged → prospect, → at_risk, → lapsed) as set-based SQL,
+and re-queueing of deliveries whose job was lost.
+
+`stage_case` is `stages.assess` written as one SQL CASE; tests hold the two to the same answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import redis
+from sqlalchemy import and_, case, func, insert, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from plugin import queue, storage
+from plugin.models import Shop, Shopper, Stage, StageTransition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TickReport:
+    now: datetime
+    moves: dict[str, int] = field(default_factory=dict)  # "from→to" -> count
+    requeued: int = 0
+
+    def as_dict(self) -> dict:
+        return {"now": self.now.isoformat(), "moves": self.moves, "requeued_deliveries": self.requeued}
+
+
+def stage_case(shop: Shop, now: datetime):
+    """The stage each shopper row should have as of `now`, as a SQL expression (mirrors stages.assess)."""
+    active_since = now - timedelta(days=shop.engaged_days)
+    no_orders = or_(Shopper.orders_count == 0, Shopper.last_order_at.is_(None))
+    return case(
+        (
+            and_(
+                no_orders, or_(Shopper.last_checkout_at >= active_since, Shopper.last_cart_at >= active_since)
+            ),
+            literal(Stage.ENGAGED.value),
+        ),
+        (no_orders, literal(Stage.PROSPECT.value)),
+        (Shopper.last_order_at <= now - timedelta(days=shop.lapsed_days), literal(Stage.LAPSED.value)),
+        (Shopper.last_order_at <= now - timedelta(days=shop.at_risk_days), literal(Stage.AT_RISK.value)),
+        (
+            or_(
+                Shopper.orders_count >= shop.loyal_orders,
+                and_(Shopper.orders_count >= shop.loyal_min_orders, Shopper.total_spent >= shop.loyal_spend),
+            ),
+            literal(Stage.LOYAL.value),
+        ),
+        (Shopper.orders_count >= 2, literal(Stage.REPEAT.value)),
+        else_=literal(Stage.FIRST_TIME.value),
+    )
+
+
+def reason_case(shop: Shop, new_stage):
+    """The reason recorded for a move the tick makes (the moves only time can cause)."""
+    return case(
+        (new_stage == Stage.LAPSED.value, literal(f"No order in the last {shop.lapsed_days} days (lapsed)")),
+        (
+            new_stage == Stage.AT_RISK.value,
+            literal(f"No order in the last {shop.at_risk_days} days (at risk)"),
+        ),
+        (
+            new_stage == Stage.PROSPECT.value,
+            literal(f"No order yet and no checkout or cart activity in the last {shop.engaged_days} days"),
+        ),
+        else_=literal("Reclassified by the tick as of its clock"),
+    )
+
+
+def move_stages(session: Session, shop: Shop, now: datetime, is_postgres: bool) -> dict[str, int]:
+    """Apply every due time-based move of one shop in three statements; return counts per move."""
+    new_stage = stage_case(shop, now)
+    due = and_(Shopper.shop_id == shop.id, Shopper.deleted_at.is_(None), new_stage != Shopper.stage)
+    if is_postgres:  # hold the rows against a worker restaging one of them meanwhile
+        session.execute(select(Shopper.id).where(due).with_for_update())
+    counts = {
+        f"{old}→{new}": n
+        for old, new, n in session.execute(
+            select(Shopper.stage, new_stage, func.count(Shopper.id))
+            .where(due)
+            .group_by(Shopper.stage, new_stage)
+        )
+    }
+    if not counts:
+        return {}
+    session.execute(
+        insert(StageTransition).from_select(
+            ["shop_id", "shopper_id", "from_stage", "to_stage", "at", "reason", "cause"],
+            select(
+                literal(shop.id),
+                Shopper.id,
+                Shopper.stage,
+                new_stage,
+                literal(now, StageTransition.at.type),
+                reason_case(shop, new_stage),
+                literal("tick"),
+            ).where(due),
+        )
+    )
+    session.execute(
+        update(Shopper)
+        .where(due)
+        .values(stage=new_stage, stage_reason=reason_case(shop, new_stage), stage_changed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return counts
+
+
+def run_tick(
+    db: storage.Database, connection: redis.Redis | None, now: datetime, stuck_after: int
+) -> TickReport:
+    """Move stages for every active shop as of `now`, then re-queue deliveries stuck in `received`."""
+    report = TickReport(now=now)
+    with db.session() as session:
+        shops = list(session.scalars(select(Shop).where(Shop.active.is_(True)).order_by(Shop.id)))
+    for shop in shops:
+        with db.session() as session:
+            for move, count in move_stages(session, shop, now, not db.is_sqlite).items():
+                report.moves[move] = report.moves.get(move, 0) + count
+        log.info("tick moved stages for %s", shop.domain)
+    if connection is not None:
+        report.requeued = requeue_stuck(db, connection, now - timedelta(seconds=stuck_after))
+    return report
+
+
+def requeue_stuck(db: storage.Database, connection: redis.Redis, older_than: datetime) -> int:
+    """Queue again the deliveries whose job was lost (Redis flushed or down after the ack)."""
+    with db.session() as session:
+        ids = storage.stuck_delivery_ids(session, older_than)
+    return sum(1 for delivery_id in ids if queue.enqueue_delivery(connection, delivery_id))
