@@ -37,7 +37,9 @@ def _postgres_available() -> bool:
     try:
         admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
-            exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database})
+            exists = connection.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database}
+            )
             if not exists:
                 connection.execute(text(f'CREATE DATABASE "{url.database}"'))
         admin.dispose()
@@ -57,8 +59,10 @@ def database_url(request, tmp_path_factory) -> str:
     """A migrated, emptied database of each backend."""
     backend = request.param
     if backend not in _migrated:
-        url = POSTGRES_URL if backend == "postgresql" else "sqlite:///" + str(
-            tmp_path_factory.mktemp("db") / "test.sqlite3"
+        url = (
+            POSTGRES_URL
+            if backend == "postgresql"
+            else "sqlite:///" + str(tmp_path_factory.mktemp("db") / "test.sqlite3")
         )
         if backend == "postgresql":
             engine = create_engine(url)

@@ -26,7 +26,9 @@ def statuses(db) -> dict[str, tuple[str, str | None]]:
 
 
 def order(order_id, customer_id=7, days_ago=10, total="40.00", **kw):
-    return s.order_payload(order_id, customer_id, NOW - days_ago * DAY, Decimal(total), email="ann@example.com", **kw)
+    return s.order_payload(
+        order_id, customer_id, NOW - days_ago * DAY, Decimal(total), email="ann@example.com", **kw
+    )
 
 
 def test_first_paid_order_makes_a_first_time_buyer(client, db, shop, worker):
@@ -100,7 +102,9 @@ def test_refund_before_its_order_is_applied_when_the_order_arrives(client, db, s
 
 
 def test_guest_order_is_stored_without_a_profile(client, db, shop, worker):
-    post_webhook(client, "orders/paid", s.order_payload(5, None, NOW - DAY, Decimal("9.00"), email="g@example.com"))
+    post_webhook(
+        client, "orders/paid", s.order_payload(5, None, NOW - DAY, Decimal("9.00"), email="g@example.com")
+    )
     worker.work()
     with db.session() as session:
         stored = session.scalar(select(Order))
@@ -127,7 +131,9 @@ def test_old_last_order_makes_at_risk_then_lapsed(client, db, shop, worker):
 
 
 def test_checkout_without_order_makes_engaged_and_the_order_completes_it(client, db, shop, worker):
-    post_webhook(client, "checkouts/create", s.checkout_payload("tok1", 7, "ann@example.com", NOW - DAY, Decimal("30")))
+    post_webhook(
+        client, "checkouts/create", s.checkout_payload("tok1", 7, "ann@example.com", NOW - DAY, Decimal("30"))
+    )
     worker.work()
     ann = shopper(db, 7)
     assert (ann.stage, ann.checkout_open) == ("engaged", True)
@@ -140,7 +146,9 @@ def test_checkout_without_order_makes_engaged_and_the_order_completes_it(client,
 def test_checkout_arriving_after_its_order_is_not_left_open(client, db, shop, worker):
     post_webhook(client, "orders/create", order(1, days_ago=0, checkout_token="tok2"))
     worker.work()
-    post_webhook(client, "checkouts/update", s.checkout_payload("tok2", 7, "ann@example.com", NOW - DAY, Decimal("30")))
+    post_webhook(
+        client, "checkouts/update", s.checkout_payload("tok2", 7, "ann@example.com", NOW - DAY, Decimal("30"))
+    )
     worker.work()
     assert shopper(db, 7).checkout_open is False
 
@@ -148,8 +156,11 @@ def test_checkout_arriving_after_its_order_is_not_left_open(client, db, shop, wo
 def test_cart_activity_counts_once_a_checkout_links_the_cart(client, db, shop, worker):
     post_webhook(client, "customers/create", s.customer_payload(7, "ann@example.com", NOW - 100 * DAY))
     post_webhook(client, "carts/create", s.cart_payload("cart1", NOW - 50 * DAY))
-    post_webhook(client, "checkouts/create",
-                 s.checkout_payload("tok3", 7, "ann@example.com", NOW - 45 * DAY, Decimal(5), cart_token="cart1"))
+    post_webhook(
+        client,
+        "checkouts/create",
+        s.checkout_payload("tok3", 7, "ann@example.com", NOW - 45 * DAY, Decimal(5), cart_token="cart1"),
+    )
     worker.work()
     assert shopper(db, 7).stage == "prospect"  # all activity older than 30 days
     post_webhook(client, "carts/update", s.cart_payload("cart1", NOW - 2 * DAY))
@@ -166,26 +177,44 @@ def test_new_customer_is_a_prospect_with_identity(client, db, shop, worker):
 
 
 def test_older_customer_update_does_not_overwrite_newer(client, db, shop, worker):
-    post_webhook(client, "customers/update", s.customer_payload(7, "new@example.com", NOW - 9 * DAY, NOW - DAY))
-    post_webhook(client, "customers/update", s.customer_payload(7, "old@example.com", NOW - 9 * DAY, NOW - 5 * DAY))
+    post_webhook(
+        client, "customers/update", s.customer_payload(7, "new@example.com", NOW - 9 * DAY, NOW - DAY)
+    )
+    post_webhook(
+        client, "customers/update", s.customer_payload(7, "old@example.com", NOW - 9 * DAY, NOW - 5 * DAY)
+    )
     worker.work()
     assert shopper(db, 7).email == "new@example.com"
 
 
 def test_consent_withdrawn_stays_withdrawn_when_an_older_grant_arrives_late(client, db, shop, worker):
-    post_webhook(client, "customers_email_marketing_consent/update",
-                 s.consent_payload(7, "ann@example.com", "unsubscribed", NOW - DAY))
-    post_webhook(client, "customers_email_marketing_consent/update",
-                 s.consent_payload(7, "ann@example.com", "subscribed", NOW - 3 * DAY))
+    post_webhook(
+        client,
+        "customers_email_marketing_consent/update",
+        s.consent_payload(7, "ann@example.com", "unsubscribed", NOW - DAY),
+    )
+    post_webhook(
+        client,
+        "customers_email_marketing_consent/update",
+        s.consent_payload(7, "ann@example.com", "subscribed", NOW - 3 * DAY),
+    )
     worker.work()
     assert shopper(db, 7).consent_state == "unsubscribed"
 
 
 def test_consent_without_timestamp_is_ordered_by_trigger_time(client, db, shop, worker):
-    post_webhook(client, "customers_email_marketing_consent/update",
-                 s.consent_payload(7, "ann@example.com", "subscribed", None), triggered_at="2026-10-02T00:00:00Z")
-    post_webhook(client, "customers_email_marketing_consent/update",
-                 s.consent_payload(7, "ann@example.com", "unsubscribed", None), triggered_at="2026-10-01T00:00:00Z")
+    post_webhook(
+        client,
+        "customers_email_marketing_consent/update",
+        s.consent_payload(7, "ann@example.com", "subscribed", None),
+        triggered_at="2026-10-02T00:00:00Z",
+    )
+    post_webhook(
+        client,
+        "customers_email_marketing_consent/update",
+        s.consent_payload(7, "ann@example.com", "unsubscribed", None),
+        triggered_at="2026-10-01T00:00:00Z",
+    )
     worker.work()
     assert shopper(db, 7).consent_state == "subscribed"
 
@@ -199,8 +228,11 @@ def test_tags_follow_the_latest_event_per_tag(client, db, shop, worker):
 
 
 def test_purchasing_summary_is_kept_beside_our_counts(client, db, shop, worker):
-    post_webhook(client, "customers/purchasing_summary",
-                 s.purchasing_summary_payload(7, 3, Decimal("120.50"), "EUR", NOW - DAY))
+    post_webhook(
+        client,
+        "customers/purchasing_summary",
+        s.purchasing_summary_payload(7, 3, Decimal("120.50"), "EUR", NOW - DAY),
+    )
     worker.work()
     ann = shopper(db, 7)
     assert (ann.shopify_orders_count, ann.shopify_amount_spent) == (3, Decimal("120.50"))
@@ -208,21 +240,35 @@ def test_purchasing_summary_is_kept_beside_our_counts(client, db, shop, worker):
 
 def test_customer_delete_marks_the_profile(client, db, shop, worker):
     post_webhook(client, "orders/paid", order(1))
-    post_webhook(client, "customers/delete", {"id": 7, "phone": None, "addresses": [], "tax_exemptions": [],
-                                              "admin_graphql_api_id": "gid://shopify/Customer/7"})
+    post_webhook(
+        client,
+        "customers/delete",
+        {
+            "id": 7,
+            "phone": None,
+            "addresses": [],
+            "tax_exemptions": [],
+            "admin_graphql_api_id": "gid://shopify/Customer/7",
+        },
+    )
     worker.work()
     assert shopper(db, 7).deleted_at is not None
 
 
 def test_every_stage_change_is_recorded_as_a_transition(client, db, shop, worker):
-    post_webhook(client, "checkouts/create", s.checkout_payload("t", 7, "a@example.com", NOW - 3 * DAY, Decimal(5)))
+    post_webhook(
+        client, "checkouts/create", s.checkout_payload("t", 7, "a@example.com", NOW - 3 * DAY, Decimal(5))
+    )
     worker.work()
     post_webhook(client, "orders/paid", order(1, days_ago=2))
     worker.work()
     post_webhook(client, "orders/paid", order(2, days_ago=1))
     worker.work()
     with db.session() as session:
-        moves = [(t.from_stage, t.to_stage, t.cause) for t in session.scalars(select(StageTransition).order_by("id"))]
+        moves = [
+            (t.from_stage, t.to_stage, t.cause)
+            for t in session.scalars(select(StageTransition).order_by("id"))
+        ]
     assert moves == [
         (None, "engaged", "checkouts/create"),
         ("engaged", "first_time", "orders/paid"),
@@ -249,8 +295,13 @@ def test_webhook_for_a_shop_not_installed_is_acked_and_ignored(client, db, shop,
 
 
 def test_compliance_topic_is_recorded_even_for_a_shop_not_installed(client, db, worker):
-    post_webhook(client, "customers/redact", s.redact_payload("gone.myshopify.com", 7, "a@example.com", [1]),
-                 shop="gone.myshopify.com", webhook_id="c")
+    post_webhook(
+        client,
+        "customers/redact",
+        s.redact_payload("gone.myshopify.com", 7, "a@example.com", [1]),
+        shop="gone.myshopify.com",
+        webhook_id="c",
+    )
     worker.work()
     assert statuses(db)["c"][0] == "processed"
 
@@ -327,5 +378,3 @@ def test_all_topics_in_the_issue_have_schemas():
     checkouts/update carts/create carts/update inventory_levels/update products/create products/update
     app/uninstalled bulk_operations/finish customers/data_request customers/redact shop/redact""".split()
     assert sorted(set(wanted) - set(SCHEMAS)) == []
-
-

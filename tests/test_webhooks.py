@@ -56,8 +56,9 @@ def test_previous_secret_is_accepted_during_rotation(client, db):
 
 
 def test_signed_webhook_is_recorded_with_its_headers_and_queued(client, db, redis_connection):
-    response = post_webhook(client, "orders/paid", ORDER, webhook_id="wh-1", event_id="ev-1",
-                            triggered_at="2026-10-01T10:00:00Z")
+    response = post_webhook(
+        client, "orders/paid", ORDER, webhook_id="wh-1", event_id="ev-1", triggered_at="2026-10-01T10:00:00Z"
+    )
     assert response.status_code == 200
     [delivery] = deliveries(db)
     assert (delivery.webhook_id, delivery.topic, delivery.shop_domain) == ("wh-1", "orders/paid", SHOP)
