@@ -1,0 +1,149 @@
+"""Ingest benchmark: POST /webhooks against a bare Flask endpoint on the same gunicorn, same load.
+
+    .venv/bin/python bench/ingest.py [--requests 4000] [--concurrency 8] [--database-url URL]
+
+Phase 1 posts realistic signed order bodies to /bare (reads the body, returns 200) and to /webhooks
+(verify, record, enqueue, 200), alternating rounds so both see the same machine state, and reports
+webhooks/s, p50/p99 ack latency and the ratio. Phase 2 starts two `lifecycle worker --burst` processes and
+reports end-to-end events/s (HTTP + worker, until every delivery is processed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from plugin import synthetic as s  # noqa: E402
+
+SHOP = "bench-store.myshopify.com"
+SECRET = "bench-secret"
+
+
+def bodies(count: int) -> list[tuple[str, bytes]]:
+    """Signed-to-be order bodies, 1-4 line items each, like a real store's."""
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    out = []
+    for i in range(count):
+        lines = [s.line_item(i * 10 + n, 7000 + n, 8000 + n, Decimal("19.90")) for n in range(1 + i % 4)]
+        payload = s.order_payload(10_000_000 + i, 5_000 + i % 2000, now - timedelta(hours=i), Decimal("59.70"),
+                                  email=f"b{i}@example.com", lines=lines)
+        out.append((f"bench-{os.getpid()}-{i}", s.encode(payload)))
+    return out
+
+
+def post_many(path: str, port: int, items, concurrency: int) -> tuple[float, list[float]]:
+    url = f"http://127.0.0.1:{port}{path}"
+    chunks = [items[i::concurrency] for i in range(concurrency)]
+
+    def run(chunk):
+        latencies = []
+        with requests.Session() as http:
+            for webhook_id, body in chunk:
+                headers = s.webhook_headers("orders/paid", SHOP, f"{path}-{webhook_id}", body, SECRET)
+                started = time.perf_counter()
+                response = http.post(url, data=body, headers=headers, timeout=30)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{path} answered {response.status_code}")
+        return latencies
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = [x for part in pool.map(run, chunks) for x in part]
+    return time.perf_counter() - started, latencies
+
+
+def summary(name: str, elapsed: float, latencies: list[float]) -> dict:
+    ordered = sorted(latencies)
+    return {
+        "name": name,
+        "per_second": len(latencies) / elapsed,
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[int(len(ordered) * 0.99) - 1],
+    }
+
+
+def wait_up(port: int) -> None:
+    for _ in range(150):
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise RuntimeError("server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--port", type=int, default=8799)
+    args = parser.parse_args()
+
+    instance = tempfile.mkdtemp(prefix="lifecycle-bench-")
+    env = dict(os.environ, SHOPIFY_API_KEY="bench", SHOPIFY_API_SECRET=SECRET, LIFECYCLE_SECRET_KEY="bench",
+               LIFECYCLE_INSTANCE_PATH=instance, PYTHONPATH=str(ROOT))
+    if args.database_url:
+        env["DATABASE_URL"] = args.database_url
+    setup = ("from plugin import create_app, storage, clock; from plugin.cli import share_embedded_redis; import os;"
+             "app = create_app(); share_embedded_redis(app); db = app.extensions['lifecycle.db'];\n"
+             "with db.session() as s: storage.upsert_shop(s, %r, None, clock.now())\n"
+             "print(os.environ['REDIS_URL'])") % SHOP
+    holder = subprocess.Popen([sys.executable, "-c", setup + "\nimport time; time.sleep(10**6)"], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    env["REDIS_URL"] = env.get("REDIS_URL") or holder.stdout.readline().strip()
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", str(args.gunicorn_workers), "--bind",
+                            f"127.0.0.1:{args.port}", "--log-level", "warning", "bench.bare_app:create()"], env=env,
+                           cwd=ROOT)
+    try:
+        wait_up(args.port)
+        items = bodies(args.requests)
+        half = len(items) // 2
+        post_many("/bare", args.port, items[:50], args.concurrency)  # warm-up
+        results = {"bare": [0.0, []], "webhooks": [0.0, []]}
+        for part in (items[:half], items[half:]):  # alternate rounds: same load, same machine state
+            for path, name in (("/bare", "bare"), ("/webhooks", "webhooks")):
+                elapsed, latencies = post_many(path, args.port, part, args.concurrency)
+                results[name][0] += elapsed
+                results[name][1] += latencies
+        bare = summary("bare Flask endpoint", *results["bare"])
+        ours = summary("POST /webhooks", *results["webhooks"])
+        for row in (bare, ours):
+            print(f"{row['name']:<22} {row['per_second']:8.0f}/s  p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms")
+        print(f"ratio (webhooks/s ÷ bare/s): {ours['per_second'] / bare['per_second']:.2f}")
+
+        started = time.perf_counter()
+        workers = [subprocess.Popen([sys.executable, "-m", "plugin.cli", "worker", "--burst"], env=env, cwd=ROOT)
+                   for _ in range(2)]
+        for worker in workers:
+            worker.wait()
+        drained = time.perf_counter() - started
+        total = len(items)
+        print(f"workers: {total} deliveries processed in {drained:.1f} s = {total / drained:.0f}/s (2 workers)")
+        end_to_end = results["webhooks"][0] + drained
+        print(f"end to end (HTTP ingest, then workers): {total / end_to_end:.0f} events/s")
+    finally:
+        web.terminate()
+        web.wait()
+        holder.terminate()
+        holder.wait()
+
+
+if __name__ == "__main__":
+    main()
