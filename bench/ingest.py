@@ -39,8 +39,14 @@ def bodies(count: int) -> list[tuple[str, bytes]]:
     out = []
     for i in range(count):
         lines = [s.line_item(i * 10 + n, 7000 + n, 8000 + n, Decimal("19.90")) for n in range(1 + i % 4)]
-        payload = s.order_payload(10_000_000 + i, 5_000 + i % 2000, now - timedelta(hours=i), Decimal("59.70"),
-                                  email=f"b{i}@example.com", lines=lines)
+        payload = s.order_payload(
+            10_000_000 + i,
+            5_000 + i % 2000,
+            now - timedelta(hours=i),
+            Decimal("59.70"),
+            email=f"b{i}@example.com",
+            lines=lines,
+        )
         out.append((f"bench-{os.getpid()}-{i}", s.encode(payload)))
     return out
 
@@ -97,20 +103,46 @@ def main() -> None:
     args = parser.parse_args()
 
     instance = tempfile.mkdtemp(prefix="lifecycle-bench-")
-    env = dict(os.environ, SHOPIFY_API_KEY="bench", SHOPIFY_API_SECRET=SECRET, LIFECYCLE_SECRET_KEY="bench",
-               LIFECYCLE_INSTANCE_PATH=instance, PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        SHOPIFY_API_KEY="bench",
+        SHOPIFY_API_SECRET=SECRET,
+        LIFECYCLE_SECRET_KEY="bench",
+        LIFECYCLE_INSTANCE_PATH=instance,
+        PYTHONPATH=str(ROOT),
+    )
     if args.database_url:
         env["DATABASE_URL"] = args.database_url
-    setup = ("from plugin import create_app, storage, clock; from plugin.cli import share_embedded_redis; import os;"
-             "app = create_app(); share_embedded_redis(app); db = app.extensions['lifecycle.db'];\n"
-             "with db.session() as s: storage.upsert_shop(s, %r, None, clock.now())\n"
-             "print(os.environ['REDIS_URL'])") % SHOP
-    holder = subprocess.Popen([sys.executable, "-c", setup + "\nimport time; time.sleep(10**6)"], env=env,
-                              stdout=subprocess.PIPE, text=True)
+    setup = (
+        "from plugin import create_app, storage, clock\n"
+        "from plugin.cli import share_embedded_redis\nimport os\n"
+        "app = create_app(); share_embedded_redis(app); db = app.extensions['lifecycle.db'];\n"
+        "with db.session() as s: storage.upsert_shop(s, " + repr(SHOP) + ", None, clock.now())\n"
+        "print(os.environ['REDIS_URL'])"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", setup + "\nimport time; time.sleep(10**6)"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     env["REDIS_URL"] = env.get("REDIS_URL") or holder.stdout.readline().strip()
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", str(args.gunicorn_workers), "--bind",
-                            f"127.0.0.1:{args.port}", "--log-level", "warning", "bench.bare_app:create()"], env=env,
-                           cwd=ROOT)
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(args.gunicorn_workers),
+            "--bind",
+            f"127.0.0.1:{args.port}",
+            "--log-level",
+            "warning",
+            "bench.bare_app:create()",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
     try:
         wait_up(args.port)
         items = bodies(args.requests)
@@ -125,17 +157,22 @@ def main() -> None:
         bare = summary("bare Flask endpoint", *results["bare"])
         ours = summary("POST /webhooks", *results["webhooks"])
         for row in (bare, ours):
-            print(f"{row['name']:<22} {row['per_second']:8.0f}/s  p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms")
+            rate, p50, p99 = row["per_second"], row["p50_ms"], row["p99_ms"]
+            print(f"{row['name']:<22} {rate:8.0f}/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
         print(f"ratio (webhooks/s ÷ bare/s): {ours['per_second'] / bare['per_second']:.2f}")
 
         started = time.perf_counter()
-        workers = [subprocess.Popen([sys.executable, "-m", "plugin.cli", "worker", "--burst"], env=env, cwd=ROOT)
-                   for _ in range(2)]
+        workers = [
+            subprocess.Popen([sys.executable, "-m", "plugin.cli", "worker", "--burst"], env=env, cwd=ROOT)
+            for _ in range(2)
+        ]
         for worker in workers:
             worker.wait()
         drained = time.perf_counter() - started
         total = len(items)
-        print(f"workers: {total} deliveries processed in {drained:.1f} s = {total / drained:.0f}/s (2 workers)")
+        print(
+            f"workers: {total} deliveries processed in {drained:.1f} s = {total / drained:.0f}/s (2 workers)"
+        )
         end_to_end = results["webhooks"][0] + drained
         print(f"end to end (HTTP ingest, then workers): {total / end_to_end:.0f} events/s")
     finally:
