@@ -97,15 +97,9 @@ def worker(burst: bool, now: str | None) -> None:
 def tick(now: str | None) -> None:
     """Apply time-based stage moves as of now, and re-queue deliveries whose job was lost."""
     _pin(now)
-    from plugin.tick import run_tick
+    from plugin.tick import tick_app
 
-    app = build_app()
-    report = run_tick(
-        app.extensions["lifecycle.db"],
-        app.extensions["lifecycle.redis"],
-        clock.now(),
-        app.config["STUCK_AFTER_SECONDS"],
-    )
+    report = tick_app(build_app())
     click.echo(json.dumps(report.as_dict(), indent=2))
 
 

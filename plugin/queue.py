@@ -12,8 +12,6 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
-__all__ = ["JSONSerializer"]
-
 log = logging.getLogger(__name__)
 
 WEBHOOKS, ACTIONS, MAINTENANCE = "webhooks", "actions", "maintenance"

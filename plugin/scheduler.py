@@ -6,8 +6,8 @@ import logging
 import os
 import time
 
-from plugin import clock, create_app
-from plugin.tick import run_tick
+from plugin import create_app
+from plugin.tick import tick_app
 
 log = logging.getLogger(__name__)
 
@@ -16,12 +16,7 @@ def run_forever(interval: float) -> None:
     app = create_app()
     while True:
         started = time.monotonic()
-        report = run_tick(
-            app.extensions["lifecycle.db"],
-            app.extensions["lifecycle.redis"],
-            clock.now(),
-            app.config["STUCK_AFTER_SECONDS"],
-        )
+        report = tick_app(app)
         log.info("tick done: %s", report.as_dict())
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, select, update
@@ -201,6 +201,3 @@ def deactivate_shop(session: Session, shop: Shop, now: datetime) -> None:
         .where(Shop.id == shop.id)
         .values(active=False, uninstalled_at=now, access_token_encrypted=None)
     )
-
-
-STUCK_GRACE = timedelta(minutes=5)

@@ -14,7 +14,7 @@ import redis
 from sqlalchemy import and_, case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from plugin import queue, storage
+from plugin import clock, queue, storage
 from plugin.models import Shop, Shopper, Stage, StageTransition
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,16 @@ def run_tick(
     if connection is not None:
         report.requeued = requeue_stuck(db, connection, now - timedelta(seconds=stuck_after))
     return report
+
+
+def tick_app(app) -> TickReport:
+    """Run the tick with an app's database, Redis and settings, as of the one clock."""
+    return run_tick(
+        app.extensions["lifecycle.db"],
+        app.extensions["lifecycle.redis"],
+        clock.now(),
+        app.config["STUCK_AFTER_SECONDS"],
+    )
 
 
 def requeue_stuck(db: storage.Database, connection: redis.Redis, older_than: datetime) -> int:

@@ -11,9 +11,9 @@ import logging
 
 from flask import Flask
 from rq import SimpleWorker
+from rq.serializers import JSONSerializer
 
 from plugin import queue
-from plugin.queue import JSONSerializer
 
 
 def run_worker(app: Flask, burst: bool = False) -> None:
