@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -27,6 +25,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.servers import Servers  # noqa: E402
 from plugin import synthetic as s  # noqa: E402
 
 SHOP = "bench-store.myshopify.com"
@@ -83,16 +82,6 @@ def summary(name: str, elapsed: float, latencies: list[float]) -> dict:
     }
 
 
-def wait_up(port: int) -> None:
-    for _ in range(150):
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                return
-        except requests.RequestException:
-            time.sleep(0.2)
-    raise RuntimeError("server did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=4000)
@@ -102,49 +91,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8799)
     args = parser.parse_args()
 
-    instance = tempfile.mkdtemp(prefix="lifecycle-bench-")
-    env = dict(
-        os.environ,
-        SHOPIFY_API_KEY="bench",
-        SHOPIFY_API_SECRET=SECRET,
-        LIFECYCLE_SECRET_KEY="bench",
-        LIFECYCLE_INSTANCE_PATH=instance,
-        PYTHONPATH=str(ROOT),
-    )
-    if args.database_url:
-        env["DATABASE_URL"] = args.database_url
-    setup = (
-        "from plugin import create_app, storage, clock\n"
-        "from plugin.cli import share_embedded_redis\nimport os\n"
-        "app = create_app(); share_embedded_redis(app); db = app.extensions['lifecycle.db'];\n"
-        "with db.session() as s: storage.upsert_shop(s, " + repr(SHOP) + ", None, clock.now())\n"
-        "print(os.environ['REDIS_URL'])"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", setup + "\nimport time; time.sleep(10**6)"],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    env["REDIS_URL"] = env.get("REDIS_URL") or holder.stdout.readline().strip()
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            str(args.gunicorn_workers),
-            "--bind",
-            f"127.0.0.1:{args.port}",
-            "--log-level",
-            "warning",
-            "bench.bare_app:create()",
-        ],
-        env=env,
-        cwd=ROOT,
-    )
+    servers = Servers(SHOP, SECRET, args.database_url, args.port, "bench.bare_app:create()")
     try:
-        wait_up(args.port)
         items = bodies(args.requests)
         half = len(items) // 2
         post_many("/bare", args.port, items[:50], args.concurrency)  # warm-up
@@ -162,11 +110,7 @@ def main() -> None:
         print(f"ratio (webhooks/s ÷ bare/s): {ours['per_second'] / bare['per_second']:.2f}")
 
         started = time.perf_counter()
-        workers = [
-            subprocess.Popen([sys.executable, "-m", "plugin.cli", "worker", "--burst"], env=env, cwd=ROOT)
-            for _ in range(2)
-        ]
-        for worker in workers:
+        for worker in servers.start_workers(2, burst=True):
             worker.wait()
         drained = time.perf_counter() - started
         total = len(items)
@@ -176,10 +120,7 @@ def main() -> None:
         end_to_end = results["webhooks"][0] + drained
         print(f"end to end (HTTP ingest, then workers): {total / end_to_end:.0f} events/s")
     finally:
-        web.terminate()
-        web.wait()
-        holder.terminate()
-        holder.wait()
+        servers.stop()
 
 
 if __name__ == "__main__":

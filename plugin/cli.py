@@ -215,9 +215,7 @@ def deliveries_replay(delivery_id: int) -> None:
         delivery = storage.reset_delivery(session, delivery_id)
         if delivery is None:
             raise click.ClickException(f"no delivery {delivery_id}")
-    connection = app.extensions["lifecycle.redis"]
-    queue.forget_delivery_job(connection, delivery_id)
-    queue.enqueue_delivery(connection, delivery_id)
+    queue.enqueue_drain(app.extensions["lifecycle.redis"], queue.delivery_slot(delivery_id), force=True)
     click.echo(f"delivery {delivery_id} queued again")
 
 

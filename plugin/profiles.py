@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import case, exists, func, select
+from sqlalchemy import case, exists, func, select, text
 from sqlalchemy.orm import Session
 
 from plugin.models import Checkout, Order, Refund, Shop, Shopper, StageTransition
@@ -58,6 +58,23 @@ def lock_shopper(ctx: HandlerContext, customer_id: int) -> Shopper:
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one()
+
+
+def lock_order(ctx: HandlerContext, order_id: int) -> None:
+    """Serialise the handlers of one order until commit, whichever topic brought it.
+
+    A refund can arrive while its order's first delivery is still being processed: without this, the
+    refund's handler finds no order (not yet committed) and the order's handler sums no refund (not yet
+    committed), and the refund is never subtracted. PostgreSQL: a transaction-scoped advisory lock taken
+    before the shopper's row lock (always in that order, so two handlers cannot deadlock). SQLite: the
+    transaction already holds the database's write lock.
+    """
+    if ctx.db.is_sqlite:
+        return
+    ctx.session.execute(
+        text("SELECT pg_advisory_xact_lock(:shop, :order)"),
+        {"shop": ctx.shop.id, "order": order_id % 2_147_483_647},
+    )
 
 
 def recount_orders(ctx: HandlerContext, shopper: Shopper) -> None:

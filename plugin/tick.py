@@ -124,7 +124,7 @@ def run_tick(
                 report.moves[move] = report.moves.get(move, 0) + count
         log.info("tick moved stages for %s", shop.domain)
     if connection is not None:
-        report.requeued = requeue_stuck(db, connection, now - timedelta(seconds=stuck_after))
+        report.requeued = requeue_stuck(db, connection, now - timedelta(seconds=stuck_after), now)
     return report
 
 
@@ -138,8 +138,10 @@ def tick_app(app) -> TickReport:
     )
 
 
-def requeue_stuck(db: storage.Database, connection: redis.Redis, older_than: datetime) -> int:
-    """Queue again the deliveries whose job was lost (Redis flushed or down after the ack)."""
+def requeue_stuck(db: storage.Database, connection: redis.Redis, older_than: datetime, now: datetime) -> int:
+    """Queue a drain for every slot holding deliveries left waiting (wake-up lost, or a retry now due)."""
     with db.session() as session:
-        ids = storage.stuck_delivery_ids(session, older_than)
-    return sum(1 for delivery_id in ids if queue.enqueue_delivery(connection, delivery_id))
+        ids = storage.stuck_delivery_ids(session, older_than, now)
+    for slot in sorted({queue.delivery_slot(delivery_id) for delivery_id in ids}):
+        queue.enqueue_drain(connection, slot, force=True)
+    return len(ids)

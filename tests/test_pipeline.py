@@ -342,24 +342,35 @@ def test_products_and_bulk_operations_are_recorded(client, db, shop, worker):
         assert session.scalar(select(Shop)).last_bulk_operation["status"] == "completed"
 
 
-def test_a_handler_error_marks_the_delivery_failed_after_retries(app, client, db, shop, worker, monkeypatch):
+def test_a_handler_error_is_retried_with_backoff_then_marked_failed(
+    client, db, shop, worker, redis_connection, monkeypatch
+):
     from plugin import handlers
+    from plugin.jobs import MAX_ATTEMPTS
+    from plugin.tick import run_tick
 
     def broken(ctx, payload):
         raise RuntimeError("boom")
 
+    # given a handler that always raises
     monkeypatch.setitem(handlers.HANDLERS, "orders/paid", broken)
     post_webhook(client, "orders/paid", order(1), webhook_id="f")
-    with app.app_context():
-        from plugin.jobs import process_delivery
-
-        with db.session() as session:
-            delivery_id = session.scalar(select(Delivery.id))
-        try:
-            process_delivery(delivery_id)
-        except RuntimeError:
-            pass
+    # when the worker tries it, it waits in the ledger for its retry (not retried at once)
+    worker.work()
+    assert statuses(db)["f"] == ("received", "RuntimeError: boom")
+    worker.work()
+    with db.session() as session:
+        assert session.scalar(select(Delivery.attempts)) == 1
+    # and each later tick past the retry time tries once more, until the last attempt marks it failed
+    later = NOW
+    for _ in range(MAX_ATTEMPTS - 1):
+        later += timedelta(hours=1)
+        monkeypatch.setenv("LIFECYCLE_NOW", later.isoformat())
+        run_tick(db, redis_connection, later, 300)
+        worker.work()
     assert statuses(db)["f"] == ("failed", "RuntimeError: boom")
+    with db.session() as session:
+        assert session.scalar(select(Delivery.attempts)) == MAX_ATTEMPTS
 
 
 def test_time_is_read_from_the_one_clock(client, db, shop, worker, monkeypatch):

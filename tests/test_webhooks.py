@@ -84,6 +84,31 @@ def test_repeat_after_processing_is_acked_without_a_new_job(client, db, redis_co
     assert [d.status for d in deliveries(db)] == ["processed"]
 
 
+def test_a_burst_of_webhooks_wakes_one_drain_per_slot_and_all_are_processed(
+    client, db, redis_connection, shop, worker
+):
+    # given more webhooks than drain slots, posted before any worker runs
+    for n in range(3 * queue.DRAIN_SLOTS):
+        order = dict(ORDER, id=2000 + n)
+        assert post_webhook(client, "orders/paid", order, webhook_id=f"wh-b{n}").status_code == 200
+    # then one drain job per slot is queued, not one job per webhook
+    assert queued_jobs(redis_connection) == queue.DRAIN_SLOTS
+    # and the drains process every one of them
+    worker.work()
+    assert {d.status for d in deliveries(db)} == {"processed"}
+    assert len(deliveries(db)) == 3 * queue.DRAIN_SLOTS
+
+
+def test_a_webhook_after_a_drain_queues_a_new_drain(client, db, redis_connection, shop, worker):
+    post_webhook(client, "orders/paid", ORDER, webhook_id="wh-first")
+    worker.work()
+    # when the drain has lowered its flag, the next webhook of any slot raises it and queues a drain
+    post_webhook(client, "orders/paid", dict(ORDER, id=3000), webhook_id="wh-next")
+    assert queued_jobs(redis_connection) == 1
+    worker.work()
+    assert [d.status for d in deliveries(db)] == ["processed", "processed"]
+
+
 def test_body_over_the_cap_gets_413(app, client, db):
     app.config["MAX_CONTENT_LENGTH"] = 1000
     big = dict(ORDER, note="x" * 2000)

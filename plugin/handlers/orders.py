@@ -17,6 +17,7 @@ from plugin.profiles import HandlerContext
 def on_order(ctx: HandlerContext, order: OrderData) -> None:
     """Store the order (newest version wins), its refunds, and update the buyer's profile and stage."""
     customer = order.customer
+    profiles.lock_order(ctx, order.id)
     shopper = profiles.lock_shopper(ctx, customer.id) if customer else None
     store_order(ctx, order)
     for refund in order.refunds:
@@ -36,6 +37,7 @@ def on_order(ctx: HandlerContext, order: OrderData) -> None:
 @handles("refunds/create")
 def on_refunds_create(ctx: HandlerContext, refund: RefundData) -> None:
     """Subtract the refund from its order's net value (once, by refund id) and restage the buyer."""
+    profiles.lock_order(ctx, refund.order_id)
     order = ctx.session.scalar(
         select(Order).where(Order.shop_id == ctx.shop.id, Order.order_id == refund.order_id)
     )

@@ -1,0 +1,186 @@
+"""Scale replay: a store of ~25,000 shoppers and ~70,000 orders posted as signed webhooks through HTTP
+(gunicorn, 2 processes) while two `lifecycle worker` processes drain them; then every shopper's stage is
+checked against what the store's own history says it must be.
+
+    .venv/bin/python bench/replay.py [--shoppers 25000] [--database-url URL]
+
+Reports the wall time from the first post to the last processed delivery, and, as the baseline measured in
+the same run, the time the same client needs to post the same bodies to a bare endpoint (`/bare`), so the
+figure reads as "x times the cost of merely receiving them".
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import requests
+from sqlalchemy import create_engine, func, select
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.servers import Servers  # noqa: E402
+from plugin import storage  # noqa: E402
+from plugin import synthetic as s  # noqa: E402
+from plugin.models import Delivery, DeliveryStatus, Shop, Shopper  # noqa: E402
+from plugin.stages import ShopperFacts, assess  # noqa: E402
+
+SHOP = "replay-store.myshopify.com"
+SECRET = "replay-secret"
+NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
+
+
+@dataclass
+class History:
+    """One shopper's webhooks and what they must add up to."""
+
+    webhooks: list[tuple[str, dict]] = field(default_factory=list)
+    orders: int = 0
+    spent: Decimal = Decimal(0)
+    last_order_at: datetime | None = None
+
+    def expected_stage(self) -> str:
+        facts = ShopperFacts(self.orders, self.spent, self.last_order_at if self.orders else None)
+        return assess(facts, NOW).stage.value
+
+
+def shopper_history(index: int, rng: random.Random) -> History:
+    """customers/create, consent, then 0–8 orders (~2.8 on average), some paid, cancelled or refunded."""
+    history = History()
+    customer_id = 7_000_000_000 + index
+    email = f"r{index}@example.com"
+    joined = NOW - timedelta(days=rng.uniform(1, 540))
+    history.webhooks.append(("customers/create", s.customer_payload(customer_id, email, joined)))
+    state = rng.choice(("subscribed", "subscribed", "not_subscribed", "unsubscribed"))
+    history.webhooks.append(
+        ("customers_email_marketing_consent/update", s.consent_payload(customer_id, email, state, joined))
+    )
+    count = rng.choice((0, 1, 1, 2, 2, 3, 3, 4, 5, 7))
+    span = (NOW - joined).total_seconds()
+    for n, placed in enumerate(sorted(joined + timedelta(seconds=span * rng.random()) for _ in range(count))):
+        order_id = customer_id * 10 + n
+        total = Decimal(rng.randrange(1500, 30000)) / 100
+        body = s.order_payload(order_id, customer_id, placed, total, email=email)
+        history.webhooks.append(("orders/create", body))
+        fate = rng.random()
+        if fate < 0.04:
+            at = placed + timedelta(hours=2)  # a cancellation comes with a later updated_at than the order
+            cancelled = s.order_payload(
+                order_id, customer_id, placed, total, email=email, cancelled_at=at
+            )
+            history.webhooks.append(("orders/cancelled", cancelled))
+            continue
+        if fate < 0.09:
+            refund = (total / 2).quantize(Decimal("0.01"))
+            history.webhooks.append(("refunds/create", s.refund_payload(order_id, order_id, refund, placed)))
+            total -= refund
+        elif fate < 0.3:
+            history.webhooks.append(("orders/paid", body))
+        history.orders += 1
+        history.spent += total
+        history.last_order_at = max(history.last_order_at or placed, placed)
+    return history
+
+
+def post_all(port: int, path: str, histories: list[History], threads: int) -> float:
+    """Post every shopper's webhooks in order, shoppers spread over `threads` clients; return seconds."""
+    url = f"http://127.0.0.1:{port}{path}"
+
+    def post_share(share: list[tuple[int, History]]) -> None:
+        with requests.Session() as http:
+            for index, history in share:
+                for n, (topic, payload) in enumerate(history.webhooks):
+                    body = s.encode(payload)
+                    headers = s.webhook_headers(topic, SHOP, f"{path}-{index}-{n}", body, SECRET)
+                    for _ in range(10):  # as Shopify does: retry what was not acknowledged
+                        if http.post(url, data=body, headers=headers, timeout=30).status_code == 200:
+                            break
+                        time.sleep(0.5)
+                    else:
+                        raise RuntimeError(f"{path} refused {topic}")
+
+    numbered = list(enumerate(histories))
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(post_share, [numbered[i::threads] for i in range(threads)]))
+    return time.perf_counter() - started
+
+
+def wait_processed(engine, total: int) -> None:
+    with engine.connect() as connection:
+        while True:
+            done = connection.scalar(select(func.count()).where(Delivery.status != DeliveryStatus.RECEIVED))
+            connection.rollback()
+            if done >= total:
+                return
+            time.sleep(0.5)
+
+
+def check_stages(engine, histories: list[History]) -> tuple[int, list[str]]:
+    """Compare every shopper's stored stage with its history's; return (checked, mismatches)."""
+    with engine.connect() as connection:
+        shop_id = connection.scalar(select(Shop.id).where(Shop.domain == SHOP))
+        stored = dict(
+            connection.execute(
+                select(Shopper.customer_id, Shopper.stage).where(Shopper.shop_id == shop_id)
+            ).all()
+        )
+    wrong = []
+    for index, history in enumerate(histories):
+        got, want = stored.get(7_000_000_000 + index), history.expected_stage()
+        if got != want:
+            wrong.append(f"shopper {index}: {got} != {want}")
+    return len(histories), wrong
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shoppers", type=int, default=25_000)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--port", type=int, default=8798)
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+
+    rng = random.Random(args.seed)
+    histories = [shopper_history(i, rng) for i in range(args.shoppers)]
+    webhooks = sum(len(h.webhooks) for h in histories)
+    orders = sum(1 for h in histories for t, _ in h.webhooks if t == "orders/create")
+    print(f"store: {args.shoppers} shoppers, {orders} orders, {webhooks} webhooks")
+
+    servers = Servers(SHOP, SECRET, args.database_url, args.port, "bench.bare_app:create()")
+    servers.env["LIFECYCLE_NOW"] = NOW.isoformat()
+    engine = create_engine(storage.database_url(args.database_url, servers.env["LIFECYCLE_INSTANCE_PATH"]))
+    try:
+        bare = post_all(args.port, "/bare", histories, args.threads)
+        print(f"baseline: posting to a bare endpoint took {bare:.1f} s ({webhooks / bare:.0f}/s)")
+        servers.start_workers(2, burst=False)
+        started = time.perf_counter()
+        ingest = post_all(args.port, "/webhooks", histories, args.threads)
+        wait_processed(engine, webhooks)
+        total = time.perf_counter() - started
+        print(f"POST /webhooks took {ingest:.1f} s ({webhooks / ingest:.0f}/s)")
+        print(
+            f"end to end (HTTP + 2 workers to stage): {total:.1f} s = {webhooks / total:.0f} webhooks/s; "
+            f"{total / bare:.2f}x the bare posting time"
+        )
+        checked, wrong = check_stages(engine, histories)
+        print(f"stages: {checked - len(wrong)}/{checked} right")
+        for line in wrong[:20]:
+            print("  " + line)
+        if wrong:
+            sys.exit(1)
+    finally:
+        servers.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Start what a benchmark measures against: an instance folder, the demo shop, the embedded (or given)
+Redis, gunicorn on a port, and `lifecycle worker` processes, all on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Servers:
+    """The processes of one benchmark run; `stop()` ends them all."""
+
+    def __init__(self, shop: str, secret: str, database_url: str | None, port: int, app: str):
+        self.port = port
+        self.env = dict(
+            os.environ,
+            SHOPIFY_API_KEY="bench",
+            SHOPIFY_API_SECRET=secret,
+            LIFECYCLE_SECRET_KEY="bench",
+            LIFECYCLE_INSTANCE_PATH=tempfile.mkdtemp(prefix="lifecycle-bench-"),
+            PYTHONPATH=str(ROOT),
+        )
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
+        self.processes: list[subprocess.Popen] = []
+        self.env["REDIS_URL"] = self.env.get("REDIS_URL") or self._hold_embedded_redis(shop)
+        self._start_web(app)
+
+    def _hold_embedded_redis(self, shop: str) -> str:
+        # One process migrates, registers the shop and keeps the embedded Redis alive for the others.
+        setup = (
+            "from plugin import create_app, storage, clock\n"
+            "from plugin.cli import share_embedded_redis\nimport os, time\n"
+            "app = create_app(); share_embedded_redis(app); db = app.extensions['lifecycle.db']\n"
+            f"with db.session() as s: storage.upsert_shop(s, {shop!r}, None, clock.now())\n"
+            "print(os.environ['REDIS_URL'], flush=True); time.sleep(10**6)"
+        )
+        holder = subprocess.Popen(
+            [sys.executable, "-c", setup], env=self.env, stdout=subprocess.PIPE, text=True
+        )
+        self.processes.append(holder)
+        return holder.stdout.readline().strip()
+
+    def _start_web(self, app: str) -> None:
+        command = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{self.port}"]
+        command += ["--log-level", "warning", app]
+        self.processes.append(subprocess.Popen(command, env=self.env, cwd=ROOT))
+        for _ in range(150):
+            try:
+                if requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def start_workers(self, count: int, burst: bool) -> list[subprocess.Popen]:
+        """`lifecycle worker` processes, as the Procfile runs them."""
+        command = [sys.executable, "-m", "plugin.cli", "worker"] + (["--burst"] if burst else [])
+        workers = [subprocess.Popen(command, env=self.env, cwd=ROOT) for _ in range(count)]
+        self.processes.extend(workers)
+        return workers
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=30)
