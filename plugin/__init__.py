@@ -32,9 +32,10 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = Tru
         app.config["SHOPIFY_API_KEY"], app.config["WEBHOOK_SECRETS"]
     )
 
-    from plugin import webhooks
+    from plugin import unsubscribe, webhooks
 
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(unsubscribe.bp)
 
     @app.get("/healthz")
     def healthz():

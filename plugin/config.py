@@ -43,6 +43,11 @@ SETTINGS = (
     Setting("LIFECYCLE_MAX_WEBHOOK_BYTES", default=5 * 1024 * 1024, cast=int, key="MAX_CONTENT_LENGTH"),
     # Deliveries still `received` this long after arrival are re-enqueued by the tick.
     Setting("LIFECYCLE_STUCK_AFTER_SECONDS", default=300, cast=int, key="STUCK_AFTER_SECONDS"),
+    # smtp://user:pass@host:587 (STARTTLS when offered) or smtps://…; unset: .eml files in LIFECYCLE_OUTBOX
+    Setting("SMTP_URL", default=None, secret=True),
+    Setting("LIFECYCLE_OUTBOX", default=None, key="OUTBOX"),  # None: "outbox" in the instance folder
+    # Base of the Admin API instead of https://{shop} (the fake store in tests and the demo).
+    Setting("SHOPIFY_ADMIN_ORIGIN", default=None),
 )
 
 

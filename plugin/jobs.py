@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections import Counter
 from datetime import timedelta
 
 from flask import current_app
 
-from plugin import clock, handlers, payloads, queue, storage
-from plugin.models import Delivery, DeliveryStatus
+from plugin import clock, handlers, payloads, policy, queue, runs, storage
+from plugin.actions import ACTIONS, ActionContext
+from plugin.actions.base import PermanentActionError, RetryableActionError
+from plugin.crypto import decrypt_token
+from plugin.models import ActionAttempt, ActionRun, Delivery, DeliveryStatus, RunStatus, Shop, Shopper
 from plugin.profiles import HandlerContext
+from plugin.shopify_client import (
+    ShopifyAuthError,
+    ShopifyClient,
+    ShopifyThrottled,
+    ShopifyTransientError,
+    ShopifyUserErrors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,30 +70,32 @@ def process_delivery(delivery_id: int) -> str:
             delivery = storage.lock_delivery(session, delivery_id)
             if delivery is None or delivery.status != DeliveryStatus.RECEIVED:
                 return delivery.status if delivery else "missing"  # already handled by another drain
-            return _process(session, delivery)
+            status, planned = _process(session, delivery)
+        if planned:  # after commit: effects never precede the data they are about
+            dispatch_due_runs(db, clock.now())
+        return status
     except Exception as error:  # noqa: BLE001 - any failure is recorded on the ledger row, then retried
         log.exception("delivery %s raised %s", delivery_id, type(error).__name__)
         return _record_failure(db, delivery_id, error)
 
 
-def _process(session, delivery: Delivery) -> str:
+def _process(session, delivery: Delivery) -> tuple[str, list[int]]:
     now = clock.now()
     delivery.attempts += 1
     shop = storage.get_shop(session, delivery.shop_domain)
     if (shop is None or not shop.active) and delivery.topic not in payloads.COMPLIANCE_TOPICS:
-        return _finish(session, delivery, DeliveryStatus.IGNORED, now, "shop is not installed")
+        return _finish(session, delivery, DeliveryStatus.IGNORED, now, "shop is not installed"), []
     try:
         payload = payloads.load(delivery.topic, delivery.body)
     except KeyError:
-        return _finish(
-            session, delivery, DeliveryStatus.IGNORED, now, f"no handler for topic {delivery.topic}"
-        )
+        note = f"no handler for topic {delivery.topic}"
+        return _finish(session, delivery, DeliveryStatus.IGNORED, now, note), []
     except payloads.PayloadError as error:
         log.warning("quarantined delivery %s (%s): %s", delivery.id, delivery.topic, error)
-        return _finish(session, delivery, DeliveryStatus.QUARANTINED, now, str(error))
+        return _finish(session, delivery, DeliveryStatus.QUARANTINED, now, str(error)), []
     ctx = HandlerContext(database(), session, shop, delivery.topic, now, delivery.triggered_at)
     note = handlers.dispatch(ctx, payload)
-    return _finish(session, delivery, DeliveryStatus.PROCESSED, now, note)
+    return _finish(session, delivery, DeliveryStatus.PROCESSED, now, note), ctx.planned_runs
 
 
 def _finish(session, delivery: Delivery, status: str, now, reason: str | None) -> str:
@@ -104,3 +118,99 @@ def _record_failure(db: storage.Database, delivery_id: int, error: Exception) ->
         delivery.reason = reason
         delivery.next_attempt_at = now + RETRY_DELAYS[delivery.attempts - 1]
         return "retrying"
+
+
+def dispatch_due_runs(db: storage.Database, now) -> int:
+    """Queue every scheduled run whose time has come (the tick calls this too)."""
+    with db.session() as session:
+        ids = runs.due_run_ids(session, now)
+    connection = current_app.extensions["lifecycle.redis"]
+    for run_id in ids:
+        queue.enqueue_action_run(connection, run_id)
+    return len(ids)
+
+
+def run_action(run_id: int) -> str:
+    """Carry out one planned effect once: re-check it, act, and record the attempt (saleor's shape).
+
+    ShopifyThrottled and passing failures put the run back on the schedule (the tick re-queues it);
+    user errors, auth errors and bad templates fail it for good, with the reason.
+    """
+    db, now = database(), clock.now()
+    with db.session() as session:
+        run = session.get(ActionRun, run_id, with_for_update=True)
+        if run is None or run.status not in (RunStatus.QUEUED, RunStatus.SCHEDULED, RunStatus.RUNNING):
+            return run.status if run else "missing"  # already done: a duplicate job
+        ctx = _action_context(db, session, run, now)
+        decision = policy.decide(session, ctx.shop, run, ctx.shopper, now)
+        if decision.skip:
+            return _end(session, run, RunStatus.SKIPPED, now, "skipped", reason=decision.skip)
+        if decision.defer_until:
+            run.status, run.due_at, run.deferred_reason = (
+                RunStatus.SCHEDULED,
+                decision.defer_until,
+                decision.why,
+            )
+            _attempt(session, run, now, "deferred", decision.why)
+            return "deferred"
+        run.status, run.attempts = RunStatus.RUNNING, run.attempts + 1
+        session.commit()
+        started = time.monotonic()
+        try:
+            ACTIONS[run.action](ctx)
+        except (ShopifyThrottled, ShopifyTransientError, RetryableActionError) as error:
+            return _retry_later(session, run, now, error, started)
+        except (ShopifyUserErrors, ShopifyAuthError, PermanentActionError) as error:
+            return _end(session, run, RunStatus.FAILED, now, "failed", reason=str(error), started=started)
+        return _end(session, run, RunStatus.SUCCEEDED, now, "succeeded", started=started)
+
+
+RUN_RETRY_DELAYS = (60, 300, 1800, 7200)
+
+
+def _action_context(db, session, run: ActionRun, now) -> ActionContext:
+    shop = session.get(Shop, run.shop_id)
+    shopper = session.get(Shopper, run.shopper_id) if run.shopper_id else None
+    config = current_app.config
+    client = None
+    if shop.access_token_encrypted:
+        client = ShopifyClient(
+            shop.domain,
+            decrypt_token(shop.access_token_encrypted, config["SECRET_KEY"]),
+            config["SHOPIFY_API_VERSION"],
+            origin=config.get("SHOPIFY_ADMIN_ORIGIN"),
+        )
+    settings = dict(
+        SMTP_URL=config.get("SMTP_URL"),
+        APP_URL=config["APP_URL"],
+        SECRET_KEY=config["SECRET_KEY"],
+        OUTBOX=config.get("OUTBOX") or os.path.join(current_app.instance_path, "outbox"),
+    )
+    return ActionContext(db, session, shop, run, shopper, client, now, settings)
+
+
+def _attempt(session, run: ActionRun, now, outcome: str, error: str | None = None, started=None) -> None:
+    duration = int((time.monotonic() - started) * 1000) if started else None
+    session.add(
+        ActionAttempt(run_id=run.id, started_at=now, duration_ms=duration, outcome=outcome, error=error)
+    )
+
+
+def _end(session, run: ActionRun, status: str, now, outcome: str, reason=None, started=None) -> str:
+    run.status, run.finished_at = status, now
+    if reason:
+        run.skip_reason = reason
+    _attempt(session, run, now, outcome, reason, started)
+    return status
+
+
+def _retry_later(session, run: ActionRun, now, error: Exception, started) -> str:
+    if run.attempts > len(RUN_RETRY_DELAYS):
+        return _end(
+            session, run, RunStatus.FAILED, now, "failed", reason=f"gave up: {error}", started=started
+        )
+    wait = getattr(error, "retry_after", None) or RUN_RETRY_DELAYS[run.attempts - 1]
+    run.status, run.due_at = RunStatus.SCHEDULED, now + timedelta(seconds=wait)
+    run.deferred_reason = f"retry after {type(error).__name__}: {error}"
+    _attempt(session, run, now, "retry", str(error), started)
+    return "retrying"

@@ -98,6 +98,14 @@ class Shop(Base):
     loyal_orders: Mapped[int] = mapped_column(Integer, default=4)
     loyal_min_orders: Mapped[int] = mapped_column(Integer, default=2)
     loyal_spend: Mapped[Decimal] = mapped_column(Money, default=Decimal("500"))
+    # Sending policy: the shop's timezone for quiet hours, the frequency cap, the sender.
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    quiet_start_hour: Mapped[int] = mapped_column(Integer, default=21)
+    quiet_end_hour: Mapped[int] = mapped_column(Integer, default=8)
+    cap_per_day: Mapped[int] = mapped_column(Integer, default=1)
+    cap_per_week: Mapped[int] = mapped_column(Integer, default=3)
+    sender_name: Mapped[str | None] = mapped_column(String(255))
+    sender_email: Mapped[str | None] = mapped_column(String(320))
 
 
 class Delivery(Base):
@@ -160,6 +168,8 @@ class Shopper(Base):
     stage: Mapped[str] = mapped_column(String(16), default=Stage.PROSPECT)
     stage_reason: Mapped[str | None] = mapped_column(Text)
     stage_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    timezone: Mapped[str | None] = mapped_column(String(64))  # IANA name, when known
+    synced_stage: Mapped[str | None] = mapped_column(String(16))  # last stage written back to Shopify
 
     @property
     def tags(self) -> list[str]:
@@ -292,3 +302,131 @@ class InventoryLevel(Base):
     available: Mapped[int | None] = mapped_column(Integer)
     previous_available: Mapped[int | None] = mapped_column(Integer)
     source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RunStatus(StrEnum):
+    SCHEDULED = "scheduled"  # waiting for due_at (delays, deferrals by cap or quiet hours)
+    QUEUED = "queued"
+    RUNNING = "running"  # an attempt started; a crash leaves it here and the next attempt decides
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"  # no longer applies at run time; skip_reason says why
+    HELD_OUT = "held_out"  # in the rule's control group: nothing sent, kept to measure lift
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Rule(Base):
+    """A play a shop runs: trigger, conditions, delay, action with parameters (validated by RuleSchema)."""
+
+    __tablename__ = "rules"
+    __table_args__ = (UniqueConstraint("shop_id", "key", name="uq_rules_shop_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    definition: Mapped[dict] = mapped_column(JSON)  # RuleSchema's dump: the one source of the rule
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ActionRun(Base):
+    """One intended effect; unique per (shop, rule, shopper, cycle), so a retry or a replay plans it once."""
+
+    __tablename__ = "action_runs"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", name="uq_action_runs_idempotency_key"),
+        Index("ix_action_runs_status_due", "status", "due_at"),
+        Index("ix_action_runs_shopper", "shopper_id", "sent_at"),
+        Index("ix_action_runs_shop_created", "shop_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    rule_id: Mapped[int | None] = mapped_column(ForeignKey("rules.id", ondelete="SET NULL"))
+    play: Mapped[str] = mapped_column(
+        String(64)
+    )  # the rule's key, or a system play (stage_sync, consent_sync)
+    action: Mapped[str] = mapped_column(String(64))
+    shopper_id: Mapped[int | None] = mapped_column(ForeignKey("shoppers.id", ondelete="CASCADE"))
+    recipient_email: Mapped[str | None] = mapped_column(String(320))  # for subscribers with no customer
+    cycle: Mapped[str] = mapped_column(String(128))
+    idempotency_key: Mapped[str] = mapped_column(String(400))
+    trigger: Mapped[str] = mapped_column(String(128))  # what caused it: topic, stage move, tick
+    context: Mapped[dict] = mapped_column(JSON, default=dict)  # checkout token, order id, variant...
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=50)
+    marketing: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.SCHEDULED)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    deferred_reason: Mapped[str | None] = mapped_column(Text)
+    discount_code: Mapped[str | None] = mapped_column(String(64))
+    discount_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    @property
+    def play_stage(self) -> str | None:
+        """The stage a stage play was planned for (`at_risk` of cycle `at_risk:3`), else None."""
+        stage = self.cycle.split(":", 1)[0]
+        return stage if stage in {s.value for s in Stage} and ":" in self.cycle else None
+
+
+class ActionAttempt(Base):
+    """One try of a run: when, how long, and how it ended."""
+
+    __tablename__ = "action_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("action_runs.id", ondelete="CASCADE"), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(32))  # succeeded, skipped, deferred, retry, failed
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Suppression(Base):
+    """An address that asked for no more marketing from a shop; kept as a hash only."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("shop_id", "email_hash", name="uq_suppressions_shop_email"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    email_hash: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EmailTemplate(Base):
+    """A merchant's override of one play's email in one locale (rendered in the sandbox)."""
+
+    __tablename__ = "email_templates"
+    __table_args__ = (UniqueConstraint("shop_id", "template", "locale", name="uq_email_templates_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    template: Mapped[str] = mapped_column(String(64))
+    locale: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class StockSubscription(Base):
+    """A shopper's request to be told when a sold-out variant is back (the storefront form's row)."""
+
+    __tablename__ = "stock_subscriptions"
+    __table_args__ = (UniqueConstraint("shop_id", "variant_id", "email", name="uq_stock_subscriptions_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    variant_id: Mapped[int] = mapped_column(BigInteger)
+    email: Mapped[str] = mapped_column(String(320))
+    customer_id: Mapped[int | None] = mapped_column(BigInteger)
+    locale: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -77,6 +77,7 @@ class CustomerRef:
     first_name: str | None = None
     last_name: str | None = None
     updated_at: datetime | None = None
+    created_at: datetime | None = None
 
 
 class CustomerRefSchema(PayloadSchema):
@@ -86,6 +87,7 @@ class CustomerRefSchema(PayloadSchema):
     first_name = _optional()
     last_name = _optional()
     updated_at = _optional(Instant)
+    created_at = _optional(Instant)
 
 
 @dataclass

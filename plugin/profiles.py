@@ -7,7 +7,7 @@ arriving in any order settles to the same totals.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -30,6 +30,23 @@ class HandlerContext:
     topic: str
     now: datetime
     triggered_at: datetime | None = None
+    planned_runs: list[int] = field(default_factory=list)  # queued after commit when due now
+
+    def trigger(self, shopper: Shopper, name: str, at: datetime | None, cycle: str, **context) -> None:
+        """Plan the rules this event triggers for the shopper (at: when it happened in the store)."""
+        from plugin import runs
+        from plugin.rules import Trigger
+
+        event = Trigger(
+            name=name,
+            at=at or self.triggered_at or self.now,
+            cycle=cycle,
+            source=self.topic,
+            context={k: v for k, v in context.items() if v is not None},
+        )
+        self.planned_runs += runs.plan(
+            self.db, self.session, self.shop, runs.profile_of(shopper), event, self.now
+        )
 
 
 def lock_shopper(ctx: HandlerContext, customer_id: int) -> Shopper:
@@ -145,6 +162,12 @@ def restage(ctx: HandlerContext, shopper: Shopper) -> None:
     )
     shopper.stage = assessment.stage
     shopper.stage_changed_at = ctx.now
+    from plugin import runs
+
+    ctx.session.flush()
+    ctx.planned_runs += runs.plan_stage_entry(
+        ctx.db, ctx.session, ctx.shop, shopper, ctx.now, ctx.topic, ctx.now
+    )
 
 
 def _aware(value):

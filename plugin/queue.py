@@ -88,3 +88,24 @@ def _lower_flag(connection: redis.Redis, flag: str) -> None:
         connection.delete(flag)
     except redis.RedisError:
         log.warning("could not lower %s; it expires in %s s", flag, DRAIN_FLAG_TTL)
+
+
+ACTION_RESULT_TTL = 0
+
+
+def enqueue_action_run(connection: redis.Redis, run_id: int) -> bool:
+    """Queue one run; a second call for the same run while it waits is a no-op (False)."""
+    from rq.exceptions import DuplicateJobError
+
+    try:
+        get_queue(connection, ACTIONS).enqueue(
+            "plugin.jobs.run_action",
+            run_id,
+            job_id=f"run-{run_id}",
+            unique=True,
+            result_ttl=ACTION_RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+        )
+    except DuplicateJobError:
+        return False
+    return True

@@ -223,6 +223,9 @@ def upsert_shop(session: Session, domain: str, access_token_encrypted: str | Non
     if access_token_encrypted:
         shop.access_token_encrypted = access_token_encrypted
     session.flush()
+    from plugin.runs import ensure_default_rules
+
+    ensure_default_rules(session, shop, now)
     return shop
 
 

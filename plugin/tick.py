@@ -14,7 +14,7 @@ import redis
 from sqlalchemy import and_, case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from plugin import clock, queue, storage
+from plugin import clock, queue, runs, storage
 from plugin.models import Shop, Shopper, Stage, StageTransition
 
 log = logging.getLogger(__name__)
@@ -25,9 +25,17 @@ class TickReport:
     now: datetime
     moves: dict[str, int] = field(default_factory=dict)  # "from→to" -> count
     requeued: int = 0
+    planned: int = 0
+    dispatched: int = 0
 
     def as_dict(self) -> dict:
-        return {"now": self.now.isoformat(), "moves": self.moves, "requeued_deliveries": self.requeued}
+        return {
+            "now": self.now.isoformat(),
+            "moves": self.moves,
+            "planned_runs": self.planned,
+            "dispatched_runs": self.dispatched,
+            "requeued_deliveries": self.requeued,
+        }
 
 
 def stage_case(shop: Shop, now: datetime):
@@ -122,6 +130,8 @@ def run_tick(
         with db.session() as session:
             for move, count in move_stages(session, shop, now, not db.is_sqlite).items():
                 report.moves[move] = report.moves.get(move, 0) + count
+            if report.moves:
+                report.planned += runs.plan_tick_transitions(db, session, shop, now)
         log.info("tick moved stages for %s", shop.domain)
     if connection is not None:
         report.requeued = requeue_stuck(db, connection, now - timedelta(seconds=stuck_after), now)
@@ -129,13 +139,20 @@ def run_tick(
 
 
 def tick_app(app) -> TickReport:
-    """Run the tick with an app's database, Redis and settings, as of the one clock."""
-    return run_tick(
+    """Run the tick with an app's database, Redis and settings, as of the one clock; then queue the
+    action runs that are due (delays elapsed, deferrals over, retries)."""
+    from plugin.jobs import dispatch_due_runs
+
+    now = clock.now()
+    report = run_tick(
         app.extensions["lifecycle.db"],
         app.extensions["lifecycle.redis"],
-        clock.now(),
+        now,
         app.config["STUCK_AFTER_SECONDS"],
     )
+    with app.app_context():
+        report.dispatched = dispatch_due_runs(app.extensions["lifecycle.db"], now)
+    return report
 
 
 def requeue_stuck(db: storage.Database, connection: redis.Redis, older_than: datetime, now: datetime) -> int:

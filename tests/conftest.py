@@ -92,8 +92,60 @@ def redis_connection():
     connection.flushdb()
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class SMTPSink:
+    """A real SMTP server (aiosmtpd) on loopback that keeps every message it receives."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.messages = []
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                import email
+                from email import policy
+
+                sink.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+                return "250 OK"
+
+        port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+        self.controller.start()
+        self.url = f"smtp://127.0.0.1:{port}"
+
+    def to(self, address: str) -> list:
+        return [m for m in self.messages if m["To"] == address]
+
+
 @pytest.fixture
-def app(database_url, redis_connection, tmp_path, monkeypatch):
+def smtp():
+    sink = SMTPSink()
+    yield sink
+    sink.controller.stop()
+
+
+@pytest.fixture
+def fake_store():
+    from plugin.fake_store import FakeStore, FakeStoreServer
+
+    with FakeStoreServer(FakeStore(access_token=SHOP_TOKEN)) as server:
+        yield server
+
+
+SHOP_TOKEN = "shpat_test_token"
+
+
+@pytest.fixture
+def app(database_url, redis_connection, tmp_path, monkeypatch, smtp, fake_store):
     monkeypatch.setenv("LIFECYCLE_NOW", NOW.isoformat())
     app = create_app(
         {
@@ -105,6 +157,9 @@ def app(database_url, redis_connection, tmp_path, monkeypatch):
             "DATABASE_URL": database_url,
             "REDIS_URL": REDIS_URL,
             "LOG_LEVEL": "WARNING",
+            "SMTP_URL": smtp.url,
+            "SHOPIFY_ADMIN_ORIGIN": fake_store.origin,
+            "APP_URL": "http://127.0.0.1:8000",
         },
         migrate=False,
     )
@@ -125,8 +180,10 @@ def db(app) -> storage.Database:
 
 @pytest.fixture
 def shop(db):
+    from plugin.crypto import encrypt_token
+
     with db.session() as session:
-        return storage.upsert_shop(session, SHOP, None, NOW)
+        return storage.upsert_shop(session, SHOP, encrypt_token(SHOP_TOKEN, "test-secret-key"), NOW)
 
 
 @pytest.fixture

@@ -30,6 +30,17 @@ def on_checkout(ctx: HandlerContext, checkout: CheckoutData) -> None:
         shopper.last_cart_at = _latest(shopper.last_cart_at, cart.source_updated_at)
     profiles.refresh_checkout_open(ctx, shopper)
     profiles.restage(ctx, shopper)
+    if row.completed_at is None and row.closed_at is None and row.abandoned_checkout_url:
+        ctx.trigger(
+            shopper,
+            "checkout_started",
+            checkout.created_at or checkout.updated_at,
+            checkout.token,
+            checkout_token=checkout.token,
+            url=row.abandoned_checkout_url,
+            total=str(row.total_price) if row.total_price is not None else None,
+            currency=row.currency,
+        )
 
 
 @handles("carts/create", "carts/update")

@@ -15,6 +15,10 @@ def on_customers_create(ctx: HandlerContext, customer: CustomerRef) -> None:
     shoppers.apply_customer(shopper, customer)
     shopper.deleted_at = None
     profiles.restage(ctx, shopper)
+    if ctx.topic == "customers/create":
+        ctx.trigger(shopper, "customer_created", customer.created_at, "once")
+        if shoppers.accepts_marketing(shopper):  # the consent webhook came first
+            ctx.trigger(shopper, "consent_granted", customer.created_at, "once")
 
 
 @handles("customers/delete")
@@ -28,7 +32,15 @@ def on_customers_delete(ctx: HandlerContext, customer: CustomerDeleted) -> None:
 def on_customers_email_marketing_consent_update(ctx: HandlerContext, consent: ConsentUpdate) -> None:
     """Record consent given or withdrawn; an older change never overrides a newer one."""
     shopper = profiles.lock_shopper(ctx, consent.customer_id)
-    shoppers.apply_consent(shopper, consent, ctx.triggered_at)
+    applied = shoppers.apply_consent(shopper, consent, ctx.triggered_at)
+    if applied and shoppers.accepts_marketing(shopper) and shopper.customer_updated_at is not None:
+        # Known (customers/create seen) and now subscribed: the welcome's moment. If customers/create
+        # comes later, it fires this trigger itself; the cycle "once" makes the two one welcome.
+        ctx.trigger(shopper, "consent_granted", shopper.consent_updated_at, "once")
+    elif applied and not shoppers.accepts_marketing(shopper):
+        from plugin import runs
+
+        runs.skip_pending_marketing(ctx.session, shopper.id, "consent withdrawn", ctx.now)
 
 
 @handles("customer.tags_added")

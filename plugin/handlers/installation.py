@@ -10,8 +10,11 @@ from plugin.profiles import HandlerContext
 
 @handles("app/uninstalled")
 def on_app_uninstalled(ctx: HandlerContext, shop: ShopData) -> None:
-    """Deactivate the shop and forget its access token; its data stays until shop/redact."""
+    """Deactivate the shop, forget its token, cancel its pending runs; data stays until shop/redact."""
+    from plugin import runs
+
     storage.deactivate_shop(ctx.session, ctx.shop, ctx.now)
+    runs.cancel_pending(ctx.session, ctx.shop.id, "the app was uninstalled", ctx.now)
 
 
 @handles("bulk_operations/finish")

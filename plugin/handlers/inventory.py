@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from plugin import shoppers
 from plugin.handlers import handles
-from plugin.models import InventoryLevel, Product
+from plugin.models import InventoryLevel, Order, Product, Shopper, StockSubscription
 from plugin.payloads import InventoryLevelData, ProductData
 from plugin.profiles import HandlerContext
 
@@ -28,9 +28,117 @@ def on_inventory_levels_update(ctx: HandlerContext, level: InventoryLevelData) -
         ctx.session.add(row)
     elif shoppers.is_stale(row.source_updated_at, level.updated_at):
         return
+    was_available = _available_elsewhere(ctx, row) + max(row.available or 0, 0)
     row.previous_available = row.available
     row.available = level.available
     row.source_updated_at = level.updated_at
+    if was_available <= 0 < _available_elsewhere(ctx, row) + (level.available or 0):
+        announce_restock(ctx, level)
+
+
+def _available_elsewhere(ctx: HandlerContext, row: InventoryLevel) -> int:
+    """Units of the same item at the shop's other locations."""
+    return ctx.session.scalar(
+        select(func.coalesce(func.sum(InventoryLevel.available), 0)).where(
+            InventoryLevel.shop_id == ctx.shop.id,
+            InventoryLevel.inventory_item_id == row.inventory_item_id,
+            InventoryLevel.location_id != row.location_id,
+            InventoryLevel.available > 0,
+        )
+    )
+
+
+def announce_restock(ctx: HandlerContext, level: InventoryLevelData) -> None:
+    """A variant is back: tell the shoppers who asked (transactional) and, if the merchant opted in, the
+    consenting past buyers of the product (marketing)."""
+    from plugin import runs
+    from plugin.rules import Profile
+
+    at = level.updated_at or ctx.now
+    rules = runs.shop_rules(ctx.session, ctx.shop.id)
+    asked = [r for r in rules if not r[1]["marketing"]]
+    marketing = [r for r in rules if r[1]["marketing"]]
+    for product, variant in variants_of_item(ctx, level.inventory_item_id):
+        cycle = f"{variant['variant_id']}@{at.isoformat()}"
+        facts = dict(
+            product_title=product.title,
+            variant_title=variant.get("title"),
+            variant_id=variant["variant_id"],
+            product_id=product.product_id,
+        )
+        for sub in ctx.session.scalars(
+            select(StockSubscription).where(
+                StockSubscription.shop_id == ctx.shop.id,
+                StockSubscription.variant_id == variant["variant_id"],
+                StockSubscription.notified_at.is_(None),
+            )
+        ):
+            shopper = _shopper(ctx, sub.customer_id)
+            profile = (
+                runs.profile_of(shopper) if shopper else Profile(None, email=sub.email, locale=sub.locale)
+            )
+            ctx.planned_runs += runs.plan(
+                ctx.db,
+                ctx.session,
+                ctx.shop,
+                profile,
+                _event(ctx, at, cycle, facts, subscription_id=sub.id),
+                ctx.now,
+                asked,
+            )
+        if any(rule["enabled"] for _, rule in marketing):
+            for shopper in past_buyers(ctx, product.product_id):
+                ctx.planned_runs += runs.plan(
+                    ctx.db,
+                    ctx.session,
+                    ctx.shop,
+                    runs.profile_of(shopper),
+                    _event(ctx, at, cycle, facts),
+                    ctx.now,
+                    marketing,
+                )
+
+
+def _event(ctx: HandlerContext, at, cycle: str, facts: dict, **more):
+    from plugin.rules import Trigger
+
+    return Trigger("back_in_stock", at, cycle, ctx.topic, {**facts, **more})
+
+
+def _shopper(ctx: HandlerContext, customer_id: int | None) -> Shopper | None:
+    if customer_id is None:
+        return None
+    return ctx.session.scalar(
+        select(Shopper).where(Shopper.shop_id == ctx.shop.id, Shopper.customer_id == customer_id)
+    )
+
+
+def variants_of_item(ctx: HandlerContext, inventory_item_id: int):
+    """(product, variant) pairs whose variant is stocked by this inventory item."""
+    for product in ctx.session.scalars(select(Product).where(Product.shop_id == ctx.shop.id)):
+        for variant in product.variants or []:
+            if variant.get("inventory_item_id") == inventory_item_id:
+                yield product, variant
+
+
+def past_buyers(ctx: HandlerContext, product_id: int) -> list[Shopper]:
+    """Shoppers with a non-cancelled order of the product."""
+    customer_ids = {
+        customer_id
+        for customer_id, lines in ctx.session.execute(
+            select(Order.customer_id, Order.line_items).where(
+                Order.shop_id == ctx.shop.id, Order.customer_id.is_not(None), Order.cancelled_at.is_(None)
+            )
+        )
+        if any(line.get("product_id") == product_id for line in lines or [])
+    }
+    if not customer_ids:
+        return []
+    return list(
+        ctx.session.scalars(
+            select(Shopper).where(Shopper.shop_id == ctx.shop.id, Shopper.customer_id.in_(customer_ids))
+        )
+    )
 
 
 @handles("products/create", "products/update")

@@ -32,6 +32,28 @@ def on_order(ctx: HandlerContext, order: OrderData) -> None:
     profiles.recount_orders(ctx, shopper)
     profiles.refresh_checkout_open(ctx, shopper)
     profiles.restage(ctx, shopper)
+    trigger_order_plays(ctx, shopper, order)
+
+
+def trigger_order_plays(ctx: HandlerContext, shopper, order: OrderData) -> None:
+    """A paid order triggers the thank-you; a fulfilled one the review request (once per order)."""
+    if order.cancelled_at is not None:
+        return
+    facts = dict(
+        order_id=order.id, order_name=order.name, total=str(order.total_price or 0), currency=order.currency
+    )
+    if order.financial_status in ("paid", "partially_refunded", "refunded") or ctx.topic == "orders/paid":
+        first = shopper.orders_count <= 1
+        ctx.trigger(
+            shopper,
+            "order_paid",
+            order.processed_at or order.created_at,
+            str(order.id),
+            first_order=first,
+            **facts,
+        )
+    if order.fulfillment_status == "fulfilled" or ctx.topic == "orders/fulfilled":
+        ctx.trigger(shopper, "order_fulfilled", ctx.triggered_at or order.updated_at, str(order.id), **facts)
 
 
 @handles("refunds/create")
@@ -51,11 +73,27 @@ def on_refunds_create(ctx: HandlerContext, refund: RefundData) -> None:
 
 @handles("fulfillments/create", "fulfillments/update")
 def on_fulfillment(ctx: HandlerContext, fulfillment: FulfillmentData) -> None:
-    """Note the latest fulfillment status on the order (review requests read it later)."""
+    """Note the latest fulfillment status on the order; a successful one triggers the review request."""
     ctx.session.execute(
         update(Order)
         .where(Order.shop_id == ctx.shop.id, Order.order_id == fulfillment.order_id)
         .values(fulfillment_status=fulfillment.status)
+    )
+    order = ctx.session.scalar(
+        select(Order).where(Order.shop_id == ctx.shop.id, Order.order_id == fulfillment.order_id)
+    )
+    if fulfillment.status != "success" or order is None or order.customer_id is None or order.cancelled_at:
+        return
+    shopper = profiles.lock_shopper(ctx, order.customer_id)
+    ctx.trigger(
+        shopper,
+        "order_fulfilled",
+        fulfillment.updated_at,
+        str(order.order_id),
+        order_id=order.order_id,
+        order_name=order.name,
+        total=str(order.total_price),
+        currency=order.currency,
     )
 
 

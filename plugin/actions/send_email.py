@@ -1,0 +1,77 @@
+"""Send a play's email: tags and code first (idempotent), then render in the shopper's locale and send once.
+
+Exactly once: the run is marked `sending` and committed before the mail server is called. A crash after
+that leaves the mark, and the next attempt fails the run as "outcome unknown" instead of mailing again:
+a shopper may miss one email, but never gets two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from plugin import emails, unsubscribe
+from plugin.actions.base import ActionContext, PermanentActionError, RetryableActionError
+from plugin.actions.shopify_effects import issue_discount, tag_customer
+from plugin.models import EmailTemplate, StockSubscription
+
+
+def run(ctx: ActionContext) -> None:
+    run_row, shopper = ctx.run, ctx.shopper
+    if (run_row.context or {}).get("sending_at"):
+        raise PermanentActionError(
+            "outcome unknown: an earlier attempt stopped while sending; not sent again"
+        )
+    tag_customer(ctx)
+    issue_discount(ctx)
+    to = run_row.recipient_email or shopper.email
+    unsubscribe_url = unsubscribe.url_for(ctx.settings, ctx.shop.id, to) if run_row.marketing else None
+    rendered = render(ctx, unsubscribe_url)
+    sender = (
+        ctx.shop.sender_name or ctx.shop.domain.split(".")[0],
+        ctx.shop.sender_email or f"no-reply@{ctx.shop.domain}",
+    )
+    message_id = f"<run-{run_row.id}.{ctx.shop.id}@lifecycle>"
+    message = emails.build_message(rendered, sender, to, message_id, unsubscribe_url, ctx.now)
+    run_row.context = dict(run_row.context or {}, sending_at=ctx.now.isoformat())
+    ctx.commit_progress()
+    try:
+        emails.send_email(message, ctx.settings.get("SMTP_URL"), ctx.settings["OUTBOX"])
+    except emails.EmailDeliveryError as error:
+        run_row.context = {k: v for k, v in run_row.context.items() if k != "sending_at"}  # not sent: retry
+        raise RetryableActionError(str(error)) from None
+    run_row.message_id, run_row.sent_at = message_id, ctx.now
+    if "subscription_id" in run_row.context:
+        subscription = ctx.session.get(StockSubscription, run_row.context["subscription_id"])
+        if subscription is not None:
+            subscription.notified_at = ctx.now
+
+
+def render(ctx: ActionContext, unsubscribe_url: str | None) -> emails.RenderedEmail:
+    """The message in the shopper's locale, from the merchant's override when there is one."""
+    run_row, shopper = ctx.run, ctx.shopper
+    locale = emails.pick_locale((shopper.locale if shopper else None) or run_row.context.get("locale"))
+    template = run_row.params["template"]
+    override = ctx.session.scalar(
+        select(EmailTemplate).where(
+            EmailTemplate.shop_id == ctx.shop.id,
+            EmailTemplate.template == template,
+            EmailTemplate.locale == locale,
+        )
+    )
+    discount = run_row.params.get("discount") or {}
+    context = dict(
+        run_row.context or {},
+        shop_name=ctx.shop.domain.split(".")[0].replace("-", " ").title(),
+        first_name=shopper.first_name if shopper else None,
+        orders_count=shopper.orders_count if shopper else 0,
+        code=run_row.discount_code,
+        percent=discount.get("percent"),
+        expires_at=run_row.discount_expires_at,
+        unsubscribe_url=unsubscribe_url,
+        marketing=run_row.marketing,
+    )
+    context.setdefault("url", f"https://{ctx.shop.domain}/")
+    try:
+        return emails.render_email(template, context, locale, override)
+    except emails.TemplateError as error:
+        raise PermanentActionError(f"template {template}/{locale} does not render: {error}") from None
