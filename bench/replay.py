@@ -73,9 +73,7 @@ def shopper_history(index: int, rng: random.Random) -> History:
         fate = rng.random()
         if fate < 0.04:
             at = placed + timedelta(hours=2)  # a cancellation comes with a later updated_at than the order
-            cancelled = s.order_payload(
-                order_id, customer_id, placed, total, email=email, cancelled_at=at
-            )
+            cancelled = s.order_payload(order_id, customer_id, placed, total, email=email, cancelled_at=at)
             history.webhooks.append(("orders/cancelled", cancelled))
             continue
         if fate < 0.09:

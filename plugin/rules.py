@@ -10,7 +10,7 @@ Conditions are a fixed vocabulary over the profile, never code.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -241,6 +241,8 @@ def plan_runs(
     """The runs a trigger creates for one shopper: enabled rules on this trigger whose conditions hold."""
     if now - trigger.at > MAX_TRIGGER_AGE:
         return []
+    if trigger.at > now:  # a store clock ahead of ours: the event happened "now" as far as delays go
+        trigger = replace(trigger, at=now)
     planned = []
     for rule_id, rule in rules:
         if not rule["enabled"] or rule["trigger"] != trigger.name:
@@ -263,7 +265,7 @@ def _planned(shop_id: int, rule_id: int, rule: dict, profile: Profile, trigger: 
         shopper_id=profile.shopper_id,
         cycle=trigger.cycle,
         idempotency_key=key,
-        due_at=trigger.at + timedelta(minutes=rule["delay_minutes"]),
+        due_at=trigger.at + timedelta(minutes=rule["delay_minutes"]),  # store_run clamps to now
         priority=rule["priority"],
         marketing=rule["marketing"],
         params=dict(rule["params"]),
