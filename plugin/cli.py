@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from plugin import clock, create_app, queue, storage
 from plugin.config import ConfigError
-from plugin.models import Delivery, DeliveryStatus, Shopper, Stage
+from plugin.models import ActionRun, Delivery, DeliveryStatus, RunStatus, Shopper, Stage
 from plugin.shoppers import accepts_marketing
 
 
@@ -85,7 +85,7 @@ def share_embedded_redis(app) -> None:
 @click.option("--burst", is_flag=True, help="Drain the queues, then exit.")
 @_now_option
 def worker(burst: bool, now: str | None) -> None:
-    """Process queued webhooks (and, later, actions)."""
+    """Process queued webhooks and action runs."""
     _pin(now)
     from plugin.worker import run_worker
 
@@ -169,6 +169,57 @@ def customer_row(shopper: Shopper) -> dict:
 
 def _iso(value) -> str | None:
     return value.isoformat() if value else None
+
+
+@main.command()
+@click.option("--shop", "shop_domain", required=True)
+@click.option("--status", type=click.Choice([s.value for s in RunStatus]), default=None)
+@click.option("--play", default=None, help="Only this play (a rule key, stage_sync or consent_sync).")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=1000, show_default=True)
+def actions(shop_domain: str, status: str | None, play: str | None, as_json: bool, limit: int) -> None:
+    """List action runs (newest first): play, shopper, status, due/sent time, and why skipped or deferred."""
+    app = build_app()
+    with app.extensions["lifecycle.db"].session() as session:
+        shop = storage.get_shop(session, shop_domain)
+        if shop is None:
+            raise click.ClickException(f"no such shop: {shop_domain}")
+        query = (
+            select(ActionRun, Shopper)
+            .outerjoin(Shopper, Shopper.id == ActionRun.shopper_id)
+            .where(ActionRun.shop_id == shop.id)
+            .order_by(ActionRun.id.desc())
+            .limit(limit)
+        )
+        if status:
+            query = query.where(ActionRun.status == status)
+        if play:
+            query = query.where(ActionRun.play == play)
+        rows = [run_row(run, shopper) for run, shopper in session.execute(query)]
+    _emit(rows, as_json, ["id", "play", "customer_id", "status", "due_at", "sent_at", "skip_reason"])
+
+
+def run_row(run: ActionRun, shopper: Shopper | None) -> dict:
+    return {
+        "id": run.id,
+        "play": run.play,
+        "action": run.action,
+        "customer_id": shopper.customer_id if shopper else None,
+        "email": run.recipient_email or (shopper.email if shopper else None),
+        "status": run.status,
+        "trigger": run.trigger,
+        "cycle": run.cycle,
+        "created_at": _iso(run.created_at),
+        "due_at": _iso(run.due_at),
+        "sent_at": _iso(run.sent_at),
+        "finished_at": _iso(run.finished_at),
+        "skip_reason": run.skip_reason,
+        "deferred_reason": run.deferred_reason,
+        "discount_code": run.discount_code,
+        "discount_expires_at": _iso(run.discount_expires_at),
+        "attempts": run.attempts,
+        "marketing": run.marketing,
+    }
 
 
 @main.group(invoke_without_command=True)

@@ -20,8 +20,10 @@ import requests
 from sqlalchemy import func, select
 
 from plugin import clock, create_app, storage
+from plugin.crypto import encrypt_token
 from plugin.demo_store import Event, store_streams
-from plugin.models import Delivery, DeliveryStatus, Shop, Shopper, Stage
+from plugin.fake_store import FakeStore, FakeStoreServer
+from plugin.models import ActionRun, Delivery, DeliveryStatus, Shop, Shopper, Stage
 from plugin.synthetic import encode, iso, webhook_headers
 
 DEMO_SHOP = "lifecycle-demo.myshopify.com"
@@ -37,16 +39,25 @@ def demo_environment() -> None:
         os.environ.setdefault(name, value)
 
 
+DEMO_TOKEN = "shpat_demo_token"
+
+
 def run_demo(shopper_count: int, port: int, seed: int, serve_after: bool) -> None:
     demo_environment()
+    fake = FakeStoreServer(FakeStore(access_token=DEMO_TOKEN)).__enter__()
+    os.environ.setdefault("SHOPIFY_ADMIN_ORIGIN", fake.origin)
     app = create_app()
     from plugin.cli import share_embedded_redis
 
     share_embedded_redis(app)
+    os.environ.setdefault("LIFECYCLE_OUTBOX", os.path.join(app.instance_path, "outbox"))
     db: storage.Database = app.extensions["lifecycle.db"]
     with db.session() as session:
-        storage.upsert_shop(session, DEMO_SHOP, None, clock.now())
-    click.echo(f"database: {db.url}\nredis:    {os.environ.get('REDIS_URL')}")
+        token = encrypt_token(DEMO_TOKEN, app.config["SECRET_KEY"])
+        storage.upsert_shop(session, DEMO_SHOP, token, clock.now())
+    click.echo(f"database:   {db.url}\nredis:      {os.environ.get('REDIS_URL')}")
+    click.echo(f"fake store: {fake.origin}/_fake/state (tags, metafields, discount codes written by the app)")
+    click.echo(f"outbox:     {os.environ['LIFECYCLE_OUTBOX']} (emails as .eml; set SMTP_URL to send them)")
     children = start_processes(port)
     try:
         wait_until_up(port)
@@ -60,6 +71,7 @@ def run_demo(shopper_count: int, port: int, seed: int, serve_after: bool) -> Non
         wait_until_drained(db, total)
         click.echo(f"all {total} webhooks posted and processed in {time.monotonic() - started:.1f} s\n")
         print_stage_table(db)
+        print_action_table(db)
         if serve_after:
             click.echo(f"\nserving on http://127.0.0.1:{port} (webhooks at /webhooks); Ctrl-C to stop")
             children[0].wait()
@@ -176,3 +188,26 @@ def print_stage_table(db) -> None:
             )
             click.echo(f"{stage.value:<11} {counts.get(stage.value, 0):>8}  {example or '-'}")
         click.echo(f"{'total':<11} {sum(counts.values()):>8}")
+
+
+def print_action_table(db, seconds: float = 60) -> None:
+    """Runs per play and status, once the workers have run everything due now."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with db.session() as session:
+            pending = session.scalar(
+                select(func.count(ActionRun.id)).where(ActionRun.status.in_(("queued", "running")))
+            )
+        if not pending:
+            break
+        time.sleep(1)
+    with db.session() as session:
+        rows = session.execute(
+            select(ActionRun.play, ActionRun.status, func.count(ActionRun.id))
+            .group_by(ActionRun.play, ActionRun.status)
+            .order_by(ActionRun.play, ActionRun.status)
+        ).all()
+    click.echo(f"\n{'play':<20} {'status':<10} {'runs':>6}")
+    for play, status, count in rows:
+        click.echo(f"{play:<20} {status:<10} {count:>6}")
+    click.echo("(history older than two days triggers no play; `lifecycle tick` sends what becomes due)")

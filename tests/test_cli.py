@@ -18,8 +18,10 @@ DAY = timedelta(days=1)
 
 
 @pytest.fixture
-def run(database_url, monkeypatch):
+def run(database_url, monkeypatch, fake_store, smtp):
     for name, value in {
+        "SHOPIFY_ADMIN_ORIGIN": fake_store.origin,
+        "SMTP_URL": smtp.url,
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
         "SHOPIFY_API_KEY": API_KEY,
@@ -102,3 +104,21 @@ def test_tick_with_now_moves_stages(run, client):
     report = json.loads(run("tick", "--now", (NOW + 200 * DAY).isoformat()))
     assert report["moves"] == {"first_time→lapsed": 1}
     assert json.loads(run("customers", "--shop", SHOP, "--json"))[0]["stage"] == "lapsed"
+
+
+def test_actions_lists_runs_with_status_and_sent_time(run, client, smtp):
+    run("shops", "add", SHOP, "--token", "shpat_test_token")
+    post_webhook(client, "customers/create", s.customer_payload(9, "c@example.com", NOW))
+    post_webhook(
+        client,
+        "customers_email_marketing_consent/update",
+        s.consent_payload(9, "c@example.com", "subscribed", NOW),
+    )
+    run("worker", "--burst")
+    listed = json.loads(run("actions", "--shop", SHOP, "--json"))
+    [welcome] = [r for r in listed if r["play"] == "welcome"]
+    assert (welcome["customer_id"], welcome["status"], welcome["email"]) == (9, "succeeded", "c@example.com")
+    assert welcome["sent_at"].startswith("2026-11-01") and welcome["due_at"]
+    assert len(smtp.to("c@example.com")) == 1
+    skipped = json.loads(run("actions", "--shop", SHOP, "--status", "skipped", "--json"))
+    assert skipped == []
