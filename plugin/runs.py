@@ -120,6 +120,8 @@ def plan_stage_entry(
         source=source,
     )
     created = plan(db, session, shop, profile_of(shopper), trigger, now, rules)
+    if not shop.access_token_encrypted:
+        return created  # no token, no Admin API: nothing to write back
     sync = store_run(db, session, shop.id, stage_sync_run(shop.id, shopper, transition_at, source), now)
     return created + ([sync] if sync is not None else [])
 
