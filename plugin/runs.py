@@ -126,24 +126,31 @@ def plan_stage_entry(
     return created + ([sync] if sync is not None else [])
 
 
-def stage_sync_run(shop_id: int, shopper: Shopper, at: datetime, source: str) -> PlannedRun:
-    """Write the stage back to Shopify (tag lifecycle:<stage>, metafield lifecycle.stage); not marketing."""
-    cycle = f"{shopper.stage}@{at.isoformat()}"
+def system_run(
+    shop_id: int, play: str, action: str, shopper_id: int, cycle: str, at: datetime, trigger: str
+) -> PlannedRun:
+    """A run of the app's own (not a merchant rule): never marketing, top priority, due at `at`."""
     return PlannedRun(
         rule_id=None,
-        play="stage_sync",
-        action="sync_stage",
-        shopper_id=shopper.id,
+        play=play,
+        action=action,
+        shopper_id=shopper_id,
         cycle=cycle,
-        idempotency_key=f"{shop_id}:stage_sync:{shopper.id}:{cycle}",
+        idempotency_key=f"{shop_id}:{play}:{shopper_id}:{cycle}",
         due_at=at,
         priority=100,
         marketing=False,
         params={},
         context={},
-        trigger=source,
+        trigger=trigger,
         held_out=False,
     )
+
+
+def stage_sync_run(shop_id: int, shopper: Shopper, at: datetime, source: str) -> PlannedRun:
+    """Write the stage back to Shopify (tag lifecycle:<stage>, metafield lifecycle.stage)."""
+    cycle = f"{shopper.stage}@{at.isoformat()}"
+    return system_run(shop_id, "stage_sync", "sync_stage", shopper.id, cycle, at, source)
 
 
 def plan_tick_transitions(db: Database, session: Session, shop: Shop, now: datetime) -> int:

@@ -88,21 +88,9 @@ def unsubscribe(token: str):
 
 
 def consent_run(shop_id: int, shopper_id: int, now) -> PlannedRun:
-    cycle = now.isoformat()
-    return PlannedRun(
-        rule_id=None,
-        play="consent_sync",
-        action="sync_consent",
-        shopper_id=shopper_id,
-        cycle=cycle,
-        idempotency_key=f"{shop_id}:consent_sync:{shopper_id}:{cycle}",
-        due_at=now,
-        priority=100,
-        marketing=False,
-        params={},
-        context={},
-        trigger="unsubscribe",
-        held_out=False,
+    """Tell Shopify this shopper unsubscribed."""
+    return runs.system_run(
+        shop_id, "consent_sync", "sync_consent", shopper_id, now.isoformat(), now, "unsubscribe"
     )
 
 
