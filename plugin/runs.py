@@ -32,12 +32,21 @@ def ensure_default_rules(session: Session, shop: Shop, now: datetime) -> None:
             Rule(shop_id=shop.id, key=rule["key"], definition=rule, enabled=rule["enabled"], updated_at=now)
         )
     session.flush()
+    session.info.pop("shop_rules", None)
 
 
 def shop_rules(session: Session, shop_id: int) -> list[tuple[int, dict]]:
-    """(rule id, definition) of every rule of a shop, `enabled` taken from the column."""
-    rows = session.execute(select(Rule.id, Rule.definition, Rule.enabled).where(Rule.shop_id == shop_id))
-    return [(rule_id, dict(definition, enabled=enabled)) for rule_id, definition, enabled in rows]
+    """(rule id, definition) of every rule of a shop, `enabled` taken from the column.
+
+    Read once per transaction (a worker's batch plans many runs against the same rules).
+    """
+    cache = session.info.setdefault("shop_rules", {})
+    if shop_id not in cache:
+        rows = session.execute(
+            select(Rule.id, Rule.definition, Rule.enabled).where(Rule.shop_id == shop_id)
+        )
+        cache[shop_id] = [(rule_id, dict(d, enabled=enabled)) for rule_id, d, enabled in rows]
+    return cache[shop_id]
 
 
 def profile_of(shopper: Shopper) -> Profile:

@@ -373,6 +373,30 @@ def test_a_handler_error_is_retried_with_backoff_then_marked_failed(
         assert session.scalar(select(Delivery.attempts)) == MAX_ATTEMPTS
 
 
+def test_one_failing_delivery_in_a_batch_does_not_hold_back_the_others(
+    client, db, shop, worker, monkeypatch
+):
+    from plugin import handlers
+
+    real = handlers.HANDLERS["orders/paid"]
+
+    def broken_for_order_3(ctx, payload):
+        if payload.id == 3:
+            raise RuntimeError("order 3 is cursed")
+        return real(ctx, payload)
+
+    # given five orders in one drain batch, the third of which makes its handler raise
+    monkeypatch.setitem(handlers.HANDLERS, "orders/paid", broken_for_order_3)
+    for order_id in range(1, 6):
+        post_webhook(client, "orders/paid", order(order_id, days_ago=order_id), webhook_id=f"o{order_id}")
+    worker.work()
+    # then the four others are processed and counted, the third waits for its retry with the reason
+    found = statuses(db)
+    assert [found[f"o{i}"][0] for i in range(1, 6)] == ["processed"] * 2 + ["received"] + ["processed"] * 2
+    assert found["o3"][1] == "RuntimeError: order 3 is cursed"
+    assert shopper(db, 7).orders_count == 4
+
+
 def test_time_is_read_from_the_one_clock(client, db, shop, worker, monkeypatch):
     monkeypatch.setenv("LIFECYCLE_NOW", (NOW + 95 * DAY).isoformat())
     post_webhook(client, "orders/paid", order(1, days_ago=0))
