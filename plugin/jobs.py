@@ -131,7 +131,16 @@ def _process(session, delivery: Delivery) -> tuple[str, list[int]]:
     except payloads.PayloadError as error:
         log.warning("quarantined delivery %s (%s): %s", delivery.id, delivery.topic, error)
         return _finish(session, delivery, DeliveryStatus.QUARANTINED, now, str(error)), []
-    ctx = HandlerContext(database(), session, shop, delivery.topic, now, delivery.triggered_at)
+    ctx = HandlerContext(
+        database(),
+        session,
+        shop,
+        delivery.topic,
+        now,
+        delivery.triggered_at,
+        delivery.id,
+        delivery.shop_domain,
+    )
     note = handlers.dispatch(ctx, payload)
     return _finish(session, delivery, DeliveryStatus.PROCESSED, now, note), ctx.planned_runs
 

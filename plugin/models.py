@@ -106,6 +106,16 @@ class Shop(Base):
     cap_per_week: Mapped[int] = mapped_column(Integer, default=3)
     sender_name: Mapped[str | None] = mapped_column(String(255))
     sender_email: Mapped[str | None] = mapped_column(String(320))
+    # The offline token is the expiring kind: it lasts an hour and is refreshed with a rotating refresh
+    # token (both encrypted at rest); `scopes` is what the merchant granted.
+    access_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    refresh_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    scopes: Mapped[str | None] = mapped_column(Text)
+    # History backfill: {status, operation_id, started_at, finished_at, lines, customers, orders, error}
+    backfill: Mapped[dict | None] = mapped_column(JSON)
+    # Reconciliation: customers and orders updated since this time were pulled through GraphQL.
+    last_reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Delivery(Base):
@@ -430,3 +440,17 @@ class StockSubscription(Base):
     locale: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DataExport(Base):
+    """A shopper's stored data, gathered for a customers/data_request, for the merchant to hand over."""
+
+    __tablename__ = "data_exports"
+    __table_args__ = (Index("ix_data_exports_shop", "shop_id", "requested_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(BigInteger)
+    data_request_id: Mapped[int | None] = mapped_column(BigInteger)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    content: Mapped[dict] = mapped_column(JSON)

@@ -441,6 +441,8 @@ class ComplianceRequest:
     customer_id: int | None = None
     orders: list[int] = field(default_factory=list)
     data_request_id: int | None = None
+    email: str | None = None
+    phone: str | None = None
 
 
 class _ComplianceCustomerSchema(Schema):
@@ -448,6 +450,8 @@ class _ComplianceCustomerSchema(Schema):
         unknown = EXCLUDE
 
     id = ShopifyId(required=True)
+    email = fields.String(load_default=None, allow_none=True)
+    phone = fields.String(load_default=None, allow_none=True)
 
 
 class ComplianceSchema(PayloadSchema):
@@ -460,9 +464,12 @@ class ComplianceSchema(PayloadSchema):
     @post_load
     def _make(self, data, **_):
         request = data.get("data_request") or {}
+        customer = data.get("customer") or {}
         return ComplianceRequest(
             shop_domain=data["shop_domain"],
-            customer_id=(data.get("customer") or {}).get("id"),
+            customer_id=customer.get("id"),
+            email=customer.get("email"),
+            phone=customer.get("phone"),
             orders=data["orders_requested"] or data["orders_to_redact"],
             data_request_id=request.get("id"),
         )

@@ -30,6 +30,8 @@ class HandlerContext:
     topic: str
     now: datetime
     triggered_at: datetime | None = None
+    delivery_id: int | None = None
+    shop_domain: str | None = None  # the verified header's, even when the shop is not installed
     planned_runs: list[int] = field(default_factory=list)  # queued after commit when due now
 
     def trigger(self, shopper: Shopper, name: str, at: datetime | None, cycle: str, **context) -> None:

@@ -42,9 +42,7 @@ def shop_rules(session: Session, shop_id: int) -> list[tuple[int, dict]]:
     """
     cache = session.info.setdefault("shop_rules", {})
     if shop_id not in cache:
-        rows = session.execute(
-            select(Rule.id, Rule.definition, Rule.enabled).where(Rule.shop_id == shop_id)
-        )
+        rows = session.execute(select(Rule.id, Rule.definition, Rule.enabled).where(Rule.shop_id == shop_id))
         cache[shop_id] = [(rule_id, dict(d, enabled=enabled)) for rule_id, d, enabled in rows]
     return cache[shop_id]
 

@@ -373,9 +373,7 @@ def test_a_handler_error_is_retried_with_backoff_then_marked_failed(
         assert session.scalar(select(Delivery.attempts)) == MAX_ATTEMPTS
 
 
-def test_one_failing_delivery_in_a_batch_does_not_hold_back_the_others(
-    client, db, shop, worker, monkeypatch
-):
+def test_one_failing_delivery_in_a_batch_does_not_hold_back_the_others(client, db, shop, worker, monkeypatch):
     from plugin import handlers
 
     real = handlers.HANDLERS["orders/paid"]

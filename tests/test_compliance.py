@@ -1,0 +1,170 @@
+"""Compliance webhooks: a shopper's data handed over, then erased; a shop erased. Proven by searching every
+table of the database (and the outbox folder) for the personal values afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy import inspect, select, text
+
+from plugin import synthetic as s
+from plugin.models import DataExport, Delivery, Order, Shopper, StockSubscription
+from tests.conftest import NOW, SHOP
+from tests.webhook_client import post_webhook
+
+EMAIL, FIRST, LAST, PHONE = "annabelle.q@example.org", "Annabelle", "Quixotic", "+393331234567"
+ANN_ID, BOB_ID = 4242, 5151
+PERSONAL = (EMAIL, FIRST, LAST, PHONE, "annabelle")
+
+
+def every_value(db) -> list[tuple[str, str]]:
+    """(table, text) for every cell of every table, bytes and JSON included."""
+    out = []
+    with db.engine.connect() as connection:
+        for table in inspect(connection).get_table_names():
+            for row in connection.execute(text(f'SELECT * FROM "{table}"')):
+                for value in row:
+                    if isinstance(value, bytes | memoryview):
+                        value = bytes(value).decode("utf-8", "replace")
+                    elif isinstance(value, dict | list):
+                        value = json.dumps(value)
+                    if value is not None:
+                        out.append((table, str(value)))
+    return out
+
+
+def found(db, outbox: str, needles) -> list[str]:
+    hits = [
+        f"{table}: {value[:80]}"
+        for table, value in every_value(db)
+        if any(n.lower() in value.lower() for n in needles)
+    ]
+    if os.path.isdir(outbox):
+        for name in os.listdir(outbox):
+            with open(os.path.join(outbox, name), "rb") as handle:
+                content = handle.read().decode("utf-8", "replace").lower()
+            hits += [f"outbox/{name}" for n in needles if n.lower() in content]
+    return hits
+
+
+def ann_history(client, db, worker, app, tmp_path):
+    """Ann signs up with consent, buys twice (a thank-you email goes to the outbox), leaves a checkout open
+    and asks for a back-in-stock alert; Bob, another shopper, buys once."""
+    app.config.update(SMTP_URL=None, OUTBOX=str(tmp_path / "outbox"))
+    customer = s.customer_payload(
+        ANN_ID, EMAIL, NOW - timedelta(days=40), first=FIRST, last=LAST, phone=PHONE
+    )
+    post_webhook(client, "customers/create", customer)
+    post_webhook(
+        client,
+        "customers_email_marketing_consent/update",
+        s.consent_payload(ANN_ID, EMAIL, "subscribed", NOW - timedelta(days=40)),
+    )
+    for order_id, age in ((901, timedelta(days=30)), (902, timedelta(hours=2))):
+        order = s.order_payload(order_id, ANN_ID, NOW - age, Decimal(40), email=EMAIL)
+        post_webhook(client, "orders/paid", order)
+    post_webhook(client, "checkouts/create", s.checkout_payload("tok-ann", ANN_ID, EMAIL, NOW, Decimal(25)))
+    post_webhook(
+        client,
+        "orders/paid",
+        s.order_payload(950, BOB_ID, NOW - timedelta(days=2), Decimal(70), email="bob@example.com"),
+    )
+    worker.work()
+    with db.session() as session:
+        shop_id = session.scalar(select(Shopper.shop_id))
+        session.add(StockSubscription(shop_id=shop_id, variant_id=8001, email=EMAIL, created_at=NOW))
+    return str(tmp_path / "outbox")
+
+
+def test_data_request_exports_everything_stored_about_the_shopper(client, db, shop, worker, app, tmp_path):
+    ann_history(client, db, worker, app, tmp_path)
+    request = {
+        "shop_id": 1,
+        "shop_domain": SHOP,
+        "orders_requested": [901, 902],
+        "customer": {"id": ANN_ID, "email": EMAIL, "phone": PHONE},
+        "data_request": {"id": 77},
+    }
+    post_webhook(client, "customers/data_request", request)
+    worker.work()
+    with db.session() as session:
+        export = session.scalar(select(DataExport))
+        delivery = session.scalar(select(Delivery).where(Delivery.topic == "customers/data_request"))
+        assert delivery.reason == f"data export {export.id} ready for the merchant"
+        content = export.content
+    assert export.data_request_id == 77
+    assert content["profile"]["email"] == EMAIL and content["profile"]["last_name"]
+    assert [o["order_id"] for o in content["orders"]] == [901, 902]
+    assert content["checkouts"][0]["token"] == "tok-ann"
+    assert content["back_in_stock_requests"][0]["variant_id"] == 8001
+    assert "thank_you" in [m["play"] for m in content["messages"]]
+    assert content["stage_history"][-1]["to"] == "repeat"
+
+
+def test_customer_redact_leaves_no_personal_value_anywhere(client, db, shop, worker, app, tmp_path):
+    outbox = ann_history(client, db, worker, app, tmp_path)
+    post_webhook(
+        client,
+        "customers/data_request",
+        {
+            "shop_domain": SHOP,
+            "customer": {"id": ANN_ID, "email": EMAIL, "phone": PHONE},
+            "data_request": {"id": 1},
+        },
+    )
+    worker.work()
+    # before: Ann is everywhere (profile, webhook bodies, runs, the export, the rendered thank-you)
+    before = found(db, outbox, PERSONAL)
+    assert {hit.split(":")[0].split("/")[0] for hit in before} >= {
+        "shoppers",
+        "deliveries",
+        "data_exports",
+        "outbox",
+    }
+
+    payload = s.redact_payload(SHOP, ANN_ID, EMAIL, [901, 902])
+    payload["customer"]["phone"] = PHONE
+    post_webhook(client, "customers/redact", payload)
+    worker.work()
+
+    # then no table, no JSON, no raw webhook body and no outbox file holds any of her personal values
+    assert found(db, outbox, PERSONAL) == []
+    with db.session() as session:
+        # her orders still count in the shop's revenue, unlinked from her; Bob is untouched
+        assert sorted(session.scalars(select(Order.order_id).where(Order.customer_id.is_(None)))) == [
+            901,
+            902,
+        ]
+        bob = session.scalar(select(Shopper).where(Shopper.customer_id == BOB_ID))
+        assert (bob.email, bob.orders_count) == ("bob@example.com", 1)
+        redact = session.scalar(select(Delivery).where(Delivery.topic == "customers/redact"))
+        assert redact.status == "processed" and redact.reason.startswith("redacted: ")
+    assert found(db, outbox, ["bob@example.com"])  # the search itself finds what is there
+
+
+def test_shop_redact_erases_the_whole_shop(client, db, shop, worker, app, tmp_path):
+    outbox = ann_history(client, db, worker, app, tmp_path)
+    post_webhook(client, "app/uninstalled", s.shop_payload(SHOP))
+    worker.work()
+    post_webhook(client, "shop/redact", {"shop_id": 1, "shop_domain": SHOP})
+    worker.work()
+    leftovers = [hit for hit in found(db, outbox, PERSONAL + ("bob@example.com",))]
+    assert leftovers == []
+    with db.engine.connect() as connection:
+        for table in (
+            "shops",
+            "shoppers",
+            "orders",
+            "checkouts",
+            "action_runs",
+            "stage_transitions",
+            "rules",
+        ):
+            assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0, table
+    with db.session() as session:
+        [delivery] = session.scalars(select(Delivery)).all()
+        assert (delivery.topic, delivery.status) == ("shop/redact", "processed")
+        assert bytes(delivery.body) == b'{"redacted": true}'
