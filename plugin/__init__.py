@@ -32,10 +32,13 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = Tru
         app.config["SHOPIFY_API_KEY"], app.config["WEBHOOK_SECRETS"]
     )
 
-    from plugin import unsubscribe, webhooks
+    import admin
+    from plugin import oauth, unsubscribe, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(unsubscribe.bp)
+    app.register_blueprint(oauth.bp)
+    app.register_blueprint(admin.bp)
 
     @app.get("/healthz")
     def healthz():

@@ -24,8 +24,11 @@ from typing import Any
 import graphql
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import wrap_file
 
 from plugin.config import API_VERSION
+from plugin.fake_bulk import FakeBulk
+from plugin.fake_oauth import FakeOAuth
 
 SCHEMA_FILE = Path(__file__).parent / "graphql" / f"admin_{API_VERSION}.json.gz"
 MUTATION_COST, QUERY_COST = 10, 1
@@ -46,11 +49,25 @@ def validate_document(text: str) -> list[str]:
         return [error.message]
 
 
-class FakeStore:
+class FakeStore(FakeOAuth, FakeBulk):
     """One fake shop's state and its WSGI app."""
 
-    def __init__(self, access_token: str | None = None, maximum: float = 1000.0, restore_rate: float = 50.0):
-        self.access_token = access_token  # None: any non-empty token is accepted
+    def __init__(
+        self,
+        access_token: str | None = None,
+        maximum: float = 1000.0,
+        restore_rate: float = 50.0,
+        *,
+        shop_domain: str = "fake-store.myshopify.com",
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        scopes: str = "read_customers,write_customers,read_orders,write_discounts",
+    ):
+        self.access_token = access_token  # None: any non-empty token is accepted (else it or issued ones)
+        self.shop_domain = shop_domain
+        self._init_oauth(api_key, api_secret, scopes)
+        self._init_bulk()
+        self.origin = "http://127.0.0.1"  # set by FakeStoreServer to where it listens
         self.lock = threading.Lock()
         self.customers: dict[str, dict] = {}
         self.discounts: dict[str, dict] = {}
@@ -68,13 +85,27 @@ class FakeStore:
             return self._json(self.state())(environ, start_response)
         if request.path == "/_fake/control" and request.method == "POST":
             return self._json(self.control(request.get_json(force=True)))(environ, start_response)
+        if request.path.startswith("/_fake/bulk/") and request.path.endswith(".jsonl"):
+            path = self.bulk_file(request.path.rsplit("/", 1)[1].removesuffix(".jsonl"))
+            if path is None:
+                return Response("Not Found", status=404)(environ, start_response)
+            return Response(
+                wrap_file(environ, open(path, "rb")),
+                content_type="application/jsonl",
+                direct_passthrough=True,
+            )(environ, start_response)
+        if request.path == "/admin/oauth/authorize":
+            return self.authorize(request)(environ, start_response)
+        if request.path == "/admin/oauth/access_token" and request.method == "POST":
+            return self.access_token_endpoint(request)(environ, start_response)
         if request.path != f"/admin/api/{API_VERSION}/graphql.json" or request.method != "POST":
             return Response("Not Found", status=404)(environ, start_response)
         return self.graphql(request)(environ, start_response)
 
     def graphql(self, request: Request) -> Response:
         token = request.headers.get("X-Shopify-Access-Token", "")
-        if not token or (self.access_token and token != self.access_token):
+        known = token == self.access_token or self.token_valid(token)
+        if not token or (not known and (self.access_token or self.issued)):
             return self._json({"errors": "[API] Invalid API key or access token (unrecognized login)"}, 401)
         with self.lock:
             if self.fail_next:
@@ -224,6 +255,10 @@ class FakeStore:
             self.fail_next = list(settings.get("fail_next", self.fail_next))
             self.maximum = float(settings.get("maximum", self.maximum))
             self.restore_rate = float(settings.get("restore_rate", self.restore_rate))
+            if "history" in settings:
+                self.history = {**self.history, **settings["history"]}
+            if "webhook_url" in settings:
+                self.webhook_url = settings["webhook_url"]
             if "available" in settings:
                 self.available, self.refilled_at = float(settings["available"]), time.monotonic()
         return {"ok": True}
@@ -255,6 +290,7 @@ class FakeStoreServer:
         self.store = store or FakeStore()
         self.server = make_server("127.0.0.1", port, self.store, threaded=True)
         self.origin = f"http://127.0.0.1:{self.server.server_port}"
+        self.store.origin = self.origin
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> FakeStoreServer:

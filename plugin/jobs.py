@@ -9,11 +9,11 @@ from collections import Counter
 from datetime import timedelta
 
 from flask import current_app
+from sqlalchemy import select
 
-from plugin import clock, handlers, payloads, policy, queue, runs, storage
+from plugin import clock, handlers, oauth, payloads, policy, queue, runs, storage
 from plugin.actions import ACTIONS, ActionContext
 from plugin.actions.base import PermanentActionError, RetryableActionError
-from plugin.crypto import decrypt_token
 from plugin.models import ActionAttempt, ActionRun, Delivery, DeliveryStatus, RunStatus, Shop, Shopper
 from plugin.profiles import HandlerContext
 from plugin.shopify_client import (
@@ -71,7 +71,7 @@ def process_batch(delivery_ids: list[int]) -> dict[int, str]:
     the one that raised then comes first in the next call, which processes it alone (the path that
     records the failure on its row).
     """
-    db, settled, planned = database(), {}, []
+    db, settled, planned, jobs = database(), {}, [], []
     started = time.monotonic()
     try:
         with db.session() as session:
@@ -80,18 +80,20 @@ def process_batch(delivery_ids: list[int]) -> dict[int, str]:
                 if delivery is None or delivery.status != DeliveryStatus.RECEIVED:
                     settled[delivery_id] = delivery.status if delivery else "missing"
                 else:
-                    status, runs_planned = _process(session, delivery)
+                    status, ctx = _process(session, delivery)
                     session.flush()
                     session.expire_all()  # the next delivery reads rows fresh, as it would alone
-                    settled[delivery_id], planned = status, planned + runs_planned
+                    settled[delivery_id] = status
+                    if ctx is not None:
+                        planned += ctx.planned_runs
+                        jobs += ctx.jobs
                 if time.monotonic() - started > BATCH_SECONDS:
                     break
     except Exception:  # noqa: BLE001 - rolled back; redo the ones before the failure, then it alone
         if 0 < len(settled) < len(delivery_ids):  # strictly shorter: this recursion ends
             return process_batch(delivery_ids[: len(settled)])
         return {delivery_ids[0]: process_delivery(delivery_ids[0])}
-    if planned:  # after commit: effects never precede the data they are about
-        dispatch_due_runs(db, clock.now())
+    _after_commit(db, planned, jobs)
     return settled
 
 
@@ -108,29 +110,38 @@ def process_delivery(delivery_id: int) -> str:
             delivery = storage.lock_delivery(session, delivery_id)
             if delivery is None or delivery.status != DeliveryStatus.RECEIVED:
                 return delivery.status if delivery else "missing"  # already handled by another drain
-            status, planned = _process(session, delivery)
-        if planned:  # after commit: effects never precede the data they are about
-            dispatch_due_runs(db, clock.now())
+            status, ctx = _process(session, delivery)
+        if ctx is not None:
+            _after_commit(db, ctx.planned_runs, ctx.jobs)
         return status
     except Exception as error:  # noqa: BLE001 - any failure is recorded on the ledger row, then retried
         log.exception("delivery %s raised %s", delivery_id, type(error).__name__)
         return _record_failure(db, delivery_id, error)
 
 
-def _process(session, delivery: Delivery) -> tuple[str, list[int]]:
+def _after_commit(db: storage.Database, planned: list[int], jobs: list[tuple]) -> None:
+    """Effects never precede the data they are about: runs and jobs are queued once it is committed."""
+    if planned:
+        dispatch_due_runs(db, clock.now())
+    connection = current_app.extensions["lifecycle.redis"]
+    for function, args, job_id in jobs:
+        queue.enqueue_maintenance(connection, function, *args, job_id=job_id)
+
+
+def _process(session, delivery: Delivery) -> tuple[str, HandlerContext | None]:
     now = clock.now()
     delivery.attempts += 1
     shop = storage.get_shop(session, delivery.shop_domain)
     if (shop is None or not shop.active) and delivery.topic not in payloads.COMPLIANCE_TOPICS:
-        return _finish(session, delivery, DeliveryStatus.IGNORED, now, "shop is not installed"), []
+        return _finish(session, delivery, DeliveryStatus.IGNORED, now, "shop is not installed"), None
     try:
         payload = payloads.load(delivery.topic, delivery.body)
     except KeyError:
         note = f"no handler for topic {delivery.topic}"
-        return _finish(session, delivery, DeliveryStatus.IGNORED, now, note), []
+        return _finish(session, delivery, DeliveryStatus.IGNORED, now, note), None
     except payloads.PayloadError as error:
         log.warning("quarantined delivery %s (%s): %s", delivery.id, delivery.topic, error)
-        return _finish(session, delivery, DeliveryStatus.QUARANTINED, now, str(error)), []
+        return _finish(session, delivery, DeliveryStatus.QUARANTINED, now, str(error)), None
     ctx = HandlerContext(
         database(),
         session,
@@ -142,7 +153,7 @@ def _process(session, delivery: Delivery) -> tuple[str, list[int]]:
         delivery.shop_domain,
     )
     note = handlers.dispatch(ctx, payload)
-    return _finish(session, delivery, DeliveryStatus.PROCESSED, now, note), ctx.planned_runs
+    return _finish(session, delivery, DeliveryStatus.PROCESSED, now, note), ctx
 
 
 def _finish(session, delivery: Delivery, status: str, now, reason: str | None) -> str:
@@ -184,11 +195,21 @@ def run_action(run_id: int) -> str:
     user errors, auth errors and bad templates fail it for good, with the reason.
     """
     db, now = database(), clock.now()
+    with db.session() as session:  # the token first: a refresh must not wait on this run's lock
+        shop = session.scalar(
+            select(Shop).join(ActionRun, ActionRun.shop_id == Shop.id).where(ActionRun.id == run_id)
+        )
+        shop_ref = (shop.id, shop.domain) if shop else None
+    try:
+        client = shop_client(db, *shop_ref) if shop_ref else None
+    except oauth.TokenError as error:
+        log.warning("run %s: %s", run_id, error)
+        client = None
     with db.session() as session:
         run = session.get(ActionRun, run_id, with_for_update=True)
         if run is None or run.status not in (RunStatus.QUEUED, RunStatus.SCHEDULED, RunStatus.RUNNING):
             return run.status if run else "missing"  # already done: a duplicate job
-        ctx = _action_context(db, session, run, now)
+        ctx = _action_context(db, session, run, now, client)
         decision = policy.decide(session, ctx.shop, run, ctx.shopper, now)
         if decision.skip:
             return _end(session, run, RunStatus.SKIPPED, now, "skipped", reason=decision.skip)
@@ -215,18 +236,35 @@ def run_action(run_id: int) -> str:
 RUN_RETRY_DELAYS = (60, 300, 1800, 7200)
 
 
-def _action_context(db, session, run: ActionRun, now) -> ActionContext:
+def shop_client(db: storage.Database, shop_id: int, domain: str) -> ShopifyClient | None:
+    """An Admin API client for the shop with a fresh token (refreshed first if it lapses soon)."""
+    config = current_app.config
+    token = oauth.access_token(db, shop_id, config)
+    if token is None:
+        return None
+    return ShopifyClient(
+        domain, token, config["SHOPIFY_API_VERSION"], origin=config.get("SHOPIFY_ADMIN_ORIGIN")
+    )
+
+
+def backfill_step(shop_id: int) -> dict:
+    """Advance a shop's history backfill (launched on install, woken by bulk_operations/finish)."""
+    from plugin import backfill
+
+    db = database()
+    with db.session() as session:
+        shop = session.get(Shop, shop_id)
+        domain = shop.domain if shop and shop.active else None
+    client = shop_client(db, shop_id, domain) if domain else None
+    if client is None:
+        return {"status": "skipped", "why": "shop not installed or without a token"}
+    return backfill.step(db, client, shop_id)
+
+
+def _action_context(db, session, run: ActionRun, now, client) -> ActionContext:
     shop = session.get(Shop, run.shop_id)
     shopper = session.get(Shopper, run.shopper_id) if run.shopper_id else None
     config = current_app.config
-    client = None
-    if shop.access_token_encrypted:
-        client = ShopifyClient(
-            shop.domain,
-            decrypt_token(shop.access_token_encrypted, config["SECRET_KEY"]),
-            config["SHOPIFY_API_VERSION"],
-            origin=config.get("SHOPIFY_ADMIN_ORIGIN"),
-        )
     settings = dict(
         SMTP_URL=config.get("SMTP_URL"),
         APP_URL=config["APP_URL"],

@@ -33,6 +33,7 @@ class HandlerContext:
     delivery_id: int | None = None
     shop_domain: str | None = None  # the verified header's, even when the shop is not installed
     planned_runs: list[int] = field(default_factory=list)  # queued after commit when due now
+    jobs: list[tuple[str, tuple, str]] = field(default_factory=list)  # (function, args, job id), after commit
 
     def trigger(self, shopper: Shopper, name: str, at: datetime | None, cycle: str, **context) -> None:
         """Plan the rules this event triggers for the shopper (at: when it happened in the store)."""

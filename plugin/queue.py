@@ -109,3 +109,16 @@ def enqueue_action_run(connection: redis.Redis, run_id: int) -> bool:
     except DuplicateJobError:
         return False
     return True
+
+
+def enqueue_maintenance(connection: redis.Redis, function: str, *args, job_id: str) -> bool:
+    """Queue a maintenance job (backfill step, reconciliation) unless the same one already waits."""
+    from rq.exceptions import DuplicateJobError
+
+    try:
+        get_queue(connection, MAINTENANCE).enqueue(
+            function, *args, job_id=job_id, unique=True, result_ttl=0, failure_ttl=FAILURE_TTL
+        )
+    except DuplicateJobError:
+        return False
+    return True

@@ -230,9 +230,16 @@ def upsert_shop(session: Session, domain: str, access_token_encrypted: str | Non
 
 
 def deactivate_shop(session: Session, shop: Shop, now: datetime) -> None:
-    """Mark a shop uninstalled and forget its access token."""
+    """Mark a shop uninstalled and forget its tokens."""
     session.execute(
         update(Shop)
         .where(Shop.id == shop.id)
-        .values(active=False, uninstalled_at=now, access_token_encrypted=None)
+        .values(
+            active=False,
+            uninstalled_at=now,
+            access_token_encrypted=None,
+            access_token_expires_at=None,
+            refresh_token_encrypted=None,
+            refresh_token_expires_at=None,
+        )
     )

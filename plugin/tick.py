@@ -64,7 +64,7 @@ def stage_case(shop: Shop, now: datetime):
     )
 
 
-def reason_case(shop: Shop, new_stage):
+def reason_case(shop: Shop, new_stage, otherwise: str = "Reclassified by the tick as of its clock"):
     """The reason recorded for a move the tick makes (the moves only time can cause)."""
     return case(
         (new_stage == Stage.LAPSED.value, literal(f"No order in the last {shop.lapsed_days} days (lapsed)")),
@@ -76,13 +76,24 @@ def reason_case(shop: Shop, new_stage):
             new_stage == Stage.PROSPECT.value,
             literal(f"No order yet and no checkout or cart activity in the last {shop.engaged_days} days"),
         ),
-        else_=literal("Reclassified by the tick as of its clock"),
+        else_=literal(otherwise),
     )
 
 
-def move_stages(session: Session, shop: Shop, now: datetime, is_postgres: bool) -> dict[str, int]:
-    """Apply every due time-based move of one shop in three statements; return counts per move."""
+def move_stages(
+    session: Session,
+    shop: Shop,
+    now: datetime,
+    is_postgres: bool,
+    cause: str = "tick",
+    reason: str | None = None,
+) -> dict[str, int]:
+    """Apply every due move of one shop in three statements; return counts per move.
+
+    The tick's moves (cause "tick") plan stage plays afterwards; the backfill's (cause "backfill") do not.
+    """
     new_stage = stage_case(shop, now)
+    why = reason_case(shop, new_stage, reason) if reason else reason_case(shop, new_stage)
     due = and_(Shopper.shop_id == shop.id, Shopper.deleted_at.is_(None), new_stage != Shopper.stage)
     if is_postgres:  # hold the rows against a worker restaging one of them meanwhile
         session.execute(select(Shopper.id).where(due).with_for_update())
@@ -105,15 +116,15 @@ def move_stages(session: Session, shop: Shop, now: datetime, is_postgres: bool) 
                 Shopper.stage,
                 new_stage,
                 literal(now, StageTransition.at.type),
-                reason_case(shop, new_stage),
-                literal("tick"),
+                why,
+                literal(cause),
             ).where(due),
         )
     )
     session.execute(
         update(Shopper)
         .where(due)
-        .values(stage=new_stage, stage_reason=reason_case(shop, new_stage), stage_changed_at=now)
+        .values(stage=new_stage, stage_reason=why, stage_changed_at=now)
         .execution_options(synchronize_session=False)
     )
     return counts

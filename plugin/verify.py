@@ -70,6 +70,12 @@ class WebhookVerifier:
             raise WebhookVerificationError("invalid_hmac")
 
 
+def oauth_hmac(params: Mapping[str, str], secret: str) -> str:
+    """Shopify's signature of an OAuth redirect: hex HMAC-SHA256 of the sorted `k=v&…` query, less `hmac`."""
+    message = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in ("hmac", "signature"))
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
 def read_headers(headers: Mapping[str, str]) -> WebhookHeaders:
     """Read topic, shop, webhook id and the optional event metadata of a verified webhook."""
     topic = _header(headers, "X-Shopify-Topic")

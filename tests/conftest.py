@@ -137,7 +137,8 @@ def smtp():
 def fake_store():
     from plugin.fake_store import FakeStore, FakeStoreServer
 
-    with FakeStoreServer(FakeStore(access_token=SHOP_TOKEN)) as server:
+    store = FakeStore(access_token=SHOP_TOKEN, shop_domain=SHOP, api_key=API_KEY, api_secret=SECRET)
+    with FakeStoreServer(store) as server:
         yield server
 
 

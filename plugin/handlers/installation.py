@@ -19,7 +19,7 @@ def on_app_uninstalled(ctx: HandlerContext, shop: ShopData) -> None:
 
 @handles("bulk_operations/finish")
 def on_bulk_operations_finish(ctx: HandlerContext, operation: BulkOperationFinish) -> None:
-    """Remember the finished bulk operation; the history backfill reads its result from here."""
+    """Remember the finished bulk operation; when it is the backfill's, wake the backfill to import it."""
     ctx.shop.last_bulk_operation = {
         "id": operation.admin_graphql_api_id,
         "status": operation.status,
@@ -27,3 +27,6 @@ def on_bulk_operations_finish(ctx: HandlerContext, operation: BulkOperationFinis
         "completed_at": operation.completed_at.isoformat() if operation.completed_at else None,
         "type": operation.type,
     }
+    backfill = ctx.shop.backfill or {}
+    if backfill.get("operation_id") == operation.admin_graphql_api_id:
+        ctx.jobs.append(("plugin.jobs.backfill_step", (ctx.shop.id,), f"backfill-{ctx.shop.id}"))

@@ -1,0 +1,71 @@
+"""Session tokens: every request from the embedded admin is verified by Shopify's `shopifyapp`
+(`verify_app_home_req`: HS256 signed with our secret, current or previous, not expired, audience our API
+key). The shop comes from the token's `dest`, never from a parameter; a request naming another shop is
+refused. No cookie is relied on: inside the admin's iframe they are third-party.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+from urllib.parse import urlparse
+
+from flask import Response, current_app, g, jsonify, request
+from shopify_app import verify_app_home_req
+
+from plugin import storage
+from plugin.oauth import app_config
+from plugin.verify import sanitize_shop_domain
+
+PATCH_ID_TOKEN_PATH = "/app/patch-id-token"
+
+
+def request_input() -> dict:
+    """The request as `shopifyapp` reads it."""
+    return {
+        "method": request.method,
+        "headers": dict(request.headers),
+        "url": request.url,
+        "body": request.get_data(as_text=True) if request.method != "GET" else "",
+    }
+
+
+def verify_app_home():
+    """Verify the session token of this request; returns (result, shop domain or None)."""
+    result = verify_app_home_req(request_input(), app_config(current_app.config), PATCH_ID_TOKEN_PATH)
+    if not result.ok:
+        return result, None
+    dest = urlparse(result.id_token.claims.get("dest", "")).hostname or ""
+    return result, sanitize_shop_domain(dest)
+
+
+def refused(status: int, reason: str, headers: dict | None = None) -> Response:
+    response = jsonify({"error": reason})
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def session_token_required(view):
+    """For the admin's data calls: a valid session token of an installed shop, else 401 (JSON reason)."""
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if not request.headers.get("Authorization"):
+            return refused(401, "missing session token (Authorization: Bearer …)")
+        result, shop_domain = verify_app_home()
+        if not result.ok:
+            return refused(401, result.log.code, dict(result.response.headers))
+        if shop_domain is None:
+            return refused(401, "the session token names no *.myshopify.com shop")
+        named = request.args.get("shop")
+        if named is not None and sanitize_shop_domain(named) != shop_domain:
+            return refused(401, "the session token belongs to another shop")
+        db = current_app.extensions["lifecycle.db"]
+        with db.session() as session:
+            shop = storage.get_shop(session, shop_domain)
+            if shop is None or not shop.active:
+                return refused(401, "the shop has not installed Lifecycle")
+            g.shop_id, g.shop_domain = shop.id, shop.domain
+        return view(*args, **kwargs)
+
+    return wrapped

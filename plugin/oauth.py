@@ -1,0 +1,248 @@
+"""Install and access tokens.
+
+Embedded installs (Shopify managed installation): the App Home page's session token is exchanged for an
+offline access token of the *expiring* kind (token exchange, through `shopifyapp`). The authorization-code
+grant (`/auth/install` → Shopify → `/auth/callback`) is the fallback for installs outside the admin.
+
+Tokens are stored encrypted (LIFECYCLE_SECRET_KEY). An access token lives an hour; `access_token()` refreshes
+it a few minutes before it lapses, by the one clock, holding the shop's row lock so two workers never
+refresh at once (a refresh token works once: the loser of a race would be locked out).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+import httpx
+import requests
+from flask import Blueprint, abort, current_app, redirect, request
+from shopify_app import refresh_access_token, token_exchange
+
+from plugin import clock, storage
+from plugin.crypto import decrypt_token, encrypt_token
+from plugin.models import Shop
+from plugin.verify import oauth_hmac, sanitize_shop_domain
+
+# Least needed: profiles and consent (customers), history (orders), back in stock (products, inventory),
+# codes (discounts). Kept in step with shopify.app.toml.
+SCOPES = "read_customers,write_customers,read_orders,read_products,read_inventory,write_discounts"
+REFRESH_MARGIN = timedelta(minutes=5)
+STATE_KEY = "lifecycle:oauth-state:{state}"
+STATE_TTL = 600
+
+bp = Blueprint("oauth", __name__)
+
+
+class TokenError(Exception):
+    """No usable token for the shop: it must open the app again (or reinstall)."""
+
+
+# --- token exchange and refresh ---------------------------------------------------------------------------
+def app_config(config) -> dict:
+    return {
+        "client_id": config["SHOPIFY_API_KEY"],
+        "client_secret": str(config["SHOPIFY_API_SECRET"]),
+        "old_client_secret": str(config["SHOPIFY_API_SECRET_PREVIOUS"] or "") or None,
+    }
+
+
+class _Reroute(httpx.BaseTransport):
+    """Send `https://{shop}/…` to SHOPIFY_ADMIN_ORIGIN instead (the fake store in tests and the demo)."""
+
+    def __init__(self, origin: str):
+        self.origin = httpx.URL(origin)
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, req: httpx.Request) -> httpx.Response:
+        req.url = req.url.copy_with(scheme=self.origin.scheme, host=self.origin.host, port=self.origin.port)
+        req.headers["Host"] = req.url.netloc.decode()
+        return self.inner.handle_request(req)
+
+
+def http_client(config) -> httpx.Client:
+    origin = config.get("SHOPIFY_ADMIN_ORIGIN")
+    return httpx.Client(transport=_Reroute(origin), timeout=10) if origin else httpx.Client(timeout=10)
+
+
+def exchange_session_token(db: storage.Database, config, id_token, shop_domain: str) -> tuple[Shop, bool]:
+    """Trade a verified App Home session token for an expiring offline token; returns (shop, new install)."""
+    with http_client(config) as client:
+        result = token_exchange(
+            "offline", app_config(config), id_token=id_token, expiring=True, http_client=client
+        )
+    if not result.ok:
+        raise TokenError(f"token exchange failed: {result.log.code}")
+    token = result.access_token
+    with db.session() as session:
+        return store_tokens(
+            session,
+            shop_domain,
+            token.token,
+            _remaining(token.expires),
+            token.refresh_token,
+            _remaining(token.refresh_token_expires),
+            token.scope,
+            config,
+        )
+
+
+def store_tokens(session, domain, access, expires_in, refresh, refresh_expires_in, scope, config):
+    """Install (or re-activate) the shop with fresh tokens, encrypted; returns (shop, newly installed)."""
+    now = clock.now()
+    existing = storage.get_shop(session, domain)
+    newly = existing is None or not existing.active
+    key = config["SECRET_KEY"]
+    shop = storage.upsert_shop(session, domain, encrypt_token(access, key), now)
+    shop.access_token_expires_at = now + expires_in if expires_in is not None else None
+    shop.refresh_token_encrypted = encrypt_token(refresh, key) if refresh else None
+    shop.refresh_token_expires_at = now + refresh_expires_in if refresh_expires_in is not None else None
+    shop.scopes = scope
+    if newly:
+        shop.backfill = {"status": "pending"}
+    return shop, newly
+
+
+def access_token(db: storage.Database, shop_id: int, config) -> str | None:
+    """The shop's access token, refreshed first when it lapses within REFRESH_MARGIN (None: no token)."""
+    now = clock.now()
+    with db.session() as session:
+        shop = session.get(Shop, shop_id)
+        if shop is None or not shop.access_token_encrypted:
+            return None
+        if not _needs_refresh(shop, now):
+            return decrypt_token(shop.access_token_encrypted, config["SECRET_KEY"])
+    with db.session() as session:
+        shop = session.get(Shop, shop_id, with_for_update=True, populate_existing=True)
+        if _needs_refresh(shop, now):  # still: nobody refreshed it while we waited for the lock
+            _refresh(session, shop, now, config)
+        return decrypt_token(shop.access_token_encrypted, config["SECRET_KEY"])
+
+
+def refresh_due_tokens(db: storage.Database, config) -> int:
+    """Refresh every active shop's token that lapses soon (the tick runs this, so idle shops keep theirs)."""
+    now = clock.now()
+    with db.session() as session:
+        ids = [s.id for s in session.query(Shop).filter(Shop.active.is_(True)) if _needs_refresh(s, now)]
+    for shop_id in ids:
+        access_token(db, shop_id, config)
+    return len(ids)
+
+
+def _needs_refresh(shop: Shop, now: datetime) -> bool:
+    return bool(
+        shop.refresh_token_encrypted
+        and shop.access_token_expires_at
+        and shop.access_token_expires_at - REFRESH_MARGIN <= now
+    )
+
+
+def _refresh(session, shop: Shop, now: datetime, config) -> None:
+    if shop.refresh_token_expires_at and shop.refresh_token_expires_at <= now:
+        raise TokenError(f"{shop.domain}: refresh token expired; the merchant must open the app again")
+    key = config["SECRET_KEY"]
+    current = {
+        "shop": shop.domain.removesuffix(".myshopify.com"),
+        "refresh_token": decrypt_token(shop.refresh_token_encrypted, key),
+        "expires": "",  # the decision to refresh is ours (by the one clock); the library would re-check
+        "refresh_token_expires": "",
+        "access_mode": "offline",
+    }
+    with http_client(config) as client:
+        result = refresh_access_token(current, app_config(config), http_client=client)
+    if not result.ok or result.access_token is None:
+        raise TokenError(f"{shop.domain}: token refresh failed: {result.log.code}")
+    token = result.access_token
+    shop.access_token_encrypted = encrypt_token(token.token, key)
+    shop.access_token_expires_at = now + _remaining(token.expires)
+    shop.refresh_token_encrypted = encrypt_token(token.refresh_token, key)
+    shop.refresh_token_expires_at = now + _remaining(token.refresh_token_expires)
+
+
+def _remaining(absolute: str | None) -> timedelta | None:
+    """`shopifyapp` turns `expires_in` into a wall-clock instant; turn it back into a duration, so expiry
+    is measured on the one clock like every other time rule."""
+    if not absolute:
+        return None
+    instant = datetime.fromisoformat(absolute.replace("Z", "+00:00"))
+    return max(timedelta(0), instant - datetime.now(UTC)) + timedelta(seconds=1)
+
+
+# --- authorization-code grant (installs from outside the admin) ------------------------------------------
+def admin_base(config, shop: str) -> str:
+    return (config.get("SHOPIFY_ADMIN_ORIGIN") or f"https://{shop}").rstrip("/")
+
+
+@bp.get("/auth/install")
+def install():
+    config = current_app.config
+    shop = sanitize_shop_domain(request.args.get("shop"))
+    if shop is None:
+        abort(400, "shop must be a NAME.myshopify.com domain")
+    state = secrets.token_urlsafe(24)
+    current_app.extensions["lifecycle.redis"].set(STATE_KEY.format(state=state), shop, ex=STATE_TTL)
+    query = urlencode(
+        {
+            "client_id": config["SHOPIFY_API_KEY"],
+            "scope": SCOPES,
+            "redirect_uri": config["APP_URL"].rstrip("/") + "/auth/callback",
+            "state": state,
+        }
+    )
+    return redirect(f"{admin_base(config, shop)}/admin/oauth/authorize?{query}")
+
+
+@bp.get("/auth/callback")
+def callback():
+    config = current_app.config
+    params = request.args.to_dict()
+    shop = sanitize_shop_domain(params.get("shop"))
+    if shop is None:
+        abort(400, "shop must be a NAME.myshopify.com domain")
+    if not _signed(params, config["WEBHOOK_SECRETS"]):
+        abort(401, "the callback is not signed by Shopify")
+    stored = current_app.extensions["lifecycle.redis"].getdel(STATE_KEY.format(state=params.get("state", "")))
+    if stored is None or stored.decode() != shop:
+        abort(403, "unknown or used state: start the install again")
+    answer = requests.post(
+        f"{admin_base(config, shop)}/admin/oauth/access_token",
+        json={
+            "client_id": config["SHOPIFY_API_KEY"],
+            "client_secret": str(config["SHOPIFY_API_SECRET"]),
+            "code": params.get("code", ""),
+            "expiring": 1,
+        },
+        timeout=10,
+    )
+    if answer.status_code != 200:
+        abort(502, "Shopify refused the authorization code")
+    body = answer.json()
+    db = current_app.extensions["lifecycle.db"]
+    with db.session() as session:
+        shop_row, newly = store_tokens(
+            session,
+            shop,
+            body["access_token"],
+            _seconds(body.get("expires_in")),
+            body.get("refresh_token"),
+            _seconds(body.get("refresh_token_expires_in")),
+            body.get("scope"),
+            config,
+        )
+        shop_id = shop_row.id
+    if newly:
+        from plugin import backfill
+
+        backfill.start(current_app.extensions["lifecycle.redis"], shop_id)
+    return redirect(f"https://{shop}/admin/apps/{config['SHOPIFY_API_KEY']}")
+
+
+def _seconds(value) -> timedelta | None:
+    return timedelta(seconds=int(value)) if value is not None else None
+
+
+def _signed(params: dict, secrets_: tuple) -> bool:
+    received = params.get("hmac", "")
+    return any(hmac.compare_digest(oauth_hmac(params, str(secret)), received) for secret in secrets_)
