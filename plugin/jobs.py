@@ -27,6 +27,7 @@ from plugin.shopify_client import (
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 200  # ids per scan of a slot
+DRAIN_SECONDS = 60  # a drain then queues its successor, so no job nears RQ's timeout with a backlog
 BATCH_SIZE = 50  # deliveries per transaction
 BATCH_SECONDS = 0.25  # ...or fewer, so the write lock (SQLite) and row locks are never held long
 # A delivery whose processing raised (database hiccup, a bug) waits this long before its next attempt,
@@ -43,11 +44,18 @@ def drain_deliveries(slot: int) -> dict[str, int]:
     """Process every due delivery of one slot, oldest first, a few per transaction.
 
     Lowers the slot's flag first (see `queue`), so a delivery committed during the drain either shows up
-    in a later scan of this drain or queues the next one. Returns how many ended in each status.
+    in a later scan of this drain or queues the next one. After DRAIN_SECONDS it queues its successor and
+    returns, so a long backlog never meets RQ's job timeout mid-transaction. Returns how many ended in
+    each status.
     """
-    queue.lower_drain_flag(current_app.extensions["lifecycle.redis"], slot)
+    connection = current_app.extensions["lifecycle.redis"]
+    queue.lower_drain_flag(connection, slot)
     db, outcomes, after_id = database(), Counter(), 0
+    started = time.monotonic()
     while True:
+        if time.monotonic() - started > DRAIN_SECONDS:  # hand over to a fresh job, well inside RQ's timeout
+            queue.enqueue_drain(connection, slot, force=True)
+            return dict(outcomes)
         with db.session() as session:
             ids = storage.due_delivery_ids(
                 session, slot, queue.DRAIN_SLOTS, clock.now(), after_id=after_id, limit=DRAIN_BATCH

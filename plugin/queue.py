@@ -111,13 +111,22 @@ def enqueue_action_run(connection: redis.Redis, run_id: int) -> bool:
     return True
 
 
+MAINTENANCE_TIMEOUT = 4 * 3600  # a backfill streams a whole store's history in one job
+
+
 def enqueue_maintenance(connection: redis.Redis, function: str, *args, job_id: str) -> bool:
     """Queue a maintenance job (backfill step, reconciliation) unless the same one already waits."""
     from rq.exceptions import DuplicateJobError
 
     try:
         get_queue(connection, MAINTENANCE).enqueue(
-            function, *args, job_id=job_id, unique=True, result_ttl=0, failure_ttl=FAILURE_TTL
+            function,
+            *args,
+            job_id=job_id,
+            unique=True,
+            result_ttl=0,
+            failure_ttl=FAILURE_TTL,
+            job_timeout=MAINTENANCE_TIMEOUT,
         )
     except DuplicateJobError:
         return False
