@@ -52,7 +52,10 @@ def installed_shop(db) -> Shop:
 def test_opening_app_home_installs_the_shop_with_an_expiring_offline_token(client, db, fake_store, app):
     page = open_app_home(client)
     assert page.status_code == 200
-    assert page.headers["Content-Security-Policy"] == f"frame-ancestors https://{SHOP} https://admin.shopify.com;"
+    assert (
+        page.headers["Content-Security-Policy"]
+        == f"frame-ancestors https://{SHOP} https://admin.shopify.com;"
+    )
     assert f'<meta name="shopify-api-key" content="{API_KEY}">' in page.get_data(as_text=True)
     shop = installed_shop(db)
     assert shop.active and shop.scopes
@@ -107,7 +110,9 @@ def test_rotated_secret_still_verifies_session_tokens(client, shop):
     assert client.get("/app/api/status", headers=headers).status_code == 200
 
 
-def test_token_is_refreshed_once_before_it_lapses_even_when_workers_race(client, db, fake_store, app, monkeypatch):
+def test_token_is_refreshed_once_before_it_lapses_even_when_workers_race(
+    client, db, fake_store, app, monkeypatch
+):
     open_app_home(client)
     shop = installed_shop(db)
     first = decrypt_token(shop.access_token_encrypted, "test-secret-key")
