@@ -83,7 +83,7 @@ def test_app_home_without_a_token_bounces_to_the_patch_page(client):
 
 
 @pytest.mark.parametrize(
-    "token, reason",
+    ("token", "reason"),
     [
         (None, "missing session token (Authorization: Bearer …)"),
         (lambda: session_token(secret="not-our-secret"), "invalid_id_token"),
