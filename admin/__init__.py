@@ -10,9 +10,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 from shopify_app import app_home_patch_id_token
 
-from admin.auth import refused, request_input, session_token_required, verify_app_home
+from admin.auth import refused, session_token_required, verify_app_home
 from plugin import backfill, oauth, status
-from plugin.oauth import app_config
+from plugin.oauth import app_config, request_input
 
 bp = Blueprint("admin", __name__, url_prefix="/app", template_folder="templates", static_folder="static")
 

@@ -13,20 +13,10 @@ from flask import Response, current_app, g, jsonify, request
 from shopify_app import verify_app_home_req
 
 from plugin import storage
-from plugin.oauth import app_config
+from plugin.oauth import app_config, request_input
 from plugin.verify import sanitize_shop_domain
 
 PATCH_ID_TOKEN_PATH = "/app/patch-id-token"
-
-
-def request_input() -> dict:
-    """The request as `shopifyapp` reads it."""
-    return {
-        "method": request.method,
-        "headers": dict(request.headers),
-        "url": request.url,
-        "body": request.get_data(as_text=True) if request.method != "GET" else "",
-    }
 
 
 def verify_app_home():

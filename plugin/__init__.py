@@ -33,11 +33,12 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = Tru
     )
 
     import admin
-    from plugin import oauth, unsubscribe, webhooks
+    from plugin import oauth, storefront, unsubscribe, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(unsubscribe.bp)
     app.register_blueprint(oauth.bp)
+    app.register_blueprint(storefront.bp)
     app.register_blueprint(admin.bp)
 
     @app.get("/healthz")

@@ -26,9 +26,11 @@ from plugin.crypto import decrypt_token, encrypt_token
 from plugin.models import Shop
 from plugin.verify import oauth_hmac, sanitize_shop_domain
 
-# Least needed: profiles and consent (customers), history (orders), back in stock (products, inventory),
-# codes (discounts). Kept in step with shopify.app.toml.
-SCOPES = "read_customers,write_customers,read_orders,read_products,read_inventory,write_discounts"
+# Least needed: profiles and consent (customers), history beyond 60 days (orders, all orders), back in
+# stock (products, inventory), codes (discounts). Kept in step with shopify.app.toml (a test checks).
+SCOPES = (
+    "read_customers,write_customers,read_orders,read_all_orders,read_products,read_inventory,write_discounts"
+)
 REFRESH_MARGIN = timedelta(minutes=5)
 STATE_KEY = "lifecycle:oauth-state:{state}"
 STATE_TTL = 600
@@ -46,6 +48,16 @@ def app_config(config) -> dict:
         "client_id": config["SHOPIFY_API_KEY"],
         "client_secret": str(config["SHOPIFY_API_SECRET"]),
         "old_client_secret": str(config["SHOPIFY_API_SECRET_PREVIOUS"] or "") or None,
+    }
+
+
+def request_input() -> dict:
+    """The current request as `shopifyapp`'s verifiers read it."""
+    return {
+        "method": request.method,
+        "headers": dict(request.headers),
+        "url": request.url,
+        "body": request.get_data(as_text=True) if request.method != "GET" else "",
     }
 
 

@@ -243,7 +243,12 @@ def test_back_in_stock_tells_the_subscriber_once(client, shop, worker, smtp, db)
     worker.work()
     [mail] = smtp.to("bob@example.com")
     assert "Linen shirt" in mail["Subject"]
-    assert mail["List-Unsubscribe"] is None  # asked for: transactional
+    # asked for: transactional (no marketing footer), with a one-click link that stops this alert only
+    stop = str(mail["List-Unsubscribe"]).strip().strip("<>")
+    assert "/alerts/" in stop and "Stop this alert" in mail.get_body(("plain",)).get_content()
+    assert client.post(stop.removeprefix("http://127.0.0.1:8000")).status_code == 200
+    with db.session() as session:
+        assert session.scalar(select(StockSubscription)) is None
 
 
 def test_uninstall_cancels_pending_runs(client, shop, worker, db):

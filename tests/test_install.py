@@ -168,3 +168,18 @@ def test_code_grant_install_for_non_embedded_installs(client, db, fake_store, ap
 @pytest.mark.parametrize("shop", ["", "evil.com", "x.myshopify.com.evil.com", "../etc"])
 def test_install_refuses_shops_that_are_not_myshopify_domains(client, shop):
     assert client.get("/auth/install?shop=" + shop).status_code == 400
+
+
+def test_app_configuration_declares_what_the_app_uses():
+    import tomllib
+    from pathlib import Path
+
+    from plugin import handlers, payloads
+
+    config = tomllib.loads((Path(__file__).parent.parent / "shopify.app.toml").read_text())
+    assert config["access_scopes"]["scopes"] == oauth.SCOPES
+    assert config["webhooks"]["api_version"] == "2026-10"
+    [regular, compliance] = config["webhooks"]["subscriptions"]
+    # every subscribed topic has a handler, and every handled topic is subscribed (compliance ones apart)
+    assert set(regular["topics"]) == set(handlers.HANDLERS) - payloads.COMPLIANCE_TOPICS
+    assert set(compliance["compliance_topics"]) == payloads.COMPLIANCE_TOPICS
