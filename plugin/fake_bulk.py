@@ -21,7 +21,8 @@ import requests
 
 from plugin.synthetic import sign
 
-DEFAULT_HISTORY = {"customers": 200, "orders": 500, "seed": 1, "now": "2026-11-01T12:00:00+00:00"}
+# A new store has no history until a test or the demo gives it one.
+DEFAULT_HISTORY = {"customers": 0, "orders": 0, "seed": 1, "now": "2026-11-01T12:00:00+00:00"}
 FIRST = ("Ann", "Bruno", "Chiara", "Dmitri", "Ewa", "Femi", "Giulia", "Hana", "Ivan", "Jonas")
 LAST = ("Rossi", "Nowak", "Ivanova", "Smith", "Kowalska", "Bianchi", "Okafor", "Lee")
 LOCALES = ("en", "it", "pl", "ru")
@@ -144,6 +145,31 @@ class FakeBulk:
             "url": f"{self.origin}/_fake/bulk/{number}.jsonl",
             "partialDataUrl": None,
         }
+
+    # --- paginated reads (reconciliation) ---------------------------------------------------------------
+    def _customers(
+        self, first: int = 50, after: str | None = None, query: str = "", sortKey=None, **_
+    ) -> dict:  # noqa: N803
+        return self._page("customers", first, after, query)
+
+    def _orders(self, first: int = 50, after: str | None = None, query: str = "", sortKey=None, **_) -> dict:  # noqa: N803
+        return self._page("orders", first, after, query)
+
+    def _page(self, root: str, first: int, after: str | None, query: str) -> dict:
+        since = query.split("updated_at:>", 1)[1].strip("'\" ") if "updated_at:>" in query else None
+        nodes = []
+        for line in history_lines(root=root, **self.history):
+            if "__parentId" in line:
+                if nodes and nodes[-1]["id"] == line["__parentId"]:
+                    nodes[-1]["lineItems"]["nodes"].append(line)
+                continue
+            if since is None or line["updatedAt"] > since:
+                nodes.append(dict(line, lineItems={"nodes": []}, email=None) if root == "orders" else line)
+        nodes.sort(key=lambda n: n["updatedAt"])
+        start = int(after or 0)
+        chunk = nodes[start : start + first]
+        end = start + len(chunk)
+        return {"nodes": chunk, "pageInfo": {"hasNextPage": end < len(nodes), "endCursor": str(end)}}
 
     def bulk_file(self, number: str) -> str | None:
         path = os.path.join(self.folder, f"{number}.jsonl")

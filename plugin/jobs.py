@@ -269,6 +269,24 @@ def backfill_step(shop_id: int) -> dict:
     return backfill.step(db, client, shop_id)
 
 
+def reconcile_shop(shop_id: int) -> dict:
+    """Pull what changed since the last sync and drain it like webhooks (the tick schedules this)."""
+    from plugin import reconcile
+
+    db = database()
+    with db.session() as session:
+        shop = session.get(Shop, shop_id)
+        domain = shop.domain if shop and shop.active else None
+    client = shop_client(db, shop_id, domain) if domain else None
+    if client is None:
+        return {"status": "skipped", "why": "shop not installed or without a token"}
+    counts = reconcile.reconcile(db, client, shop_id)
+    connection = current_app.extensions["lifecycle.redis"]
+    for slot in sorted({queue.delivery_slot(i) for i in counts.pop("ids")}):
+        queue.enqueue_drain(connection, slot)
+    return counts
+
+
 def _action_context(db, session, run: ActionRun, now, client) -> ActionContext:
     shop = session.get(Shop, run.shop_id)
     shopper = session.get(Shopper, run.shopper_id) if run.shopper_id else None

@@ -27,6 +27,7 @@ class TickReport:
     requeued: int = 0
     planned: int = 0
     dispatched: int = 0
+    maintenance: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -35,6 +36,7 @@ class TickReport:
             "planned_runs": self.planned,
             "dispatched_runs": self.dispatched,
             "requeued_deliveries": self.requeued,
+            "maintenance": self.maintenance,
         }
 
 
@@ -163,7 +165,44 @@ def tick_app(app) -> TickReport:
     )
     with app.app_context():
         report.dispatched = dispatch_due_runs(app.extensions["lifecycle.db"], now)
+        report.maintenance = schedule_maintenance(app, now)
     return report
+
+
+RECONCILE_EVERY = timedelta(minutes=15)
+BACKFILL_POLL_AFTER = timedelta(minutes=5)
+
+
+def schedule_maintenance(app, now: datetime) -> dict[str, int]:
+    """Per installed shop: refresh tokens about to lapse, queue reconciliation when due, and wake a
+    backfill whose finish webhook has not come (it asks Shopify for the operation's status itself)."""
+    from plugin import oauth
+
+    db, connection = app.extensions["lifecycle.db"], app.extensions["lifecycle.redis"]
+    done = {"tokens_refreshed": 0, "reconciliations": 0, "backfills_polled": 0}
+    try:
+        done["tokens_refreshed"] = oauth.refresh_due_tokens(db, app.config)
+    except oauth.TokenError as error:
+        log.warning("token refresh: %s", error)
+    with db.session() as session:
+        shops = list(
+            session.scalars(
+                select(Shop).where(Shop.active.is_(True), Shop.access_token_encrypted.is_not(None))
+            )
+        )
+    for shop in shops:
+        backfill = shop.backfill or {}
+        if backfill.get("status") in ("running", "importing", "pending"):
+            started = backfill.get("started_at")
+            if started is None or datetime.fromisoformat(started) <= now - BACKFILL_POLL_AFTER:
+                done["backfills_polled"] += queue.enqueue_maintenance(
+                    connection, "plugin.jobs.backfill_step", shop.id, job_id=f"backfill-{shop.id}"
+                )
+        elif shop.last_reconciled_at is None or shop.last_reconciled_at <= now - RECONCILE_EVERY:
+            done["reconciliations"] += queue.enqueue_maintenance(
+                connection, "plugin.jobs.reconcile_shop", shop.id, job_id=f"reconcile-{shop.id}"
+            )
+    return done
 
 
 def requeue_stuck(db: storage.Database, connection: redis.Redis, older_than: datetime, now: datetime) -> int:
