@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import requests
@@ -160,7 +160,18 @@ def _upsert_customers(db, session: Session, rows: list[dict]) -> None:
     session.execute(statement, rows)
 
 
+ORDER_COLUMNS = (
+    "shop_id", "order_id", "customer_id", "name", "placed_at", "source_updated_at", "cancelled_at",
+    "currency", "total_price", "refunded", "financial_status", "fulfillment_status", "line_items",
+    "discount_codes",
+)  # fmt: skip
+
+
 def _upsert_orders(db, session: Session, rows: list[dict]) -> None:
+    """Upsert a batch of orders; on PostgreSQL, COPY into a temporary table and merge from it."""
+    if not db.is_sqlite:
+        _copy_merge_orders(session, rows)
+        return
     insert = db.insert(Order)
     new = insert.excluded
     columns = (
@@ -183,6 +194,33 @@ def _upsert_orders(db, session: Session, rows: list[dict]) -> None:
         where=or_(Order.source_updated_at.is_(None), new.source_updated_at > Order.source_updated_at),
     )
     session.execute(statement, rows)
+
+
+def _copy_merge_orders(session: Session, rows: list[dict]) -> None:
+    connection = session.connection().connection.driver_connection
+    columns = ", ".join(ORDER_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS backfill_orders"
+            " (LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"  # each batch is one transaction
+        )
+        with cursor.copy(f"COPY backfill_orders ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([_copy_value(row[c]) for c in ORDER_COLUMNS])
+        updates = ", ".join(f"{c} = excluded.{c}" for c in ORDER_COLUMNS[2:])
+        cursor.execute(
+            f"INSERT INTO orders ({columns}) SELECT {columns} FROM backfill_orders"
+            f" ON CONFLICT (shop_id, order_id) DO UPDATE SET {updates}"
+            " WHERE orders.source_updated_at IS NULL OR excluded.source_updated_at > orders.source_updated_at"
+        )
+
+
+def _copy_value(value):
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None)  # naive UTC, as UTCDateTime stores it
+    return value
 
 
 def _attach_late_items(db: storage.Database, shop_id: int, items: list[dict]) -> None:

@@ -125,6 +125,63 @@ def shops_add(domain: str, token: str) -> None:
     click.echo(f"registered {shop_domain}")
 
 
+@shops.command("status")
+@click.argument("domain")
+def shops_status(domain: str) -> None:
+    """Install state, token, backfill progress and data freshness of a shop, as JSON."""
+    from plugin.status import shop_status
+
+    found = shop_status(build_app().extensions["lifecycle.db"], domain.strip().lower())
+    if found is None:
+        raise click.ClickException(f"{domain} is not known")
+    click.echo(json.dumps(found, indent=2))
+
+
+@main.group()
+def compliance() -> None:
+    """Data exports produced for customers/data_request."""
+
+
+@compliance.command("exports")
+@click.option("--shop", "shop_domain", required=True)
+def compliance_exports(shop_domain: str) -> None:
+    """List a shop's data exports (id, customer, request, when)."""
+    from plugin.models import DataExport
+
+    with build_app().extensions["lifecycle.db"].session() as session:
+        shop = storage.get_shop(session, shop_domain)
+        rows = (
+            []
+            if shop is None
+            else session.scalars(
+                select(DataExport).where(DataExport.shop_id == shop.id).order_by(DataExport.id)
+            )
+        )
+        listed = [
+            {
+                "id": e.id,
+                "customer_id": e.customer_id,
+                "data_request_id": e.data_request_id,
+                "requested_at": _iso(e.requested_at),
+            }
+            for e in rows
+        ]
+    click.echo(json.dumps(listed, indent=2))
+
+
+@compliance.command("export")
+@click.argument("export_id", type=int)
+def compliance_export(export_id: int) -> None:
+    """Print one data export as JSON, to hand to the merchant's customer."""
+    from plugin.models import DataExport
+
+    with build_app().extensions["lifecycle.db"].session() as session:
+        export = session.get(DataExport, export_id)
+        if export is None:
+            raise click.ClickException(f"no data export {export_id}")
+        click.echo(json.dumps(export.content, indent=2, ensure_ascii=False))
+
+
 @main.command()
 @click.option("--shop", "shop_domain", required=True)
 @click.option("--stage", type=click.Choice([s.value for s in Stage]), default=None)

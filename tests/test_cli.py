@@ -122,3 +122,20 @@ def test_actions_lists_runs_with_status_and_sent_time(run, client, smtp):
     assert len(smtp.to("c@example.com")) == 1
     skipped = json.loads(run("actions", "--shop", SHOP, "--status", "skipped", "--json"))
     assert skipped == []
+
+
+def test_shops_status_and_compliance_exports(run, client, worker, shop):
+    post_webhook(client, "orders/paid", s.order_payload(1, 7, NOW - DAY, Decimal("25.00"), email="a@example.com"))
+    post_webhook(
+        client,
+        "customers/data_request",
+        {"shop_domain": SHOP, "customer": {"id": 7, "email": "a@example.com"}, "data_request": {"id": 5}},
+    )
+    worker.work()
+    status = json.loads(run("shops", "status", SHOP))
+    assert status["installed"] is True and status["shoppers_by_stage"] == {"first_time": 1}
+    assert status["last_webhook_at"] is not None and status["backfill"] == {"status": "not started"}
+    [listed] = json.loads(run("compliance", "exports", "--shop", SHOP))
+    assert (listed["customer_id"], listed["data_request_id"]) == (7, 5)
+    export = json.loads(run("compliance", "export", str(listed["id"])))
+    assert export["profile"]["email"] == "a@example.com" and export["orders"][0]["order_id"] == 1
