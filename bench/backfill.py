@@ -32,10 +32,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from plugin import backfill, clock, create_app, storage  # noqa: E402
 from plugin.fake_bulk import history_lines  # noqa: E402
 
-COLUMNS = (
-    "shop_id", "order_id", "customer_id", "name", "placed_at", "source_updated_at", "cancelled_at", "currency",
-    "total_price", "refunded", "financial_status", "fulfillment_status", "line_items", "discount_codes",
-)  # fmt: skip
+COLUMNS = backfill.ORDER_COLUMNS
 
 
 def write_jsonl(path: str, root: str, history: dict) -> int:
@@ -127,7 +124,8 @@ def main() -> None:
     write_copy_file(copy_file, orders_file, copy_id)
     size = os.path.getsize(orders_file) / 2**20
     print(
-        f"generated {args.orders} orders ({lines} JSONL lines, {size:.0f} MiB) in {time.perf_counter() - started:.0f} s"
+        f"generated {args.orders} orders ({lines} JSONL lines, {size:.0f} MiB)"
+        f" in {time.perf_counter() - started:.0f} s"
     )
 
     started = time.perf_counter()
