@@ -33,6 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = Tru
     )
 
     import admin
+    import admin.api
     from plugin import oauth, storefront, unsubscribe, webhooks
 
     app.register_blueprint(webhooks.bp)
@@ -40,6 +41,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = Tru
     app.register_blueprint(oauth.bp)
     app.register_blueprint(storefront.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(admin.api.bp)
 
     @app.get("/healthz")
     def healthz():
