@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 from shopify_app import app_home_patch_id_token
 
+from admin import i18n
 from admin.auth import refused, session_token_required, verify_app_home
 from plugin import backfill, oauth, status
 from plugin.oauth import app_config, request_input
@@ -33,7 +34,15 @@ def home():
             return refused(502, str(error))
         if newly:
             backfill.start(current_app.extensions["lifecycle.redis"], shop.id)
-    page = render_template("admin/home.html", api_key=current_app.config["SHOPIFY_API_KEY"], shop=shop_domain)
+    locale = i18n.pick(request.args.get("locale"))
+    boot = {"shop": shop_domain, "locale": locale, "strings": i18n.strings(locale)}
+    page = render_template(
+        "admin/home.html",
+        api_key=current_app.config["SHOPIFY_API_KEY"],
+        shop=shop_domain,
+        locale=locale,
+        boot=boot,
+    )
     response = Response(page, 200, content_type="text/html; charset=utf-8")
     response.headers.update(dict(result.response.headers))  # CSP frame-ancestors, App Bridge preload
     return response

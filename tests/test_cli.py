@@ -125,7 +125,9 @@ def test_actions_lists_runs_with_status_and_sent_time(run, client, smtp):
 
 
 def test_shops_status_and_compliance_exports(run, client, worker, shop):
-    post_webhook(client, "orders/paid", s.order_payload(1, 7, NOW - DAY, Decimal("25.00"), email="a@example.com"))
+    post_webhook(
+        client, "orders/paid", s.order_payload(1, 7, NOW - DAY, Decimal("25.00"), email="a@example.com")
+    )
     post_webhook(
         client,
         "customers/data_request",

@@ -1,0 +1,250 @@
+// Lifecycle's embedded admin. Every data call carries a session token: App Bridge's `shopify.idToken()`
+// inside the Shopify admin; outside it (development, `lifecycle demo`), the `id_token` of the page URL.
+"use strict";
+const boot = JSON.parse(document.getElementById("boot").textContent);
+const T = (key) => boot.strings[key] || key;
+const STAGES = ["prospect", "engaged", "first_time", "repeat", "loyal", "at_risk", "lapsed"];
+const COLORS = { prospect: "#8a8a8a", engaged: "#2c6ecb", first_time: "#47c1bf", repeat: "#50b83c",
+  loyal: "#007f5f", at_risk: "#eec200", lapsed: "#de3618" };
+
+async function sessionToken() {
+  if (window.shopify && typeof window.shopify.idToken === "function") {
+    try { return await window.shopify.idToken(); } catch (e) { /* outside the admin: fall through */ }
+  }
+  return new URLSearchParams(window.location.search).get("id_token");
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${await sessionToken()}`, Accept: "application/json" };
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const answer = await fetch(`/app/api${path}`, {
+    method: options.method || "GET", headers, body: options.body === undefined ? undefined : JSON.stringify(options.body),
+  });
+  const data = await answer.json().catch(() => ({}));
+  return { ok: answer.ok, status: answer.status, data };
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "on") for (const [event, fn] of Object.entries(v)) node.addEventListener(event, fn);
+    else if (v !== null && v !== undefined && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children.flat()) node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
+  return node;
+}
+
+function table(headers, rows) {
+  return el("table", {}, el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, rows.map((r) => el("tr", {}, r.map((c) => el("td", {}, c))))));
+}
+
+// --- tabs ------------------------------------------------------------------------------------------------
+const loaders = { overview: loadOverview, rules: loadRules, shoppers: loadShoppers, settings: loadSettings };
+document.querySelectorAll("[role=tab]").forEach((tab) => {
+  tab.textContent = T(tab.dataset.i18n);
+  tab.addEventListener("click", () => select(tab));
+  tab.addEventListener("keydown", (event) => {
+    const tabs = [...document.querySelectorAll("[role=tab]")];
+    const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+    if (step) { const next = tabs[(tabs.indexOf(tab) + step + tabs.length) % tabs.length]; next.focus(); select(next); }
+  });
+});
+function select(tab) {
+  document.querySelectorAll("[role=tab]").forEach((t) => {
+    const on = t === tab;
+    t.setAttribute("aria-selected", on); t.tabIndex = on ? 0 : -1;
+    document.getElementById(t.getAttribute("aria-controls")).hidden = !on;
+  });
+  loaders[tab.getAttribute("aria-controls")]();
+}
+
+// --- overview --------------------------------------------------------------------------------------------
+function stageChart(stages) {
+  const width = 560, bar = 26, gap = 10, label = 90;
+  const max = Math.max(1, ...stages.map((s) => s.shoppers));
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${stages.length * (bar + gap)}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", T("shoppers_per_stage") + ": " + stages.map((s) => `${T(s.stage)} ${s.shoppers}`).join(", "));
+  svg.id = "stage-chart";
+  stages.forEach((s, i) => {
+    const y = i * (bar + gap);
+    const w = Math.max(2, ((width - label - 60) * s.shoppers) / max);
+    svg.insertAdjacentHTML("beforeend",
+      `<text x="0" y="${y + 18}" font-size="13">${T(s.stage)}</text>` +
+      `<rect data-stage="${s.stage}" x="${label}" y="${y}" width="${w}" height="${bar}" rx="4" fill="${COLORS[s.stage]}"></rect>` +
+      `<text x="${label + w + 6}" y="${y + 18}" font-size="13">${s.shoppers}</text>`);
+  });
+  return svg;
+}
+
+async function loadOverview() {
+  const root = document.getElementById("overview");
+  const { ok, data } = await api("/overview");
+  if (!ok) { root.replaceChildren(el("p", { class: "error" }, data.error || "error")); return; }
+  const fresh = data.freshness || {};
+  const backfill = fresh.backfill || {};
+  root.replaceChildren(el("div", { class: "cards" },
+    el("div", { class: "card" }, el("h2", {}, T("shoppers_per_stage")), stageChart(data.stages)),
+    el("div", { class: "card" }, el("h2", {}, T("messages_per_play")),
+      table([T("play"), T("sent"), T("skipped"), T("deferred"), T("held_out"), T("failed")],
+        data.messages.map((m) => [m.play, m.sent || 0, m.skipped || 0, (m.deferred || 0) + (m.pending || 0), m.held_out || 0, m.failed || 0]))),
+    el("div", { class: "card" }, el("h2", {}, T("revenue_per_play")),
+      data.revenue.length ? table([T("play"), T("orders"), T("revenue")], data.revenue.map((r) => [r.play, r.orders, r.revenue]))
+        : el("p", { class: "muted" }, T("no_revenue_yet"))),
+    el("div", { class: "card" }, el("h2", {}, T("stage_moves")),
+      data.flows.length ? table([T("week"), T("moves")], data.flows.map((w) => [w.week, w.moves.slice(0, 4).map((m) => `${m.move} ${m.count}`).join(" · ")]))
+        : el("p", { class: "muted" }, "—")),
+    el("div", { class: "card" }, el("h2", {}, T("freshness")),
+      table([T("what"), T("when")], [
+        [T("last_webhook"), fresh.last_webhook_at || "—"],
+        [T("last_reconciliation"), fresh.last_reconciled_at || "—"],
+        [T("backfill"), `${backfill.status || "—"} ${backfill.orders ? `(${backfill.orders} ${T("orders")})` : ""}`],
+      ]))));
+}
+
+// --- rules -----------------------------------------------------------------------------------------------
+async function loadRules() {
+  const root = document.getElementById("rules");
+  const { data } = await api("/rules");
+  root.replaceChildren(el("h2", {}, T("rules")), table([T("on"), T("rule"), T("trigger"), ""], data.map((rule) => [
+    el("input", { type: "checkbox", class: "switch", "aria-label": `${T("on")}: ${rule.name}`, checked: rule.enabled,
+      on: { change: (e) => api(`/rules/${rule.key}/enabled`, { method: "POST", body: { enabled: e.target.checked } }) } }),
+    rule.name, rule.trigger,
+    el("button", { class: "plain", on: { click: () => editRule(rule) } }, `${T("edit")} ${rule.name}`),
+  ])));
+}
+
+function field(id, text, input) {
+  return el("div", {}, el("label", { for: id }, text), input, el("div", { class: "error", id: `${id}-error`, role: "alert" }));
+}
+
+function editRule(rule) {
+  const root = document.getElementById("rules");
+  const discount = rule.params.discount || {};
+  const form = el("form", { id: "rule-form", novalidate: true },
+    field("rule-name", T("name"), el("input", { id: "rule-name", value: rule.name })),
+    field("rule-delay", T("delay_minutes"), el("input", { id: "rule-delay", type: "number", value: rule.delay_minutes })),
+    field("rule-percent", T("discount_percent"), el("input", { id: "rule-percent", type: "number", value: discount.percent ?? "" })),
+    field("rule-days", T("valid_days"), el("input", { id: "rule-days", type: "number", value: discount.valid_days ?? "" })),
+    field("rule-priority", T("priority"), el("input", { id: "rule-priority", type: "number", value: rule.priority })),
+    field("rule-min-orders", T("min_orders"), el("input", { id: "rule-min-orders", type: "number",
+      value: (rule.conditions.find((c) => c.field === "orders_count" && c.op === ">=") || {}).value ?? "" })),
+    el("p", { id: "audience", "aria-live": "polite", class: "muted" }),
+    el("div", { class: "row" },
+      el("button", { type: "submit", class: "primary" }, T("save")),
+      el("button", { type: "button", class: "plain", on: { click: () => loadRules() } }, T("back"))),
+    el("p", { id: "rule-saved", class: "ok", "aria-live": "polite" }));
+  const locale = el("select", { id: "preview-locale" }, ["en", "it", "pl", "ru"].map((l) => el("option", { value: l }, l)));
+  const previewPane = el("div", {},
+    el("h3", {}, T("preview")), field("preview-locale", T("language"), locale),
+    el("p", { id: "preview-subject" }), el("iframe", { class: "preview", id: "preview-frame", title: T("preview"), sandbox: "" }),
+    field("test-to", T("send_test_to"), el("input", { id: "test-to", type: "email", placeholder: "you@example.com" })),
+    el("button", { type: "button", class: "plain", id: "test-send", on: { click: () => testSend(rule) } }, T("send_test")),
+    el("p", { id: "test-result", "aria-live": "polite" }));
+  root.replaceChildren(el("h2", {}, `${T("edit")}: ${rule.name}`), el("div", { class: "editor" }, form, previewPane));
+
+  const draft = () => {
+    const value = (id) => document.getElementById(id).value;
+    const percent = value("rule-percent"), days = value("rule-days"), minOrders = value("rule-min-orders");
+    const conditions = rule.conditions.filter((c) => !(c.field === "orders_count" && c.op === ">="));
+    if (minOrders !== "") conditions.push({ field: "orders_count", op: ">=", value: Number(minOrders) });
+    return { ...rule, name: value("rule-name"), delay_minutes: Number(value("rule-delay")), priority: Number(value("rule-priority")),
+      conditions, params: { ...rule.params, discount: percent === "" ? null : { percent: Number(percent), valid_days: Number(days || 14) } } };
+  };
+  const showErrors = (errors) => {
+    form.querySelectorAll(".error").forEach((e) => { e.textContent = ""; });
+    const where = { name: "rule-name", delay_minutes: "rule-delay", priority: "rule-priority" };
+    for (const [key, messages] of Object.entries(errors || {})) {
+      if (key === "params") {
+        const discountErrors = (messages.discount || {});
+        for (const [k, m] of Object.entries(discountErrors)) document.getElementById(k === "percent" ? "rule-percent-error" : "rule-days-error").textContent = [].concat(m).join(" ");
+      } else if (where[key]) document.getElementById(`${where[key]}-error`).textContent = [].concat(messages).join(" ");
+      else if (key === "conditions") document.getElementById("rule-min-orders-error").textContent = JSON.stringify(messages);
+    }
+  };
+  const refreshAudience = async () => {
+    const { ok, data } = await api("/audience", { method: "POST", body: draft() });
+    document.getElementById("audience").textContent = ok
+      ? `${T("would_reach")} ${data.count} ${T("shoppers_now")}${data.examples.length ? ", " + T("eg") + " " + data.examples.map((e) => e.email).join(", ") : ""}`
+      : "";
+  };
+  const refreshPreview = async () => {
+    if (!rule.params.template) return;
+    const { ok, data } = await api("/preview", { method: "POST", body: { template: rule.params.template, locale: locale.value } });
+    if (ok) { document.getElementById("preview-subject").textContent = data.subject; document.getElementById("preview-frame").srcdoc = data.html; }
+  };
+  form.addEventListener("input", refreshAudience);
+  locale.addEventListener("change", refreshPreview);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const { ok, data } = await api(`/rules/${rule.key}`, { method: "PUT", body: draft() });
+    showErrors(ok ? {} : data.errors);
+    document.getElementById("rule-saved").textContent = ok ? T("saved") : "";
+    if (ok) { Object.assign(rule, data); refreshAudience(); }
+  });
+  refreshAudience(); refreshPreview();
+}
+
+async function testSend(rule) {
+  const to = document.getElementById("test-to").value;
+  const body = { template: rule.params.template, locale: document.getElementById("preview-locale").value };
+  if (to) body.to = to;
+  const { ok, data } = await api("/test-send", { method: "POST", body });
+  document.getElementById("test-to-error").textContent = ok ? "" : Object.values(data.errors || { e: [data.error] }).flat().join(" ");
+  document.getElementById("test-result").textContent = ok ? `${T("sent_to")} ${data.sent_to}` : "";
+}
+
+// --- shoppers --------------------------------------------------------------------------------------------
+async function loadShoppers() {
+  const root = document.getElementById("shoppers");
+  const search = el("input", { id: "shopper-search", type: "search", placeholder: T("search_placeholder") });
+  const results = el("div", { id: "shopper-results" });
+  const run = async () => {
+    const { data } = await api(`/shoppers?q=${encodeURIComponent(search.value)}`);
+    results.replaceChildren(table([T("shopper"), T("stage"), T("orders"), ""], data.map((s) => [
+      `${s.name || ""} ${s.email || ""}`, el("span", { class: "tag" }, T(s.stage)), s.orders_count,
+      el("button", { class: "plain", on: { click: () => openShopper(s.id) } }, `${T("timeline")}: ${s.email || s.id}`)])));
+  };
+  search.addEventListener("input", run);
+  root.replaceChildren(field("shopper-search", T("search"), search), results);
+  run();
+}
+
+async function openShopper(id) {
+  const root = document.getElementById("shoppers");
+  const { data } = await api(`/shoppers/${id}`);
+  const suppress = el("button", { class: "plain", on: { click: async () => {
+    await api(`/shoppers/${id}/suppress`, { method: "POST", body: {} }); suppress.textContent = T("suppressed"); suppress.disabled = true; } } }, T("suppress"));
+  root.replaceChildren(
+    el("h2", {}, `${data.name || ""} ${data.email || ""}`),
+    el("p", {}, el("span", { class: "tag" }, T(data.stage)), " ", data.stage_reason || ""),
+    el("div", { class: "row" }, suppress, el("button", { class: "plain", on: { click: loadShoppers } }, T("back"))),
+    el("ol", { class: "timeline", id: "timeline" }, data.timeline.map((e) =>
+      el("li", {}, el("strong", {}, `${e.at.slice(0, 16).replace("T", " ")} · ${e.text}`), e.detail ? ` — ${e.detail}` : ""))));
+}
+
+// --- settings --------------------------------------------------------------------------------------------
+async function loadSettings() {
+  const root = document.getElementById("settings");
+  const { data } = await api("/settings");
+  const names = Object.keys(data);
+  const form = el("form", { novalidate: true }, names.map((n) =>
+    field(`setting-${n}`, T(n), el("input", { id: `setting-${n}`, name: n, value: data[n] ?? "", type: typeof data[n] === "number" ? "number" : "text" }))),
+  el("button", { type: "submit", class: "primary" }, T("save")), el("p", { id: "settings-saved", class: "ok", "aria-live": "polite" }));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = Object.fromEntries(names.map((n) => {
+      const v = document.getElementById(`setting-${n}`).value;
+      return [n, typeof data[n] === "number" ? Number(v) : (v === "" ? null : v)];
+    }));
+    const { ok, data: answer } = await api("/settings", { method: "PUT", body });
+    form.querySelectorAll(".error").forEach((e) => { e.textContent = ""; });
+    for (const [k, m] of Object.entries(ok ? {} : answer.errors)) document.getElementById(`setting-${k}-error`).textContent = [].concat(m).join(" ");
+    document.getElementById("settings-saved").textContent = ok ? T("saved") : "";
+  });
+  root.replaceChildren(el("h2", {}, T("settings")), form);
+}
+
+loadOverview();

@@ -1,0 +1,155 @@
+"""The embedded admin in real headless Chromium (Debian's, driven by Playwright): the overview's chart, a
+rule edited with a validation error shown by the field, saved, its audience count changing, a test email
+arriving at the SMTP server, and a shopper's timeline. With LIFECYCLE_SCREENSHOTS=DIR it also saves a
+screenshot of each page there (docs/ holds the committed ones)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import timedelta
+from decimal import Decimal
+from urllib.parse import urlparse
+
+import pytest
+from werkzeug.serving import make_server
+
+from plugin import synthetic as s
+from tests.conftest import NOW, SHOP
+from tests.test_install import session_token
+from tests.webhook_client import post_webhook
+
+CHROMIUM = os.environ.get("LIFECYCLE_CHROMIUM", "/usr/bin/chromium")
+SHOTS = os.environ.get("LIFECYCLE_SCREENSHOTS")
+
+
+@pytest.fixture
+def served(app):
+    """The app on a real port, as the browser needs."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def browser_page():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Debian's chromium is needed at {CHROMIUM} (apt-get install chromium; .ci/run does it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+
+        def only_loopback(route):
+            host = urlparse(route.request.url).hostname
+            if host == "cdn.shopify.com":  # App Bridge: not reachable here, and not needed outside the admin
+                return route.fulfill(status=200, content_type="text/javascript", body="")
+            return route.continue_() if host == "127.0.0.1" else route.abort()
+
+        page.route("**/*", only_loopback)
+        yield page
+        browser.close()
+
+
+def shop_with_shoppers(client, worker):
+    """Three consenting shoppers with 1, 2 and 3 orders."""
+    for customer_id, email, orders in (
+        (1, "ann@example.com", 1),
+        (2, "bruno@example.com", 2),
+        (3, "chiara@example.com", 3),
+    ):
+        post_webhook(
+            client, "customers/create", s.customer_payload(customer_id, email, NOW - timedelta(days=200))
+        )
+        post_webhook(
+            client,
+            "customers_email_marketing_consent/update",
+            s.consent_payload(customer_id, email, "subscribed", NOW - timedelta(days=200)),
+        )
+        for n in range(orders):
+            order = s.order_payload(
+                customer_id * 100 + n,
+                customer_id,
+                NOW - timedelta(days=20 + n * 30),
+                Decimal(60),
+                email=email,
+            )
+            post_webhook(client, "orders/paid", order)
+    worker.work()
+
+
+def shot(page, name: str) -> None:
+    if SHOTS:
+        os.makedirs(SHOTS, exist_ok=True)
+        page.screenshot(path=os.path.join(SHOTS, f"admin-{name}.png"), full_page=True)
+
+
+def test_merchant_tunes_a_rule_and_reads_a_timeline(served, browser_page, client, shop, worker, smtp):
+    from playwright.sync_api import expect
+
+    shop_with_shoppers(client, worker)
+    page = browser_page
+    token = session_token(expires_in=3600)
+    page.goto(f"{served}/app/?shop={SHOP}&host=YWRtaW4&embedded=1&id_token={token}")
+
+    # the overview: shoppers per stage as a chart, one bar per stage
+    expect(page.locator("#stage-chart rect")).to_have_count(7)
+    assert page.locator('#stage-chart rect[data-stage="repeat"]').count() == 1
+    assert "First-time 1, Repeat 2" in page.locator("#stage-chart").get_attribute(
+        "aria-label"
+    )  # read out to screen readers
+    shot(page, "overview")
+
+    # rules: open the thank-you rule; the audience is every consenting shopper
+    page.get_by_role("tab", name="Rules").click()
+    page.get_by_role("button", name="Edit Thank you").click()
+    expect(page.locator("#audience")).to_contain_text("would reach 3 shoppers")
+
+    # a discount above 90 % is refused, and the error shows by the field
+    page.fill("#rule-percent", "95")
+    page.fill("#rule-days", "14")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#rule-percent-error")).to_contain_text("90")
+    expect(page.locator("#rule-saved")).to_have_text("")
+
+    # a valid one saves; limiting to shoppers with 2+ orders changes the audience
+    page.fill("#rule-percent", "25")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#rule-saved")).to_have_text("Saved.")
+    page.fill("#rule-min-orders", "2")
+    expect(page.locator("#audience")).to_contain_text("would reach 2 shoppers")
+    expect(page.locator("#preview-subject")).to_contain_text("Thank you for your order")
+    shot(page, "rule-editor")
+
+    # a test send reaches the merchant through the real SMTP server
+    page.fill("#test-to", "merchant@example.com")
+    page.click("#test-send")
+    expect(page.locator("#test-result")).to_have_text("Test sent to merchant@example.com")
+    [mail] = smtp.to("merchant@example.com")
+    assert mail["Subject"].startswith("[Test] Thank you for your order")
+
+    # shoppers: search, then a timeline with orders and stage moves with reasons
+    page.get_by_role("tab", name="Shoppers").click()
+    page.fill("#shopper-search", "chiara")
+    page.get_by_role("button", name="Timeline: chiara@example.com").click()
+    timeline = page.locator("#timeline li")
+    expect(timeline.first).to_be_visible()
+    assert timeline.count() >= 5  # 3 orders, stage moves, messages
+    expect(page.locator("#timeline")).to_contain_text("first_time → repeat")
+    shot(page, "shopper-timeline")
+
+    page.get_by_role("tab", name="Settings").click()
+    expect(page.locator("#setting-cap_per_day")).to_have_value("1")
+    shot(page, "settings")
+
+
+def test_the_page_refuses_a_forged_token(served, browser_page, shop):
+    page = browser_page
+    forged = session_token(secret="not-our-secret")
+    answer = page.goto(f"{served}/app/?shop={SHOP}&host=YWRtaW4&embedded=1&id_token={forged}")
+    # a document request with a bad token is bounced to Shopify's patch page (never the app's data)
+    assert "patch-id-token" in page.url
+    assert answer.status == 200
