@@ -26,7 +26,6 @@ SAMPLE = {
     "order_name": "#1001",
     "product_title": "Linen shirt",
     "code": "LC-SAMPLE-CODE",
-    "percent": 15,
     "url": "https://example.myshopify.com/",
 }
 
@@ -106,6 +105,7 @@ class PreviewSchema(Schema):
     html = fields.String(load_default=None)
     text = fields.String(load_default=None)
     to = fields.Email(load_default=None)
+    percent = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1, max=90))
 
 
 def _render(form: dict, shop: Shop):
@@ -123,14 +123,108 @@ def _render(form: dict, shop: Shop):
                     EmailTemplate.locale == form["locale"],
                 )
             )
+    percent = form.get("percent")
     context = dict(
         SAMPLE,
+        percent=percent,
+        code=SAMPLE["code"] if percent else None,
         shop_name=shop.domain.split(".")[0].replace("-", " ").title(),
         marketing=True,
         expires_at=clock.now(),
         unsubscribe_url="https://example.invalid/unsubscribe",
     )
     return emails.render_email(form["template"], context, form["locale"], override)
+
+
+class TemplateSchema(Schema):
+    """A merchant's version of one play's email in one locale (Jinja2, rendered in the sandbox)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    subject = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    html = fields.String(required=True, validate=validate.Length(min=1, max=100_000))
+    text = fields.String(required=True, validate=validate.Length(min=1, max=50_000))
+
+
+def _template_key(template: str, locale: str):
+    if template not in TEMPLATES or locale not in emails.LOCALES:
+        return None
+    return template, locale
+
+
+@bp.get("/templates/<template>/<locale>")
+@session_token_required
+def get_template(template: str, locale: str):
+    """The shop's version, or our default layout to start from (its variables: subject, body, cta, …)."""
+    if _template_key(template, locale) is None:
+        return jsonify({"error": "unknown template or locale"}), 404
+    with db().session() as session:
+        row = session.scalar(
+            select(EmailTemplate).where(
+                EmailTemplate.shop_id == g.shop_id,
+                EmailTemplate.template == template,
+                EmailTemplate.locale == locale,
+            )
+        )
+        if row is not None:
+            return jsonify({"subject": row.subject, "html": row.html, "text": row.text, "custom": True})
+    return jsonify(
+        {
+            "subject": "{{ subject }}",
+            "html": emails._default("message.html"),
+            "text": emails._default("message.txt"),
+            "custom": False,
+        }
+    )
+
+
+@bp.put("/templates/<template>/<locale>")
+@session_token_required
+def save_template(template: str, locale: str):
+    if _template_key(template, locale) is None:
+        return jsonify({"error": "unknown template or locale"}), 404
+    try:
+        form = TemplateSchema().load(request.get_json(force=True) or {})
+    except ValidationError as error:
+        return problems(error)
+    errors = {}
+    for name in ("subject", "html", "text"):
+        try:
+            emails.check_template(form[name])
+        except emails.TemplateError as error:
+            errors[name] = [str(error)]
+    if errors:
+        return jsonify({"errors": errors}), 422
+    with db().session() as session:
+        row = session.scalar(
+            select(EmailTemplate).where(
+                EmailTemplate.shop_id == g.shop_id,
+                EmailTemplate.template == template,
+                EmailTemplate.locale == locale,
+            )
+        )
+        if row is None:
+            row = EmailTemplate(shop_id=g.shop_id, template=template, locale=locale)
+            session.add(row)
+        row.subject, row.html, row.text = form["subject"], form["html"], form["text"]
+    return jsonify(dict(form, custom=True))
+
+
+@bp.delete("/templates/<template>/<locale>")
+@session_token_required
+def reset_template(template: str, locale: str):
+    with db().session() as session:
+        row = session.scalar(
+            select(EmailTemplate).where(
+                EmailTemplate.shop_id == g.shop_id,
+                EmailTemplate.template == template,
+                EmailTemplate.locale == locale,
+            )
+        )
+        if row is not None:
+            session.delete(row)
+    return jsonify({"custom": False})
 
 
 @bp.post("/preview")

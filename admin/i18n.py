@@ -27,6 +27,8 @@ EN = {
     "cap_per_day": "Marketing emails per day at most", "cap_per_week": "Marketing emails per week at most",
     "quiet_start_hour": "Quiet hours start", "quiet_end_hour": "Quiet hours end", "sender_name": "Sender name",
     "sender_email": "Sender address", "timezone": "Shop timezone",
+    "customize_email": "Customize this email (this language)", "subject": "Subject", "plain_text": "Plain text",
+    "save_email": "Save email", "use_default": "Use the default", "default_restored": "Default restored.",
 }  # fmt: skip
 
 IT = {

@@ -6,6 +6,7 @@ screenshot of each page there (docs/ holds the committed ones)."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -122,6 +123,22 @@ def test_merchant_tunes_a_rule_and_reads_a_timeline(served, browser_page, client
     page.fill("#rule-min-orders", "2")
     expect(page.locator("#audience")).to_contain_text("would reach 2 shoppers")
     expect(page.locator("#preview-subject")).to_contain_text("Thank you for your order")
+    expect(page.frame_locator("#preview-frame").locator("body")).to_contain_text(
+        "25% off"
+    )  # the draft's code
+
+    # the merchant's own wording, in Italian, previewed by the real (sandboxed) renderer, then saved
+    page.select_option("#preview-locale", "it")
+    page.locator("#template-editor summary").click()
+    expect(page.locator("#tpl-html")).to_have_value(re.compile(r"\{\{ body \}\}"))  # starts from our layout
+    page.fill("#tpl-subject", "Grazie {{ first_name }}!")
+    expect(page.locator("#preview-subject")).to_have_text("Grazie Ann!")
+    page.fill("#tpl-text", "{{ body }} {{ cycler.__init__.__globals__ }}")  # the sandbox refuses this
+    page.click("#tpl-save")
+    expect(page.locator("#tpl-saved")).to_have_text("")
+    page.fill("#tpl-text", "{{ body }}")
+    page.click("#tpl-save")
+    expect(page.locator("#tpl-saved")).to_have_text("Saved.")
     shot(page, "rule-editor")
 
     # a test send reaches the merchant through the real SMTP server
@@ -129,7 +146,7 @@ def test_merchant_tunes_a_rule_and_reads_a_timeline(served, browser_page, client
     page.click("#test-send")
     expect(page.locator("#test-result")).to_have_text("Test sent to merchant@example.com")
     [mail] = smtp.to("merchant@example.com")
-    assert mail["Subject"].startswith("[Test] Thank you for your order")
+    assert mail["Subject"] == "[Test] Grazie Ann!"  # the locale and the wording just saved
 
     # shoppers: search, then a timeline with orders and stage moves with reasons
     page.get_by_role("tab", name="Shoppers").click()

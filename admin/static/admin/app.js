@@ -140,6 +140,14 @@ function editRule(rule) {
   const previewPane = el("div", {},
     el("h3", {}, T("preview")), field("preview-locale", T("language"), locale),
     el("p", { id: "preview-subject" }), el("iframe", { class: "preview", id: "preview-frame", title: T("preview"), sandbox: "" }),
+    el("details", { id: "template-editor" }, el("summary", {}, T("customize_email")),
+      field("tpl-subject", T("subject"), el("input", { id: "tpl-subject" })),
+      field("tpl-html", "HTML", el("textarea", { id: "tpl-html" })),
+      field("tpl-text", T("plain_text"), el("textarea", { id: "tpl-text" })),
+      el("div", { class: "row" },
+        el("button", { type: "button", class: "plain", id: "tpl-save", on: { click: () => saveTemplate() } }, T("save_email")),
+        el("button", { type: "button", class: "plain", id: "tpl-reset", on: { click: () => resetTemplate() } }, T("use_default"))),
+      el("p", { id: "tpl-saved", class: "ok", "aria-live": "polite" })),
     field("test-to", T("send_test_to"), el("input", { id: "test-to", type: "email", placeholder: "you@example.com" })),
     el("button", { type: "button", class: "plain", id: "test-send", on: { click: () => testSend(rule) } }, T("send_test")),
     el("p", { id: "test-result", "aria-live": "polite" }));
@@ -170,13 +178,40 @@ function editRule(rule) {
       ? `${T("would_reach")} ${data.count} ${T("shoppers_now")}${data.examples.length ? ", " + T("eg") + " " + data.examples.map((e) => e.email).join(", ") : ""}`
       : "";
   };
+  const templateFields = () => ({ subject: document.getElementById("tpl-subject").value,
+    html: document.getElementById("tpl-html").value, text: document.getElementById("tpl-text").value });
+  let editing = false;  // the merchant touched the template: preview their version
   const refreshPreview = async () => {
     if (!rule.params.template) return;
-    const { ok, data } = await api("/preview", { method: "POST", body: { template: rule.params.template, locale: locale.value } });
+    const discount = draft().params.discount;
+    const body = { template: rule.params.template, locale: locale.value, percent: discount ? discount.percent : null };
+    if (editing) Object.assign(body, templateFields());
+    const { ok, data } = await api("/preview", { method: "POST", body });
+    document.getElementById("tpl-html-error").textContent = ok ? "" : [].concat((data.errors || {}).html || []).join(" ");
     if (ok) { document.getElementById("preview-subject").textContent = data.subject; document.getElementById("preview-frame").srcdoc = data.html; }
   };
-  form.addEventListener("input", refreshAudience);
-  locale.addEventListener("change", refreshPreview);
+  const loadTemplate = async () => {
+    if (!rule.params.template) { document.getElementById("template-editor").hidden = true; return; }
+    const { data } = await api(`/templates/${rule.params.template}/${locale.value}`);
+    document.getElementById("tpl-subject").value = data.subject;
+    document.getElementById("tpl-html").value = data.html;
+    document.getElementById("tpl-text").value = data.text;
+    editing = data.custom;
+    refreshPreview();
+  };
+  saveTemplate = async () => {
+    const { ok, data } = await api(`/templates/${rule.params.template}/${locale.value}`, { method: "PUT", body: templateFields() });
+    for (const name of ["subject", "html", "text"]) document.getElementById(`tpl-${name}-error`).textContent = ok ? "" : [].concat((data.errors || {})[name] || []).join(" ");
+    document.getElementById("tpl-saved").textContent = ok ? T("saved") : "";
+  };
+  resetTemplate = async () => {
+    await api(`/templates/${rule.params.template}/${locale.value}`, { method: "DELETE" });
+    document.getElementById("tpl-saved").textContent = T("default_restored");
+    loadTemplate();
+  };
+  document.getElementById("template-editor").addEventListener("input", () => { editing = true; refreshPreview(); });
+  form.addEventListener("input", () => { refreshAudience(); refreshPreview(); });
+  locale.addEventListener("change", loadTemplate);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const { ok, data } = await api(`/rules/${rule.key}`, { method: "PUT", body: draft() });
@@ -184,8 +219,9 @@ function editRule(rule) {
     document.getElementById("rule-saved").textContent = ok ? T("saved") : "";
     if (ok) { Object.assign(rule, data); refreshAudience(); }
   });
-  refreshAudience(); refreshPreview();
+  refreshAudience(); loadTemplate();
 }
+let saveTemplate = () => {}, resetTemplate = () => {};
 
 async function testSend(rule) {
   const to = document.getElementById("test-to").value;
