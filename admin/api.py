@@ -43,7 +43,7 @@ def problems(error: ValidationError):
 def overview():
     with db().session() as session:
         body = insights.overview(session, g.shop_id, clock.now())
-    body["freshness"] = status.shop_status(db(), g.shop_domain)
+    body["freshness"] = status.shop_status(db(), g.shop_domain, with_stages=False)
     return jsonify(body)
 
 

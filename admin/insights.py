@@ -4,7 +4,7 @@ messages per play and outcome, revenue attributed per play, a rule's audience, a
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, or_, select
@@ -37,15 +37,17 @@ def overview(session: Session, shop_id: int, now: datetime) -> dict:
 def weekly_flows(session: Session, shop_id: int, now: datetime) -> list[dict]:
     """Moves between stages per week (most recent FLOW_WEEKS weeks), busiest first within a week."""
     since = now - timedelta(weeks=FLOW_WEEKS)
-    rows = session.execute(
-        select(StageTransition.at, StageTransition.from_stage, StageTransition.to_stage).where(
-            StageTransition.shop_id == shop_id, StageTransition.at >= since
-        )
+    day = func.date(StageTransition.at)
+    rows = session.execute(  # aggregated per day in SQL (same on SQLite and PostgreSQL), folded per week here
+        select(day, StageTransition.from_stage, StageTransition.to_stage, func.count(StageTransition.id))
+        .where(StageTransition.shop_id == shop_id, StageTransition.at >= since)
+        .group_by(day, StageTransition.from_stage, StageTransition.to_stage)
     )
     weeks: dict[str, Counter] = defaultdict(Counter)
-    for at, old, new in rows:
-        monday = (at - timedelta(days=at.weekday())).date().isoformat()
-        weeks[monday][f"{old or 'new'}→{new}"] += 1
+    for on, old, new, count in rows:
+        on = date.fromisoformat(on) if isinstance(on, str) else on
+        monday = (on - timedelta(days=on.weekday())).isoformat()
+        weeks[monday][f"{old or 'new'}→{new}"] += count
     return [
         {"week": week, "moves": [{"move": m, "count": n} for m, n in weeks[week].most_common()]}
         for week in sorted(weeks)

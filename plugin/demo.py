@@ -72,6 +72,10 @@ def run_demo(shopper_count: int, port: int, seed: int, serve_after: bool) -> Non
         click.echo(f"all {total} webhooks posted and processed in {time.monotonic() - started:.1f} s\n")
         print_stage_table(db)
         print_action_table(db)
+        from plugin.oauth import development_session_token
+
+        token = development_session_token(app.config, DEMO_SHOP)
+        click.echo(f"\nadmin: http://127.0.0.1:{port}/app/?shop={DEMO_SHOP}&host=ZGVtbw&id_token={token}")
         if serve_after:
             click.echo(f"\nserving on http://127.0.0.1:{port} (webhooks at /webhooks); Ctrl-C to stop")
             children[0].wait()

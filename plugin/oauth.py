@@ -182,6 +182,29 @@ def _remaining(absolute: str | None) -> timedelta | None:
     return max(timedelta(0), instant - datetime.now(UTC)) + timedelta(seconds=1)
 
 
+def development_session_token(config, shop: str, hours: int = 24) -> str:
+    """A session token as App Bridge would give the admin page (HS256 with the app secret), for opening the
+    admin outside Shopify in development (`lifecycle demo` prints a URL with one). Never used to verify."""
+    import time
+    import uuid
+
+    import jwt
+
+    now = int(time.time())
+    claims = {
+        "iss": f"https://{shop}/admin",
+        "dest": f"https://{shop}",
+        "aud": config["SHOPIFY_API_KEY"],
+        "sub": "1",
+        "exp": now + hours * 3600,
+        "nbf": now - 5,
+        "iat": now - 5,
+        "jti": str(uuid.uuid4()),
+        "sid": "development",
+    }
+    return jwt.encode(claims, str(config["SHOPIFY_API_SECRET"]), algorithm="HS256")
+
+
 # --- authorization-code grant (installs from outside the admin) ------------------------------------------
 def admin_base(config, shop: str) -> str:
     return (config.get("SHOPIFY_ADMIN_ORIGIN") or f"https://{shop}").rstrip("/")

@@ -20,18 +20,20 @@ def has_live_token(db: storage.Database, shop_domain: str) -> bool:
         return shop.access_token_expires_at is None or shop.access_token_expires_at > now
 
 
-def shop_status(db: storage.Database, shop_domain: str) -> dict | None:
+def shop_status(db: storage.Database, shop_domain: str, with_stages: bool = True) -> dict | None:
     with db.session() as session:
         shop = storage.get_shop(session, shop_domain)
         if shop is None:
             return None
-        stages = dict(
-            session.execute(
-                select(Shopper.stage, func.count(Shopper.id))
-                .where(Shopper.shop_id == shop.id, Shopper.deleted_at.is_(None))
-                .group_by(Shopper.stage)
-            ).all()
-        )
+        stages = {}
+        if with_stages:  # the admin's overview counts them itself
+            stages = dict(
+                session.execute(
+                    select(Shopper.stage, func.count(Shopper.id))
+                    .where(Shopper.shop_id == shop.id, Shopper.deleted_at.is_(None))
+                    .group_by(Shopper.stage)
+                ).all()
+            )
         last_webhook = session.scalar(
             select(func.max(Delivery.received_at)).where(Delivery.shop_domain == shop_domain)
         )

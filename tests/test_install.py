@@ -183,3 +183,29 @@ def test_app_configuration_declares_what_the_app_uses():
     # every subscribed topic has a handler, and every handled topic is subscribed (compliance ones apart)
     assert set(regular["topics"]) == set(handlers.HANDLERS) - payloads.COMPLIANCE_TOPICS
     assert set(compliance["compliance_topics"]) == payloads.COMPLIANCE_TOPICS
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/app/api/status"),
+        ("GET", "/app/api/overview"),
+        ("GET", "/app/api/rules"),
+        ("PUT", "/app/api/rules/welcome"),
+        ("POST", "/app/api/rules/welcome/enabled"),
+        ("POST", "/app/api/audience"),
+        ("POST", "/app/api/preview"),
+        ("POST", "/app/api/test-send"),
+        ("GET", "/app/api/templates/welcome/en"),
+        ("PUT", "/app/api/templates/welcome/en"),
+        ("GET", "/app/api/shoppers"),
+        ("GET", "/app/api/shoppers/1"),
+        ("POST", "/app/api/shoppers/1/suppress"),
+        ("GET", "/app/api/settings"),
+        ("PUT", "/app/api/settings"),
+    ],
+)
+def test_every_admin_call_needs_a_valid_session_token(client, shop, method, path):
+    for headers in ({}, {"Authorization": f"Bearer {session_token(secret='forged-secret-of-someone-else')}"}):
+        answer = client.open(path, method=method, json={}, headers=headers)
+        assert answer.status_code == 401, (method, path, headers)
