@@ -12,7 +12,7 @@ from shopify_app import app_home_patch_id_token
 
 from admin import i18n
 from admin.auth import refused, session_token_required, verify_app_home
-from plugin import backfill, oauth, status
+from plugin import backfill, oauth, rules, status
 from plugin.oauth import app_config, request_input
 
 bp = Blueprint("admin", __name__, url_prefix="/app", template_folder="templates", static_folder="static")
@@ -35,7 +35,14 @@ def home():
         if newly:
             backfill.start(current_app.extensions["lifecycle.redis"], shop.id)
     locale = i18n.pick(request.args.get("locale"))
-    boot = {"shop": shop_domain, "locale": locale, "strings": i18n.strings(locale)}
+    boot = {
+        "shop": shop_domain,
+        "locale": locale,
+        "strings": i18n.strings(locale),
+        "triggers": list(rules.TRIGGERS),
+        "condition_fields": list(rules.CONDITION_FIELDS),
+        "operators": list(rules.OPERATORS),
+    }
     page = render_template(
         "admin/home.html",
         api_key=current_app.config["SHOPIFY_API_KEY"],

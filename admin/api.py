@@ -361,6 +361,41 @@ def settings():
         return jsonify({name: getattr(shop, name) for name in SETTINGS})
 
 
+@bp.post("/settings/impact")
+@session_token_required
+def settings_impact():
+    """How many shoppers new stage thresholds would move now, per move (the tick's own SQL, not applied)."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import func
+
+    from plugin.tick import stage_case
+
+    try:
+        draft = SettingsSchema().load(request.get_json(force=True) or {})
+    except ValidationError as error:
+        return problems(error)
+    with db().session() as session:
+        shop = session.get(Shop, g.shop_id)
+        names = (
+            "engaged_days",
+            "at_risk_days",
+            "lapsed_days",
+            "loyal_orders",
+            "loyal_min_orders",
+            "loyal_spend",
+        )
+        thresholds = SimpleNamespace(**{n: draft.get(n, getattr(shop, n)) for n in names})
+        new_stage = stage_case(thresholds, clock.now())
+        rows = session.execute(
+            select(Shopper.stage, new_stage, func.count(Shopper.id))
+            .where(Shopper.shop_id == g.shop_id, Shopper.deleted_at.is_(None), new_stage != Shopper.stage)
+            .group_by(Shopper.stage, new_stage)
+        ).all()
+    moves = [{"move": f"{old}→{new}", "count": n} for old, new, n in rows]
+    return jsonify({"would_move": sum(m["count"] for m in moves), "moves": moves})
+
+
 @bp.put("/settings")
 @session_token_required
 def save_settings():

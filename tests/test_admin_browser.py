@@ -122,6 +122,13 @@ def test_merchant_tunes_a_rule_and_reads_a_timeline(served, browser_page, client
     expect(page.locator("#rule-saved")).to_have_text("Saved.")
     page.fill("#rule-min-orders", "2")
     expect(page.locator("#audience")).to_contain_text("would reach 2 shoppers")
+    # any condition of the vocabulary: and who spent 150 or more → only Chiara (180)
+    page.click("#add-condition")
+    condition = page.locator("#condition-rows .condition").last
+    condition.locator(".c-field").select_option("total_spent")
+    condition.locator(".c-op").select_option(">=")
+    condition.locator(".c-value").fill("150")
+    expect(page.locator("#audience")).to_contain_text("would reach 1 shoppers")
     expect(page.locator("#preview-subject")).to_contain_text("Thank you for your order")
     expect(page.frame_locator("#preview-frame").locator("body")).to_contain_text(
         "25% off"
@@ -160,6 +167,9 @@ def test_merchant_tunes_a_rule_and_reads_a_timeline(served, browser_page, client
 
     page.get_by_role("tab", name="Settings").click()
     expect(page.locator("#setting-cap_per_day")).to_have_value("1")
+    # loyal from 3 orders instead of 4: the shopper with 3 orders would move, and the page says so first
+    page.fill("#setting-loyal_orders", "3")
+    expect(page.locator("#settings-impact")).to_contain_text("would move 1 shoppers now: repeat→loyal 1")
     shot(page, "settings")
 
 

@@ -125,12 +125,18 @@ function editRule(rule) {
   const discount = rule.params.discount || {};
   const form = el("form", { id: "rule-form", novalidate: true },
     field("rule-name", T("name"), el("input", { id: "rule-name", value: rule.name })),
+    field("rule-trigger", T("trigger"), el("select", { id: "rule-trigger" },
+      boot.triggers.map((t) => el("option", { value: t, selected: t === rule.trigger }, t)))),
     field("rule-delay", T("delay_minutes"), el("input", { id: "rule-delay", type: "number", value: rule.delay_minutes })),
     field("rule-percent", T("discount_percent"), el("input", { id: "rule-percent", type: "number", value: discount.percent ?? "" })),
     field("rule-days", T("valid_days"), el("input", { id: "rule-days", type: "number", value: discount.valid_days ?? "" })),
     field("rule-priority", T("priority"), el("input", { id: "rule-priority", type: "number", value: rule.priority })),
     field("rule-min-orders", T("min_orders"), el("input", { id: "rule-min-orders", type: "number",
       value: (rule.conditions.find((c) => c.field === "orders_count" && c.op === ">=") || {}).value ?? "" })),
+    el("fieldset", { id: "conditions" }, el("legend", {}, T("conditions")),
+      el("div", { id: "condition-rows" }),
+      el("button", { type: "button", class: "plain", id: "add-condition", on: { click: () => addCondition({ field: "orders_count", op: ">=", value: 1 }) } }, T("add_condition")),
+      el("div", { class: "error", id: "rule-conditions-error", role: "alert" })),
     el("p", { id: "audience", "aria-live": "polite", class: "muted" }),
     el("div", { class: "row" },
       el("button", { type: "submit", class: "primary" }, T("save")),
@@ -153,27 +159,48 @@ function editRule(rule) {
     el("p", { id: "test-result", "aria-live": "polite" }));
   root.replaceChildren(el("h2", {}, `${T("edit")}: ${rule.name}`), el("div", { class: "editor" }, form, previewPane));
 
+  const rows = document.getElementById("condition-rows");
+  const addCondition = (c) => {
+    const row = el("div", { class: "row condition" },
+      el("select", { "aria-label": T("field"), class: "c-field" }, boot.condition_fields.map((f) => el("option", { value: f, selected: f === c.field }, f))),
+      el("select", { "aria-label": T("operator"), class: "c-op" }, boot.operators.map((o) => el("option", { value: o, selected: o === c.op }, o))),
+      el("input", { "aria-label": T("value"), class: "c-value", value: Array.isArray(c.value) ? c.value.join(", ") : String(c.value ?? "") }),
+      el("button", { type: "button", class: "plain", "aria-label": T("remove_condition"), on: { click: () => { row.remove(); form.dispatchEvent(new Event("input")); } } }, "×"));
+    rows.append(row);
+  };
+  const parseValue = (op, raw) => {
+    const one = (v) => (v === "true" ? true : v === "false" ? false : v !== "" && !isNaN(Number(v)) ? Number(v) : v);
+    return op === "in" ? raw.split(",").map((v) => one(v.trim())).filter((v) => v !== "") : one(raw.trim());
+  };
+  rule.conditions.filter((c) => !(c.field === "orders_count" && c.op === ">=")).forEach(addCondition);
   const draft = () => {
     const value = (id) => document.getElementById(id).value;
     const percent = value("rule-percent"), days = value("rule-days"), minOrders = value("rule-min-orders");
-    const conditions = rule.conditions.filter((c) => !(c.field === "orders_count" && c.op === ">="));
+    const conditions = [...rows.querySelectorAll(".condition")].map((r) => {
+      const op = r.querySelector(".c-op").value;
+      return { field: r.querySelector(".c-field").value, op, value: parseValue(op, r.querySelector(".c-value").value) };
+    });
     if (minOrders !== "") conditions.push({ field: "orders_count", op: ">=", value: Number(minOrders) });
-    return { ...rule, name: value("rule-name"), delay_minutes: Number(value("rule-delay")), priority: Number(value("rule-priority")),
+    return { ...rule, name: value("rule-name"), trigger: value("rule-trigger"), delay_minutes: Number(value("rule-delay")), priority: Number(value("rule-priority")),
       conditions, params: { ...rule.params, discount: percent === "" ? null : { percent: Number(percent), valid_days: Number(days || 14) } } };
   };
   const showErrors = (errors) => {
     form.querySelectorAll(".error").forEach((e) => { e.textContent = ""; });
-    const where = { name: "rule-name", delay_minutes: "rule-delay", priority: "rule-priority" };
+    const where = { name: "rule-name", delay_minutes: "rule-delay", priority: "rule-priority", trigger: "rule-trigger" };
     for (const [key, messages] of Object.entries(errors || {})) {
       if (key === "params") {
         const discountErrors = (messages.discount || {});
         for (const [k, m] of Object.entries(discountErrors)) document.getElementById(k === "percent" ? "rule-percent-error" : "rule-days-error").textContent = [].concat(m).join(" ");
       } else if (where[key]) document.getElementById(`${where[key]}-error`).textContent = [].concat(messages).join(" ");
-      else if (key === "conditions") document.getElementById("rule-min-orders-error").textContent = JSON.stringify(messages);
+      else if (key === "conditions") document.getElementById("rule-conditions-error").textContent =
+        Object.entries(messages).map(([i, m]) => `#${Number(i) + 1}: ${Object.values(m).flat().join(" ")}`).join("; ");
     }
   };
+  let asked = 0;  // answers can arrive out of order: show only the latest question's
   const refreshAudience = async () => {
+    const mine = ++asked;
     const { ok, data } = await api("/audience", { method: "POST", body: draft() });
+    if (mine !== asked) return;
     document.getElementById("audience").textContent = ok
       ? `${T("would_reach")} ${data.count} ${T("shoppers_now")}${data.examples.length ? ", " + T("eg") + " " + data.examples.map((e) => e.email).join(", ") : ""}`
       : "";
@@ -181,12 +208,15 @@ function editRule(rule) {
   const templateFields = () => ({ subject: document.getElementById("tpl-subject").value,
     html: document.getElementById("tpl-html").value, text: document.getElementById("tpl-text").value });
   let editing = false;  // the merchant touched the template: preview their version
+  let previewed = 0;
   const refreshPreview = async () => {
     if (!rule.params.template) return;
+    const mine = ++previewed;
     const discount = draft().params.discount;
     const body = { template: rule.params.template, locale: locale.value, percent: discount ? discount.percent : null };
     if (editing) Object.assign(body, templateFields());
     const { ok, data } = await api("/preview", { method: "POST", body });
+    if (mine !== previewed) return;
     document.getElementById("tpl-html-error").textContent = ok ? "" : [].concat((data.errors || {}).html || []).join(" ");
     if (ok) { document.getElementById("preview-subject").textContent = data.subject; document.getElementById("preview-frame").srcdoc = data.html; }
   };
@@ -211,6 +241,7 @@ function editRule(rule) {
   };
   document.getElementById("template-editor").addEventListener("input", () => { editing = true; refreshPreview(); });
   form.addEventListener("input", () => { refreshAudience(); refreshPreview(); });
+  form.addEventListener("change", () => { refreshAudience(); });
   locale.addEventListener("change", loadTemplate);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -268,7 +299,17 @@ async function loadSettings() {
   const names = Object.keys(data);
   const form = el("form", { novalidate: true }, names.map((n) =>
     field(`setting-${n}`, T(n), el("input", { id: `setting-${n}`, name: n, value: data[n] ?? "", type: typeof data[n] === "number" ? "number" : "text" }))),
+  el("p", { id: "settings-impact", class: "muted", "aria-live": "polite" }),
   el("button", { type: "submit", class: "primary" }, T("save")), el("p", { id: "settings-saved", class: "ok", "aria-live": "polite" }));
+  const thresholdNames = ["engaged_days", "at_risk_days", "lapsed_days", "loyal_orders"];
+  form.addEventListener("input", async (event) => {
+    if (!thresholdNames.includes(event.target.name)) return;
+    const body = Object.fromEntries(thresholdNames.map((n) => [n, Number(document.getElementById(`setting-${n}`).value)]));
+    const { ok, data: impact } = await api("/settings/impact", { method: "POST", body });
+    document.getElementById("settings-impact").textContent = ok
+      ? `${T("would_move")} ${impact.would_move} ${T("shoppers_now")}${impact.moves.length ? ": " + impact.moves.map((m) => `${m.move} ${m.count}`).join(", ") : ""}`
+      : "";
+  });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = Object.fromEntries(names.map((n) => {
