@@ -319,6 +319,27 @@ def suppress(shopper_id: int):
     return jsonify({"suppressed": True})
 
 
+@bp.post("/runs/<int:run_id>/resend")
+@session_token_required
+def resend(run_id: int):
+    """Try a failed message again. Anything sent (or skipped for a reason that still holds) is refused:
+    a shopper never gets the same message twice."""
+    from plugin.models import ActionRun, RunStatus
+
+    with db().session() as session:
+        run = session.get(ActionRun, run_id, with_for_update=True)
+        if run is None or run.shop_id != g.shop_id:
+            return jsonify({"error": "no such message"}), 404
+        if run.sent_at is not None or run.status == RunStatus.SUCCEEDED:
+            return jsonify({"error": "already sent: Lifecycle never sends the same message twice"}), 409
+        if run.status != RunStatus.FAILED or (run.context or {}).get("sending_at"):
+            return jsonify(
+                {"error": f"only failed messages can be tried again (this one is {run.status})"}
+            ), 409
+        run.status, run.due_at, run.skip_reason = RunStatus.SCHEDULED, clock.now(), None
+    return jsonify({"status": "scheduled"})
+
+
 def _shopper_row(shopper: Shopper) -> dict:
     return {
         "id": shopper.id,

@@ -28,7 +28,7 @@ EN = {
     "quiet_start_hour": "Quiet hours start", "quiet_end_hour": "Quiet hours end", "sender_name": "Sender name",
     "sender_email": "Sender address", "timezone": "Shop timezone",
     "customize_email": "Customize this email (this language)", "subject": "Subject", "plain_text": "Plain text",
-    "would_move": "This change would move", "conditions": "Conditions", "add_condition": "Add a condition",
+    "try_again": "Try again", "scheduled_again": "Scheduled again.", "would_move": "This change would move", "conditions": "Conditions", "add_condition": "Add a condition",
     "remove_condition": "Remove this condition", "field": "Field", "operator": "Operator", "value": "Value", "save_email": "Save email", "use_default": "Use the default", "default_restored": "Default restored.",
 }  # fmt: skip
 

@@ -209,3 +209,27 @@ def test_every_admin_call_needs_a_valid_session_token(client, shop, method, path
     for headers in ({}, {"Authorization": f"Bearer {session_token(secret='forged-secret-of-someone-else')}"}):
         answer = client.open(path, method=method, json={}, headers=headers)
         assert answer.status_code == 401, (method, path, headers)
+
+
+def test_a_sent_message_cannot_be_resent_a_failed_one_can(client, db, shop):
+    from plugin.models import ActionRun, RunStatus
+
+    with db.session() as session:
+        common = dict(
+            shop_id=shop.id, play="welcome", action="send_email", trigger="t", created_at=NOW, due_at=NOW
+        )
+        sent = ActionRun(cycle="a", idempotency_key="a", status=RunStatus.SUCCEEDED, sent_at=NOW, **common)
+        failed = ActionRun(
+            cycle="b", idempotency_key="b", status=RunStatus.FAILED, skip_reason="SMTP down", **common
+        )
+        session.add_all([sent, failed])
+        session.flush()
+        ids = sent.id, failed.id
+    headers = {"Authorization": f"Bearer {session_token()}"}
+    refused = client.post(f"/app/api/runs/{ids[0]}/resend", headers=headers, json={})
+    assert refused.status_code == 409 and "never sends the same message twice" in refused.json["error"]
+    assert client.post(f"/app/api/runs/{ids[1]}/resend", headers=headers, json={}).json == {
+        "status": "scheduled"
+    }
+    with db.session() as session:
+        assert session.get(ActionRun, ids[1]).status == "scheduled"

@@ -289,7 +289,10 @@ async function openShopper(id) {
     el("p", {}, el("span", { class: "tag" }, T(data.stage)), " ", data.stage_reason || ""),
     el("div", { class: "row" }, suppress, el("button", { class: "plain", on: { click: loadShoppers } }, T("back"))),
     el("ol", { class: "timeline", id: "timeline" }, data.timeline.map((e) =>
-      el("li", {}, el("strong", {}, `${e.at.slice(0, 16).replace("T", " ")} · ${e.text}`), e.detail ? ` — ${e.detail}` : ""))));
+      el("li", {}, el("strong", {}, `${e.at.slice(0, 16).replace("T", " ")} · ${e.text}`), e.detail ? ` — ${e.detail}` : "",
+        e.resendable ? el("button", { class: "plain", on: { click: async (ev) => {
+          const { ok, data: answer } = await api(`/runs/${e.run_id}/resend`, { method: "POST", body: {} });
+          ev.target.replaceWith(ok ? T("scheduled_again") : answer.error); } } }, T("try_again")) : ""))));
 }
 
 // --- settings --------------------------------------------------------------------------------------------
