@@ -280,3 +280,46 @@ def test_the_sandbox_refuses_unsafe_templates():
 
     with pytest.raises(TemplateError):
         render_email("welcome", {"shop_name": "S"}, "en", Override())
+
+
+def test_past_buyers_hear_about_a_restock_when_the_merchant_turns_it_on(client, shop, worker, smtp, db):
+    from plugin.models import Rule
+
+    with db.session() as session:
+        rule = session.scalar(select(Rule).where(Rule.key == "back_in_stock_buyers"))
+        rule.enabled = True  # off by default: marketing to past buyers is the merchant's choice
+    customer(client, at=NOW - timedelta(days=60))
+    line = s.line_item(1, 7001, 8001, Decimal(30))
+    post_webhook(
+        client,
+        "orders/paid",
+        s.order_payload(11, ANN_ID, NOW - timedelta(days=30), Decimal(30), email=ANN, lines=[line]),
+    )
+    post_webhook(client, "products/create", s.product_payload(7001, "Linen shirt", [(8001, 9001)], NOW))
+    post_webhook(
+        client, "inventory_levels/update", s.inventory_level_payload(9001, 1, 0, NOW - timedelta(hours=1))
+    )
+    worker.work()
+    post_webhook(client, "inventory_levels/update", s.inventory_level_payload(9001, 1, 3, NOW))
+    worker.work()
+    [mail] = [m for m in smtp.to(ANN) if "Linen shirt" in m["Subject"]]
+    assert (
+        mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    )  # marketing: unsubscribe, not "stop alert"
+    assert [r.status for r in runs(db, "back_in_stock_buyers")] == ["succeeded"]
+
+
+def test_a_holdout_share_records_held_out_runs_that_send_nothing(client, shop, worker, smtp, db):
+    from plugin.models import Rule
+
+    with db.session() as session:
+        rule = session.scalar(select(Rule).where(Rule.key == "welcome"))
+        rule.definition = dict(rule.definition, holdout_percent=50)
+    for n in range(40):
+        customer(client, customer_id=1000 + n, email=f"h{n}@example.com", n=n)
+    worker.work()
+    statuses = [r.status for r in runs(db, "welcome")]
+    held = statuses.count("held_out")
+    assert len(statuses) == 40 and 8 <= held <= 32  # a deterministic draw around half
+    assert statuses.count("succeeded") == 40 - held
+    assert len(smtp.messages) == 40 - held  # the control group gets nothing
