@@ -12,7 +12,7 @@ from shopify_app import app_home_patch_id_token
 
 from admin import i18n
 from admin.auth import refused, session_token_required, verify_app_home
-from plugin import backfill, oauth, rules, status
+from plugin import backfill, emails, oauth, rules, status
 from plugin.oauth import app_config, request_input
 
 bp = Blueprint("admin", __name__, url_prefix="/app", template_folder="templates", static_folder="static")
@@ -42,6 +42,8 @@ def home():
         "triggers": list(rules.TRIGGERS),
         "condition_fields": list(rules.CONDITION_FIELDS),
         "operators": list(rules.OPERATORS),
+        "locales": list(emails.LOCALES),
+        "language_names": {lang: i18n.language_name(lang) for lang in emails.LOCALES},
     }
     page = render_template(
         "admin/home.html",

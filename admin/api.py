@@ -7,7 +7,7 @@ import secrets
 from types import SimpleNamespace
 
 from flask import Blueprint, current_app, g, jsonify, request
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 from sqlalchemy import or_, select
 
 from admin import insights
@@ -369,9 +369,24 @@ class SettingsSchema(Schema):
     sender_name = fields.String(allow_none=True, validate=validate.Length(max=255))
     sender_email = fields.Email(allow_none=True)
     timezone = fields.String(validate=validate.Length(max=64))
+    # Email languages in order; the first is for shoppers whose locale is not among them.
+    languages = fields.List(
+        fields.String(validate=validate.OneOf(emails.LOCALES)), validate=validate.Length(min=1)
+    )
+
+    @validates("languages")
+    def _languages_once(self, value, **_):
+        if len(set(value)) != len(value):
+            raise ValidationError("Each language once.")
 
 
 SETTINGS = tuple(SettingsSchema().fields)
+
+
+def settings_of(shop: Shop) -> dict:
+    answer = {name: getattr(shop, name) for name in SETTINGS}
+    answer["languages"] = shop.languages or list(emails.LOCALES)
+    return answer
 
 
 @bp.get("/settings")
@@ -379,7 +394,7 @@ SETTINGS = tuple(SettingsSchema().fields)
 def settings():
     with db().session() as session:
         shop = session.get(Shop, g.shop_id)
-        return jsonify({name: getattr(shop, name) for name in SETTINGS})
+        return jsonify(settings_of(shop))
 
 
 @bp.post("/settings/impact")
@@ -434,4 +449,4 @@ def save_settings():
         shop = session.get(Shop, g.shop_id)
         for name, value in changes.items():
             setattr(shop, name, value)
-        return jsonify({name: getattr(shop, name) for name in SETTINGS})
+        return jsonify(settings_of(shop))

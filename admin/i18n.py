@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from babel import Locale
+
 LOCALES = ("en", "it", "pl", "ru")
 
 EN = {
@@ -30,6 +32,7 @@ EN = {
     "customize_email": "Customize this email (this language)", "subject": "Subject", "plain_text": "Plain text",
     "try_again": "Try again", "scheduled_again": "Scheduled again.", "would_move": "This change would move", "conditions": "Conditions", "add_condition": "Add a condition",
     "remove_condition": "Remove this condition", "field": "Field", "operator": "Operator", "value": "Value", "save_email": "Save email", "use_default": "Use the default", "default_restored": "Default restored.",
+    "languages": "Email languages", "primary_language": "Language for shoppers of any other language",
 }  # fmt: skip
 
 IT = {
@@ -63,6 +66,12 @@ def pick(requested: str | None) -> str:
     """Shopify passes the merchant's locale (`it-IT`, `pl`…) to App Home; fall back to English."""
     language = (requested or "en").split("-")[0].lower()
     return language if language in CATALOGS else "en"
+
+
+def language_name(locale: str) -> str:
+    """A language by its own name ("Italiano", "Polski"), as language pickers show it."""
+    name = Locale.parse(locale).get_display_name(locale)
+    return name[:1].upper() + name[1:]
 
 
 def strings(locale: str) -> dict[str, str]:

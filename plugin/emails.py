@@ -43,10 +43,13 @@ class RenderedEmail:
     locale: str
 
 
-def pick_locale(locale: str | None) -> str:
-    """Our closest shipped locale for a Shopify `customer_locale` (e.g. `it-IT` → `it`)."""
+def pick_locale(locale: str | None, languages: list[str] | tuple[str, ...] | None = None) -> str:
+    """The language a shopper is written in: their `customer_locale` (e.g. `it-IT` → `it`) when the shop
+    sends in it, otherwise the shop's first language. `languages` is the shop's choice (settings), in
+    order, the first being the one everybody else gets; without it, every shipped language, English first."""
+    languages = [lang for lang in (languages or LOCALES) if lang in LOCALES] or [DEFAULT_LOCALE]
     base = (locale or "").replace("_", "-").split("-")[0].lower()
-    return base if base in LOCALES else DEFAULT_LOCALE
+    return base if base in languages else languages[0]
 
 
 @cache

@@ -106,6 +106,9 @@ class Shop(Base):
     cap_per_week: Mapped[int] = mapped_column(Integer, default=3)
     sender_name: Mapped[str | None] = mapped_column(String(255))
     sender_email: Mapped[str | None] = mapped_column(String(320))
+    # The languages emails go out in, in order: a shopper whose locale is not among them gets the first.
+    # Empty means every shipped language, English first (emails.pick_locale).
+    languages: Mapped[list | None] = mapped_column(JSON)
     # The offline token is the expiring kind: it lasts an hour and is refreshed with a rotating refresh
     # token (both encrypted at rest); `scopes` is what the merchant granted.
     access_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -87,6 +87,29 @@ def test_welcome_in_the_shoppers_locale(client, shop, worker, smtp):
     assert mail["Content-Language"] == "it"
 
 
+def test_shops_languages_decide_who_is_written_in_what(client, shop, worker, smtp):
+    from tests.test_install import session_token
+
+    headers = {"Authorization": f"Bearer {session_token()}"}
+    # the merchant writes in Italian and English only, Italian for everybody else
+    refused = client.put("/app/api/settings", json={"languages": ["it", "xx"]}, headers=headers)
+    assert refused.status_code == 422 and "languages" in refused.get_json()["errors"]
+    saved = client.put("/app/api/settings", json={"languages": ["it", "en"]}, headers=headers)
+    assert saved.get_json()["languages"] == ["it", "en"]
+    # a Polish shopper signs up: written in Italian; an English one in English
+    for customer_id, email, locale in ((21, "pola@example.com", "pl-PL"), (22, "emma@example.com", "en")):
+        customer(client, customer_id=customer_id, email=email, consent="not_subscribed")
+        checkout = s.checkout_payload(f"t{customer_id}", customer_id, email, NOW, Decimal(30), locale=locale)
+        post_webhook(client, "checkouts/create", checkout)
+        consent = s.consent_payload(customer_id, email, "subscribed", NOW + timedelta(seconds=1))
+        post_webhook(client, "customers_email_marketing_consent/update", consent, webhook_id=f"k{customer_id}")
+    worker.work()
+    [pola] = smtp.to("pola@example.com")
+    [emma] = smtp.to("emma@example.com")
+    assert (pola["Content-Language"], emma["Content-Language"]) == ("it", "en")
+    assert pola["Subject"].startswith("Benvenuto")
+
+
 def test_abandoned_checkout_is_sent_four_hours_later_with_the_recovery_link(
     app, client, shop, worker, smtp, db, monkeypatch
 ):

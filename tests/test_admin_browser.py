@@ -170,6 +170,15 @@ def test_merchant_tunes_a_rule_and_reads_a_timeline(served, browser_page, client
     # loyal from 3 orders instead of 4: the shopper with 3 orders would move, and the page says so first
     page.fill("#setting-loyal_orders", "3")
     expect(page.locator("#settings-impact")).to_contain_text("would move 1 shoppers now: repeat→loyal 1")
+    # emails in Italian and English only, Italian for everybody else
+    page.get_by_label("Polski").uncheck()
+    page.get_by_label("Русский").uncheck()
+    page.select_option("#setting-primary-language", "it")
+    page.fill("#setting-loyal_orders", "4")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#settings-saved")).to_have_text("Saved.")
+    headers = {"Authorization": f"Bearer {session_token()}"}
+    assert client.get("/app/api/settings", headers=headers).get_json()["languages"] == ["it", "en"]
     shot(page, "settings")
 
 

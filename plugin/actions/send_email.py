@@ -51,7 +51,9 @@ def run(ctx: ActionContext) -> None:
 def render(ctx: ActionContext, unsubscribe_url: str | None) -> emails.RenderedEmail:
     """The message in the shopper's locale, from the merchant's override when there is one."""
     run_row, shopper = ctx.run, ctx.shopper
-    locale = emails.pick_locale((shopper.locale if shopper else None) or run_row.context.get("locale"))
+    locale = emails.pick_locale(
+        (shopper.locale if shopper else None) or run_row.context.get("locale"), ctx.shop.languages
+    )
     template = run_row.params["template"]
     override = ctx.session.scalar(
         select(EmailTemplate).where(

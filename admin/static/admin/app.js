@@ -142,7 +142,7 @@ function editRule(rule) {
       el("button", { type: "submit", class: "primary" }, T("save")),
       el("button", { type: "button", class: "plain", on: { click: () => loadRules() } }, T("back"))),
     el("p", { id: "rule-saved", class: "ok", "aria-live": "polite" }));
-  const locale = el("select", { id: "preview-locale" }, ["en", "it", "pl", "ru"].map((l) => el("option", { value: l }, l)));
+  const locale = el("select", { id: "preview-locale" }, boot.locales.map((l) => el("option", { value: l }, boot.language_names[l])));
   const previewPane = el("div", {},
     el("h3", {}, T("preview")), field("preview-locale", T("language"), locale),
     el("p", { id: "preview-subject" }), el("iframe", { class: "preview", id: "preview-frame", title: T("preview"), sandbox: "" }),
@@ -296,12 +296,29 @@ async function openShopper(id) {
 }
 
 // --- settings --------------------------------------------------------------------------------------------
+// Email languages: which ones the shop writes in, and the one for shoppers whose language is not among them.
+function languagesField(chosen) {
+  const primary = el("select", { id: "setting-primary-language" },
+    boot.locales.map((l) => el("option", { value: l, selected: l === chosen[0] }, boot.language_names[l])));
+  return el("fieldset", { id: "setting-languages" }, el("legend", {}, T("languages")),
+    el("div", { class: "row" }, boot.locales.map((l) => el("label", { class: "check" },
+      el("input", { type: "checkbox", name: "language", value: l, checked: chosen.includes(l) }), boot.language_names[l]))),
+    field("setting-primary-language", T("primary_language"), primary),
+    el("div", { class: "error", id: "setting-languages-error", role: "alert" }));
+}
+function chosenLanguages() {
+  const primary = document.getElementById("setting-primary-language").value;
+  const checked = [...document.querySelectorAll("#setting-languages input[name=language]:checked")].map((i) => i.value);
+  return [primary, ...checked.filter((l) => l !== primary)];
+}
+
 async function loadSettings() {
   const root = document.getElementById("settings");
   const { data } = await api("/settings");
-  const names = Object.keys(data);
+  const names = Object.keys(data).filter((n) => n !== "languages");
   const form = el("form", { novalidate: true }, names.map((n) =>
     field(`setting-${n}`, T(n), el("input", { id: `setting-${n}`, name: n, value: data[n] ?? "", type: typeof data[n] === "number" ? "number" : "text" }))),
+  languagesField(data.languages),
   el("p", { id: "settings-impact", class: "muted", "aria-live": "polite" }),
   el("button", { type: "submit", class: "primary" }, T("save")), el("p", { id: "settings-saved", class: "ok", "aria-live": "polite" }));
   const thresholdNames = ["engaged_days", "at_risk_days", "lapsed_days", "loyal_orders"];
@@ -319,6 +336,7 @@ async function loadSettings() {
       const v = document.getElementById(`setting-${n}`).value;
       return [n, typeof data[n] === "number" ? Number(v) : (v === "" ? null : v)];
     }));
+    body.languages = chosenLanguages();
     const { ok, data: answer } = await api("/settings", { method: "PUT", body });
     form.querySelectorAll(".error").forEach((e) => { e.textContent = ""; });
     for (const [k, m] of Object.entries(ok ? {} : answer.errors)) document.getElementById(`setting-${k}-error`).textContent = [].concat(m).join(" ");
