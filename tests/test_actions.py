@@ -102,7 +102,9 @@ def test_shops_languages_decide_who_is_written_in_what(client, shop, worker, smt
         checkout = s.checkout_payload(f"t{customer_id}", customer_id, email, NOW, Decimal(30), locale=locale)
         post_webhook(client, "checkouts/create", checkout)
         consent = s.consent_payload(customer_id, email, "subscribed", NOW + timedelta(seconds=1))
-        post_webhook(client, "customers_email_marketing_consent/update", consent, webhook_id=f"k{customer_id}")
+        post_webhook(
+            client, "customers_email_marketing_consent/update", consent, webhook_id=f"k{customer_id}"
+        )
     worker.work()
     [pola] = smtp.to("pola@example.com")
     [emma] = smtp.to("emma@example.com")
