@@ -102,6 +102,9 @@ def test_merchant_tunes_a_rule_and_reads_a_timeline(served, browser_page, client
     assert "First-time 1, Repeat 2" in page.locator("#stage-chart").get_attribute(
         "aria-label"
     )  # read out to screen readers
+    # stage moves per week as stacked columns, one segment per stage moved into
+    assert page.locator("#flow-chart rect[data-week]").count() >= 2
+    assert "into Repeat" in page.locator("#flow-chart").get_attribute("aria-label")
     shot(page, "overview")
 
     # rules: open the thank-you rule; the audience is every consenting shopper

@@ -79,6 +79,46 @@ function stageChart(stages) {
   return svg;
 }
 
+// Weekly flows: one stacked column per week, a segment per stage moved into (colour of that stage).
+function flowChart(weeks) {
+  const width = 560, height = 200, axis = 24, legend = 22, top = 14;
+  const into = weeks.map((w) => {
+    const counts = {};
+    for (const m of w.moves) { const to = m.move.split("→")[1]; counts[to] = (counts[to] || 0) + m.count; }
+    return { week: w.week, counts, total: Object.values(counts).reduce((a, b) => a + b, 0) };
+  });
+  const max = Math.max(1, ...into.map((w) => w.total));
+  const slot = (width - 40) / Math.max(1, into.length), column = Math.min(44, slot * 0.6);
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height + axis + legend}`);
+  svg.setAttribute("role", "img");
+  svg.id = "flow-chart";
+  svg.setAttribute("aria-label", T("stage_moves") + ": " + into.map((w) => `${w.week}: ` +
+    STAGES.filter((st) => w.counts[st]).map((st) => `${w.counts[st]} ${T("moves_into")} ${T(st)}`).join(", ")).join("; "));
+  into.forEach((w, i) => {
+    const x = 40 + i * slot + (slot - column) / 2;
+    let y = top + height;
+    for (const st of STAGES) {
+      if (!w.counts[st]) continue;
+      const h = Math.max(1, ((height - top) * w.counts[st]) / max);
+      y -= h;
+      svg.insertAdjacentHTML("beforeend", `<rect data-week="${w.week}" data-stage="${st}" x="${x}" y="${y}" width="${column}" height="${h}" fill="${COLORS[st]}"><title>${w.week}: ${w.counts[st]} ${T("moves_into")} ${T(st)}</title></rect>`);
+    }
+    svg.insertAdjacentHTML("beforeend", `<text x="${x + column / 2}" y="${y - 4}" font-size="11" text-anchor="middle">${w.total}</text>` +
+      `<text x="${x + column / 2}" y="${top + height + 16}" font-size="11" text-anchor="middle">${w.week.slice(5)}</text>`);
+  });
+  let lx = 40, ly = top + height + axis + 4;
+  for (const st of STAGES) {
+    const step = 14 + T(st).length * 6.5 + 12;
+    if (lx + step > width) { lx = 40; ly += legend; }
+    svg.insertAdjacentHTML("beforeend", `<rect x="${lx}" y="${ly}" width="10" height="10" fill="${COLORS[st]}"></rect>` +
+      `<text x="${lx + 14}" y="${ly + 9}" font-size="11">${T(st)}</text>`);
+    lx += step;
+  }
+  svg.setAttribute("viewBox", `0 0 ${width} ${ly + legend}`);
+  return svg;
+}
+
 async function loadOverview() {
   const root = document.getElementById("overview");
   const { ok, data } = await api("/overview");
@@ -94,7 +134,8 @@ async function loadOverview() {
       data.revenue.length ? table([T("play"), T("orders"), T("revenue")], data.revenue.map((r) => [r.play, r.orders, r.revenue]))
         : el("p", { class: "muted" }, T("no_revenue_yet"))),
     el("div", { class: "card" }, el("h2", {}, T("stage_moves")),
-      data.flows.length ? table([T("week"), T("moves")], data.flows.map((w) => [w.week, w.moves.slice(0, 4).map((m) => `${m.move} ${m.count}`).join(" · ")]))
+      data.flows.length ? [flowChart(data.flows), el("details", {}, el("summary", {}, T("as_table")),
+        table([T("week"), T("moves")], data.flows.map((w) => [w.week, w.moves.map((m) => `${m.move} ${m.count}`).join(" · ")])))]
         : el("p", { class: "muted" }, "—")),
     el("div", { class: "card" }, el("h2", {}, T("freshness")),
       table([T("what"), T("when")], [
