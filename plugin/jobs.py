@@ -90,7 +90,7 @@ def process_batch(delivery_ids: list[int]) -> dict[int, str]:
                 else:
                     status, ctx = _process(session, delivery)
                     session.flush()
-                    session.expire_all()  # the next delivery reads rows fresh, as it would alone
+                    storage.expire_for_next_delivery(session, delivery.topic)
                     settled[delivery_id] = status
                     if ctx is not None:
                         planned += ctx.planned_runs
@@ -138,8 +138,7 @@ def _after_commit(db: storage.Database, planned: list[int], jobs: list[tuple]) -
 
 def _process(session, delivery: Delivery) -> tuple[str, HandlerContext | None]:
     now = clock.now()
-    delivery.attempts += 1
-    shop = storage.get_shop(session, delivery.shop_domain)
+    shop = storage.batch_shop(session, delivery.shop_domain)
     if (shop is None or not shop.active) and delivery.topic not in payloads.COMPLIANCE_TOPICS:
         return _finish(session, delivery, DeliveryStatus.IGNORED, now, "shop is not installed"), None
     try:
@@ -165,6 +164,7 @@ def _process(session, delivery: Delivery) -> tuple[str, HandlerContext | None]:
 
 
 def _finish(session, delivery: Delivery, status: str, now, reason: str | None) -> str:
+    delivery.attempts += 1  # here, not first: one UPDATE of the delivery row instead of two
     storage.finish_delivery(session, delivery, status, now, reason)
     return status
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import case, exists, func, select, text
+from sqlalchemy import case, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from plugin.models import Checkout, Order, Refund, Shop, Shopper, StageTransition
@@ -98,20 +98,24 @@ def lock_order(ctx: HandlerContext, order_id: int) -> None:
 
 
 def recount_orders(ctx: HandlerContext, shopper: Shopper) -> None:
-    """Recompute order count, net spend and first/last order time from the stored orders."""
+    """Recompute order count, net spend and first/last order time from the stored orders.
+
+    Orders are flushed when stored and refunds inserted directly, so nothing pending matters here: no
+    autoflush (which would only write the shopper row early, and again later)."""
     net = Order.total_price - Order.refunded
-    row = ctx.session.execute(
-        select(
-            func.count(Order.id),
-            func.coalesce(func.sum(case((net > 0, net), else_=0)), 0),
-            func.min(Order.placed_at),
-            func.max(Order.placed_at),
-        ).where(
-            Order.shop_id == ctx.shop.id,
-            Order.customer_id == shopper.customer_id,
-            Order.cancelled_at.is_(None),
-        )
-    ).one()
+    with ctx.session.no_autoflush:
+        row = ctx.session.execute(
+            select(
+                func.count(Order.id),
+                func.coalesce(func.sum(case((net > 0, net), else_=0)), 0),
+                func.min(Order.placed_at),
+                func.max(Order.placed_at),
+            ).where(
+                Order.shop_id == ctx.shop.id,
+                Order.customer_id == shopper.customer_id,
+                Order.cancelled_at.is_(None),
+            )
+        ).one()
     shopper.orders_count = row[0]
     shopper.total_spent = Decimal(row[1]).quantize(Decimal("0.01"))
     shopper.first_order_at = _aware(row[2])
@@ -119,15 +123,22 @@ def recount_orders(ctx: HandlerContext, shopper: Shopper) -> None:
 
 
 def refresh_refunded(ctx: HandlerContext, order_id: int) -> None:
-    """Set an order's refunded amount to the sum of its distinct refunds."""
-    total = ctx.session.scalar(
-        select(func.coalesce(func.sum(Refund.amount), 0)).where(
-            Refund.shop_id == ctx.shop.id, Refund.order_id == order_id
-        )
+    """Set an order's refunded amount to the sum of its distinct refunds (one UPDATE, in SQL)."""
+    total = (
+        select(func.coalesce(func.sum(Refund.amount), 0))
+        .where(Refund.shop_id == ctx.shop.id, Refund.order_id == order_id)
+        .scalar_subquery()
     )
-    order = ctx.session.scalar(select(Order).where(Order.shop_id == ctx.shop.id, Order.order_id == order_id))
-    if order is not None:
-        order.refunded = Decimal(total)
+    ctx.session.execute(
+        update(Order)
+        .where(Order.shop_id == ctx.shop.id, Order.order_id == order_id)
+        .values(refunded=total)
+        .execution_options(synchronize_session=False)
+    )
+    for instance in ctx.session.identity_map.values():  # an Order loaded in this session reads it anew
+        # (its loaded attributes only: touching an expired one would load it, a SELECT for nothing)
+        if isinstance(instance, Order) and instance.__dict__.get("order_id") == order_id:
+            ctx.session.expire(instance, ["refunded"])
 
 
 def refresh_checkout_open(ctx: HandlerContext, shopper: Shopper) -> None:

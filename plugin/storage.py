@@ -212,6 +212,33 @@ def get_shop(session: Session, domain: str) -> Shop | None:
     return session.scalar(select(Shop).where(Shop.domain == domain))
 
 
+# Topics after which a shop row read earlier in a worker's batch may be outdated (deleted, deactivated).
+SHOP_CHANGING_TOPICS = frozenset({"app/uninstalled", "shop/redact", "bulk_operations/finish"})
+
+
+def batch_shop(session: Session, domain: str) -> Shop | None:
+    """The shop, read once per transaction: a worker's batch processes many deliveries of one store.
+
+    Settings a merchant saves meanwhile apply from the next batch (a fraction of a second later).
+    """
+    shops = session.info.setdefault("batch_shops", {})
+    if domain not in shops:
+        shops[domain] = get_shop(session, domain)
+    return shops[domain]
+
+
+def expire_for_next_delivery(session: Session, topic: str) -> None:
+    """Between two deliveries of one batch: everything is read fresh, as it would be alone, except the
+    shops (see batch_shop), unless this delivery's topic may have changed one."""
+    if topic in SHOP_CHANGING_TOPICS:
+        session.info.pop("batch_shops", None)
+        session.expire_all()
+        return
+    for instance in list(session.identity_map.values()):
+        if not isinstance(instance, Shop):
+            session.expire(instance)
+
+
 def upsert_shop(session: Session, domain: str, access_token_encrypted: str | None, now: datetime) -> Shop:
     """Register (or re-activate) an installed shop."""
     shop = get_shop(session, domain)

@@ -30,7 +30,8 @@ def on_order(ctx: HandlerContext, order: OrderData) -> None:
     shoppers.apply_customer(shopper, customer)
     shoppers.apply_contact(shopper, order.email, order.customer_locale, order.currency)
     profiles.recount_orders(ctx, shopper)
-    profiles.refresh_checkout_open(ctx, shopper)
+    if shopper.checkout_open:  # an order can close the shopper's checkout, never open one
+        profiles.refresh_checkout_open(ctx, shopper)
     profiles.restage(ctx, shopper)
     trigger_order_plays(ctx, shopper, order)
 
