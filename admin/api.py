@@ -385,7 +385,7 @@ SETTINGS = tuple(SettingsSchema().fields)
 
 def settings_of(shop: Shop) -> dict:
     answer = {name: getattr(shop, name) for name in SETTINGS}
-    answer["languages"] = shop.languages or list(emails.LOCALES)
+    answer["languages"] = emails.shop_languages(shop.languages)
     return answer
 
 

@@ -43,11 +43,16 @@ class RenderedEmail:
     locale: str
 
 
-def pick_locale(locale: str | None, languages: list[str] | tuple[str, ...] | None = None) -> str:
+def shop_languages(chosen: list[str] | None) -> list[str]:
+    """The languages a shop writes in, in order (the first for everybody else): its choice in settings,
+    or, without one, every shipped language, English first."""
+    return [lang for lang in (chosen or LOCALES) if lang in LOCALES] or [DEFAULT_LOCALE]
+
+
+def pick_locale(locale: str | None, chosen: list[str] | None = None) -> str:
     """The language a shopper is written in: their `customer_locale` (e.g. `it-IT` → `it`) when the shop
-    sends in it, otherwise the shop's first language. `languages` is the shop's choice (settings), in
-    order, the first being the one everybody else gets; without it, every shipped language, English first."""
-    languages = [lang for lang in (languages or LOCALES) if lang in LOCALES] or [DEFAULT_LOCALE]
+    writes in it, otherwise the shop's first language (see shop_languages)."""
+    languages = shop_languages(chosen)
     base = (locale or "").replace("_", "-").split("-")[0].lower()
     return base if base in languages else languages[0]
 

@@ -129,16 +129,12 @@ def refresh_refunded(ctx: HandlerContext, order_id: int) -> None:
         .where(Refund.shop_id == ctx.shop.id, Refund.order_id == order_id)
         .scalar_subquery()
     )
-    ctx.session.execute(
+    ctx.session.execute(  # "fetch": RETURNING tells the session which loaded Order to read anew
         update(Order)
         .where(Order.shop_id == ctx.shop.id, Order.order_id == order_id)
         .values(refunded=total)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session="fetch")
     )
-    for instance in ctx.session.identity_map.values():  # an Order loaded in this session reads it anew
-        # (its loaded attributes only: touching an expired one would load it, a SELECT for nothing)
-        if isinstance(instance, Order) and instance.__dict__.get("order_id") == order_id:
-            ctx.session.expire(instance, ["refunded"])
 
 
 def refresh_checkout_open(ctx: HandlerContext, shopper: Shopper) -> None:
