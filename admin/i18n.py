@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from babel import Locale
 
-LOCALES = ("en", "it", "pl", "ru")
-
 EN = {
     "overview": "Overview", "rules": "Rules", "shoppers": "Shoppers", "settings": "Settings",
     "prospect": "Prospect", "engaged": "Engaged", "first_time": "First-time", "repeat": "Repeat",
