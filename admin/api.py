@@ -267,9 +267,7 @@ def test_send():
     message.replace_header("Subject", "[Test] " + rendered.subject)
     config = current_app.config
     try:
-        emails.send_email(
-            message, config.get("SMTP_URL"), config.get("OUTBOX") or current_app.instance_path + "/outbox"
-        )
+        emails.send_email(message, config.get("SMTP_URL"), config["OUTBOX"])
     except emails.EmailDeliveryError as error:
         return jsonify({"error": f"the mail server refused: {error}"}), 502
     return jsonify({"sent_to": to})

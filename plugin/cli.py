@@ -10,7 +10,7 @@ from decimal import Decimal
 import click
 from sqlalchemy import select
 
-from plugin import clock, create_app, queue, storage
+from plugin import clock, create_app, queue, runtime, storage
 from plugin.config import ConfigError
 from plugin.models import ActionRun, Delivery, DeliveryStatus, RunStatus, Shopper, Stage
 from plugin.shoppers import accepts_marketing
@@ -57,13 +57,15 @@ def main() -> None:
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP endpoints under gunicorn."""
     app = build_app()  # migrates, and starts the embedded Redis when REDIS_URL is unset
-    share_embedded_redis(app)
+    runtime.hand_down(app)  # gunicorn's workers use this instance, database and Redis, wherever started
     os.execvp(
         sys.executable,
         [
             sys.executable,
             "-m",
             "gunicorn",
+            "--chdir",  # import the `plugin` this command runs, not one in the working directory
+            runtime.PACKAGE_ROOT,
             "--workers",
             str(workers),
             "--bind",
@@ -73,12 +75,6 @@ def serve(host: str, port: int, workers: int) -> None:
             "plugin:create_app()",
         ],
     )
-
-
-def share_embedded_redis(app) -> None:
-    """Point child processes at this app's Redis (the embedded one's socket when REDIS_URL is unset)."""
-    if not app.config["REDIS_URL"]:
-        os.environ["REDIS_URL"] = "unix://" + app.extensions["lifecycle.redis"].socket_file
 
 
 @main.command()

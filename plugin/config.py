@@ -48,6 +48,7 @@ SETTINGS = (
     Setting("LIFECYCLE_OUTBOX", default=None, key="OUTBOX"),  # None: "outbox" in the instance folder
     # Base of the Admin API instead of https://{shop} (the fake store in tests and the demo).
     Setting("SHOPIFY_ADMIN_ORIGIN", default=None),
+    Setting("LIFECYCLE_LOG_LEVEL", default="INFO", key="LOG_LEVEL"),
 )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
 from datetime import timedelta
@@ -295,7 +294,7 @@ def _action_context(db, session, run: ActionRun, now, client) -> ActionContext:
         SMTP_URL=config.get("SMTP_URL"),
         APP_URL=config["APP_URL"],
         SECRET_KEY=config["SECRET_KEY"],
-        OUTBOX=config.get("OUTBOX") or os.path.join(current_app.instance_path, "outbox"),
+        OUTBOX=config["OUTBOX"],
     )
     return ActionContext(db, session, shop, run, shopper, client, now, settings)
 

@@ -4,6 +4,7 @@ and the small ledger functions the edges call.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, and_, create_engine, event, or_, select, update
+from sqlalchemy import Engine, and_, create_engine, event, make_url, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -59,14 +60,48 @@ def _serialise_sqlite_writers(engine: Engine) -> None:
 
 
 def migrate(url: str) -> None:
-    """Bring the database at `url` to the newest Alembic revision."""
+    """Bring the database at `url` to the newest Alembic revision, once, however many processes start at once.
+
+    Every process that starts on its own (gunicorn's workers, `lifecycle worker`, the scheduler) calls this.
+    The upgrade runs under a lock (a file lock beside a SQLite file, an advisory lock on PostgreSQL) and in
+    one transaction, so the first process migrates and the others wait, then find the head and do nothing.
+    """
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, "head")
+    engine = make_engine(url)
+    try:
+        with _sqlite_file_lock(url), engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Held until this transaction ends; PostgreSQL's DDL is transactional, so a process that
+                # waited here sees either no schema or all of it.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+
+
+MIGRATION_LOCK_KEY = 0x6C6966656379  # "lifecy": any constant shared by every process of the app
+
+
+@contextmanager
+def _sqlite_file_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive lock on `<database file>.migrate-lock` (nothing to lock for other databases)."""
+    path = make_url(url).database if url.startswith("sqlite") else None
+    if not path or path == ":memory:":
+        yield
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".migrate-lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 class Database:

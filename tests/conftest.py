@@ -148,6 +148,7 @@ SHOP_TOKEN = "shpat_test_token"
 @pytest.fixture
 def app(database_url, redis_connection, tmp_path, monkeypatch, smtp, fake_store):
     monkeypatch.setenv("LIFECYCLE_NOW", NOW.isoformat())
+    monkeypatch.setenv("LIFECYCLE_INSTANCE_PATH", str(tmp_path / "instance"))
     app = create_app(
         {
             "TESTING": True,
@@ -164,7 +165,6 @@ def app(database_url, redis_connection, tmp_path, monkeypatch, smtp, fake_store)
         },
         migrate=False,
     )
-    app.instance_path = str(tmp_path / "instance")
     yield app
     app.extensions["lifecycle.db"].engine.dispose()
 

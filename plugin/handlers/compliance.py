@@ -7,8 +7,6 @@ customers/data_request gathers the shopper's stored data into a DataExport the m
 
 from __future__ import annotations
 
-import os
-
 from flask import current_app
 
 from plugin import compliance
@@ -18,7 +16,7 @@ from plugin.profiles import HandlerContext
 
 
 def _outbox() -> str:
-    return current_app.config.get("OUTBOX") or os.path.join(current_app.instance_path, "outbox")
+    return current_app.config["OUTBOX"]
 
 
 @handles("customers/data_request")

@@ -1,0 +1,81 @@
+"""Processes that start on their own (gunicorn's workers, `lifecycle worker`, the scheduler) on one instance:
+they migrate once without racing, and they all find the same database, wherever they were started."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tests.conftest import BACKENDS, POSTGRES_URL, REDIS_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOT = "from plugin import create_app; app = create_app(); print(app.extensions['lifecycle.db'].url)"
+
+
+def app_environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_") and k != "DATABASE_URL"}
+    env.update(
+        SHOPIFY_API_KEY="k",
+        SHOPIFY_API_SECRET="s",
+        LIFECYCLE_SECRET_KEY="x",
+        REDIS_URL=REDIS_URL,
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database(request, tmp_path) -> str:
+    """A database with no table at all, of each backend."""
+    if request.param == "sqlite":
+        return "sqlite:///" + str(tmp_path / "fresh.sqlite3")
+    url = make_url(POSTGRES_URL).set(database="lifecycle_test_startup")
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text('DROP DATABASE IF EXISTS "lifecycle_test_startup" WITH (FORCE)'))
+        connection.execute(text('CREATE DATABASE "lifecycle_test_startup"'))
+    admin.dispose()
+    return url.render_as_string(hide_password=False)
+
+
+def test_processes_starting_at_once_on_an_empty_database_all_come_up(empty_database, tmp_path):
+    # given: an empty database, and six processes that each build the app (and so migrate) at once
+    env = app_environment(DATABASE_URL=empty_database, LIFECYCLE_INSTANCE_PATH=str(tmp_path / "instance"))
+    # when
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", BOOT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(6)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read().decode()) for p in processes]
+    # then: every one came up, and the schema is at the newest revision once
+    assert [code for code, _ in results] == [0] * 6, [err for code, err in results if code]
+    engine = create_engine(empty_database)
+    with engine.connect() as connection:
+        versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    engine.dispose()
+    heads = sorted(p.stem.split("_")[0] for p in (ROOT / "plugin/migrations/versions").glob("0*.py"))
+    assert versions == [heads[-1]]
+
+
+def test_processes_started_in_one_folder_share_its_instance(tmp_path):
+    # given: no LIFECYCLE_INSTANCE_PATH and no DATABASE_URL, as a Procfile starts its processes
+    env = app_environment()
+    env.pop("LIFECYCLE_INSTANCE_PATH", None)
+    # when: two processes boot from the same working directory
+    urls = {
+        subprocess.run(
+            [sys.executable, "-c", BOOT], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    # then: both use the SQLite file in ./instance of that folder
+    assert urls == {"sqlite:///" + str(tmp_path / "instance" / "lifecycle.sqlite3")}
