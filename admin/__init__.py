@@ -12,8 +12,13 @@ from shopify_app import app_home_patch_id_token
 
 from admin import i18n
 from admin.auth import refused, session_token_required, verify_app_home
-from plugin import backfill, emails, oauth, rules, status
-from plugin.oauth import app_config, request_input
+from plugin import emails
+from plugin.core import rules
+from plugin.pipeline import queue
+from plugin.shopify import tokens
+from plugin.shopify.tokens import app_config
+from plugin.store import status
+from plugin.web.install import request_input
 
 bp = Blueprint("admin", __name__, url_prefix="/app", template_folder="templates", static_folder="static")
 
@@ -29,11 +34,11 @@ def home():
     db = current_app.extensions["lifecycle.db"]
     if not status.has_live_token(db, shop_domain):
         try:
-            shop, newly = oauth.exchange_session_token(db, current_app.config, result.id_token, shop_domain)
-        except oauth.TokenError as error:
+            shop, newly = tokens.exchange_session_token(db, current_app.config, result.id_token, shop_domain)
+        except tokens.TokenError as error:
             return refused(502, str(error))
         if newly:
-            backfill.start(current_app.extensions["lifecycle.redis"], shop.id)
+            queue.enqueue_backfill(current_app.extensions["lifecycle.redis"], shop.id)
     locale = i18n.pick(request.args.get("locale"))
     boot = {
         "shop": shop_domain,

@@ -8,14 +8,15 @@ from types import SimpleNamespace
 
 from flask import Blueprint, current_app, g, jsonify, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from admin import insights
 from admin.auth import session_token_required
-from plugin import clock, emails, status
-from plugin.models import EmailTemplate, Rule, Shop, Shopper, Suppression
-from plugin.policy import email_hash
-from plugin.rules import TEMPLATES, RuleSchema
+from plugin import clock, emails
+from plugin.core.rules import TEMPLATES, RuleSchema
+from plugin.store import status, suppressions
+from plugin.store.models import ActionRun, EmailTemplate, Rule, RunStatus, Shop, Shopper
+from plugin.store.stage_sql import stage_case
 
 bp = Blueprint("admin_api", __name__, url_prefix="/app/api")
 SAMPLE = {
@@ -306,14 +307,7 @@ def suppress(shopper_id: int):
         found = session.get(Shopper, shopper_id)
         if found is None or found.shop_id != g.shop_id or not found.email:
             return jsonify({"error": "no such shopper with an address"}), 404
-        hashed = email_hash(found.email)
-        exists = session.scalar(
-            select(Suppression.id).where(Suppression.shop_id == g.shop_id, Suppression.email_hash == hashed)
-        )
-        if not exists:
-            session.add(
-                Suppression(shop_id=g.shop_id, email_hash=hashed, reason="merchant", created_at=clock.now())
-            )
+        suppressions.suppress(db(), session, g.shop_id, found.email, "merchant", clock.now())
     return jsonify({"suppressed": True})
 
 
@@ -322,7 +316,6 @@ def suppress(shopper_id: int):
 def resend(run_id: int):
     """Try a failed message again. Anything sent (or skipped for a reason that still holds) is refused:
     a shopper never gets the same message twice."""
-    from plugin.models import ActionRun, RunStatus
 
     with db().session() as session:
         run = session.get(ActionRun, run_id, with_for_update=True)
@@ -399,11 +392,6 @@ def settings():
 @session_token_required
 def settings_impact():
     """How many shoppers new stage thresholds would move now, per move (the tick's own SQL, not applied)."""
-    from types import SimpleNamespace
-
-    from sqlalchemy import func
-
-    from plugin.tick import stage_case
 
     try:
         draft = SettingsSchema().load(request.get_json(force=True) or {})

@@ -12,9 +12,10 @@ from urllib.parse import urlparse
 from flask import Response, current_app, g, jsonify, request
 from shopify_app import verify_app_home_req
 
-from plugin import storage
-from plugin.oauth import app_config, request_input
-from plugin.verify import sanitize_shop_domain
+from plugin.shopify.tokens import app_config
+from plugin.shopify.verify import sanitize_shop_domain
+from plugin.store import shops
+from plugin.web.install import request_input
 
 PATCH_ID_TOKEN_PATH = "/app/patch-id-token"
 
@@ -52,7 +53,7 @@ def session_token_required(view):
             return refused(401, "the session token belongs to another shop")
         db = current_app.extensions["lifecycle.db"]
         with db.session() as session:
-            shop = storage.get_shop(session, shop_domain)
+            shop = shops.get_shop(session, shop_domain)
             if shop is None or not shop.active:
                 return refused(401, "the shop has not installed Lifecycle")
             g.shop_id, g.shop_domain = shop.id, shop.domain

@@ -10,9 +10,9 @@ from decimal import Decimal
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from plugin.models import ActionRun, Order, RunStatus, Shopper, Stage, StageTransition
-from plugin.rules import Profile, condition_holds
-from plugin.runs import profile_of
+from plugin.core.rules import Profile, condition_holds
+from plugin.store.models import ActionRun, Order, RunStatus, Shopper, Stage, StageTransition
+from plugin.store.shoppers import profile_of
 
 ATTRIBUTION_WINDOW = timedelta(days=7)
 FLOW_WEEKS = 8

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from plugin import create_app  # noqa: E402
-from plugin.oauth import development_session_token  # noqa: E402
+from plugin.shopify.tokens import development_session_token  # noqa: E402
 
 
 def median_ms(call, runs: int) -> float:
@@ -49,7 +49,7 @@ def main() -> None:
     with app.extensions["lifecycle.db"].session() as session:
         from sqlalchemy import func, select
 
-        from plugin.models import Shop, Shopper
+        from plugin.store.models import Shop, Shopper
 
         shop_id = session.scalar(select(Shop.id).where(Shop.domain == args.shop))
         shoppers = session.scalar(select(func.count(Shopper.id)).where(Shopper.shop_id == shop_id))

@@ -29,8 +29,10 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from plugin import backfill, clock, create_app, storage  # noqa: E402
-from plugin.fake_bulk import history_lines  # noqa: E402
+from plugin import clock, create_app  # noqa: E402
+from plugin.demo.fake_bulk import history_lines  # noqa: E402
+from plugin.shopify import backfill  # noqa: E402
+from plugin.store import shops  # noqa: E402
 
 COLUMNS = backfill.ORDER_COLUMNS
 
@@ -106,8 +108,8 @@ def main() -> None:
     )
     db = app.extensions["lifecycle.db"]
     with db.session() as session:
-        ours_id = storage.upsert_shop(session, "ours.myshopify.com", None, clock.now()).id
-        copy_id = storage.upsert_shop(session, "copy.myshopify.com", None, clock.now()).id
+        ours_id = shops.upsert_shop(session, "ours.myshopify.com", None, clock.now()).id
+        copy_id = shops.upsert_shop(session, "copy.myshopify.com", None, clock.now()).id
 
     history = {
         "customers": args.orders // 5,

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.servers import Servers  # noqa: E402
-from plugin import synthetic as s  # noqa: E402
+from plugin.demo import synthetic as s  # noqa: E402
 
 SHOP = "bench-store.myshopify.com"
 SECRET = "bench-secret"

@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.servers import Servers  # noqa: E402
-from plugin import storage  # noqa: E402
-from plugin import synthetic as s  # noqa: E402
-from plugin.models import Delivery, DeliveryStatus, Shop, Shopper  # noqa: E402
-from plugin.stages import ShopperFacts, assess  # noqa: E402
+from plugin.core.facts import ShopperFacts  # noqa: E402
+from plugin.core.stages import assess  # noqa: E402
+from plugin.demo import synthetic as s  # noqa: E402
+from plugin.store.db import database_url  # noqa: E402
+from plugin.store.models import Delivery, DeliveryStatus, Shop, Shopper  # noqa: E402
 
 SHOP = "replay-store.myshopify.com"
 SECRET = "replay-secret"
@@ -159,7 +160,7 @@ def main() -> None:
 
     servers = Servers(SHOP, SECRET, args.database_url, args.port, "bench.bare_app:create()")
     servers.env["LIFECYCLE_NOW"] = NOW.isoformat()
-    engine = create_engine(storage.database_url(args.database_url, servers.env["LIFECYCLE_INSTANCE_PATH"]))
+    engine = create_engine(database_url(args.database_url, servers.env["LIFECYCLE_INSTANCE_PATH"]))
     try:
         bare = post_all(args.port, "/bare", histories, args.threads)
         print(f"baseline: posting to a bare endpoint took {bare:.1f} s ({webhooks / bare:.0f}/s)")

@@ -38,9 +38,9 @@ class Servers:
     def _hold_embedded_redis(self, shop: str) -> str:
         # One process migrates, registers the shop and keeps the embedded Redis alive for the others.
         setup = (
-            "from plugin import create_app, runtime, storage, clock\nimport os, time\n"
+            "from plugin import create_app, runtime, clock\nfrom plugin.store import shops\nimport os, time\n"
             "app = create_app(); runtime.hand_down(app); db = app.extensions['lifecycle.db']\n"
-            f"with db.session() as s: storage.upsert_shop(s, {shop!r}, None, clock.now())\n"
+            f"with db.session() as s: shops.upsert_shop(s, {shop!r}, None, clock.now())\n"
             "print(os.environ['REDIS_URL'], flush=True); time.sleep(10**6)"
         )
         holder = subprocess.Popen(

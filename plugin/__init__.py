@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from plugin import queue, storage
-from plugin.config import load_config
-from plugin.verify import WebhookVerifier
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def instance_path() -> str:
@@ -22,6 +19,19 @@ def instance_path() -> str:
 
 def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = True) -> Flask:
     """Build the app: settings (environment, then test_config) → database → Redis → blueprints."""
+    # Imported here, not at the top: this file runs before any `plugin.…` module is imported, and the
+    # pure core (`plugin.core`) must load without Flask, SQLAlchemy or Redis (the flaskr factory's way).
+    from flask import Flask
+
+    import admin
+    import admin.api
+    from plugin.config import load_config
+    from plugin.pipeline import queue
+    from plugin.shopify.verify import WebhookVerifier
+    from plugin.store.db import Database, database_url
+    from plugin.store.db import migrate as migrate_database
+    from plugin.web import install, storefront, unsubscribe, webhooks
+
     app = Flask(__name__, instance_relative_config=True, instance_path=instance_path())
     app.config.update(load_config(overrides=test_config))
     logging.basicConfig(
@@ -30,22 +40,18 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = Tru
 
     # Derived once: where emails go without SMTP_URL.
     app.config["OUTBOX"] = app.config["OUTBOX"] or os.path.join(app.instance_path, "outbox")
-    url = storage.database_url(app.config["DATABASE_URL"], app.instance_path)
+    url = database_url(app.config["DATABASE_URL"], app.instance_path)
     if migrate:
-        storage.migrate(url)
-    app.extensions["lifecycle.db"] = storage.Database(url)
+        migrate_database(url)
+    app.extensions["lifecycle.db"] = Database(url)
     app.extensions["lifecycle.redis"] = queue.connect(app.config["REDIS_URL"], app.instance_path)
     app.extensions["lifecycle.verifier"] = WebhookVerifier(
         app.config["SHOPIFY_API_KEY"], app.config["WEBHOOK_SECRETS"]
     )
 
-    import admin
-    import admin.api
-    from plugin import oauth, storefront, unsubscribe, webhooks
-
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(unsubscribe.bp)
-    app.register_blueprint(oauth.bp)
+    app.register_blueprint(install.bp)
     app.register_blueprint(storefront.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(admin.api.bp)

@@ -10,10 +10,19 @@ from decimal import Decimal
 import click
 from sqlalchemy import select
 
-from plugin import clock, create_app, queue, runtime, storage
+from plugin import clock, create_app, runtime
+from plugin.clock import iso
 from plugin.config import ConfigError
-from plugin.models import ActionRun, Delivery, DeliveryStatus, RunStatus, Shopper, Stage
-from plugin.shoppers import accepts_marketing
+from plugin.core.facts import accepts_marketing
+from plugin.crypto import encrypt_token
+from plugin.pipeline import queue
+from plugin.pipeline.tick import tick_app
+from plugin.pipeline.worker import run_worker
+from plugin.shopify.verify import sanitize_shop_domain
+from plugin.store import deliveries as delivery_rows
+from plugin.store import shops as shop_rows
+from plugin.store.models import ActionRun, DataExport, Delivery, DeliveryStatus, RunStatus, Shopper, Stage
+from plugin.store.status import shop_status
 
 
 def build_app():
@@ -83,7 +92,6 @@ def serve(host: str, port: int, workers: int) -> None:
 def worker(burst: bool, now: str | None) -> None:
     """Process queued webhooks and action runs."""
     _pin(now)
-    from plugin.worker import run_worker
 
     run_worker(build_app(), burst=burst)
 
@@ -93,7 +101,6 @@ def worker(burst: bool, now: str | None) -> None:
 def tick(now: str | None) -> None:
     """Apply time-based stage moves as of now, and re-queue deliveries whose job was lost."""
     _pin(now)
-    from plugin.tick import tick_app
 
     report = tick_app(build_app())
     click.echo(json.dumps(report.as_dict(), indent=2))
@@ -109,15 +116,15 @@ def shops() -> None:
 @click.option("--token", required=True, help="The shop's Admin API access token (stored encrypted).")
 def shops_add(domain: str, token: str) -> None:
     """Register an installed shop (the app-store install flow does this by itself)."""
-    from plugin.crypto import encrypt_token
-    from plugin.verify import sanitize_shop_domain
 
     shop_domain = sanitize_shop_domain(domain)
     if shop_domain is None:
         raise click.BadParameter("a shop domain looks like NAME.myshopify.com", param_hint="DOMAIN")
     app = build_app()
     with app.extensions["lifecycle.db"].session() as session:
-        storage.upsert_shop(session, shop_domain, encrypt_token(token, app.config["SECRET_KEY"]), clock.now())
+        shop_rows.upsert_shop(
+            session, shop_domain, encrypt_token(token, app.config["SECRET_KEY"]), clock.now()
+        )
     click.echo(f"registered {shop_domain}")
 
 
@@ -125,7 +132,6 @@ def shops_add(domain: str, token: str) -> None:
 @click.argument("domain")
 def shops_status(domain: str) -> None:
     """Install state, token, backfill progress and data freshness of a shop, as JSON."""
-    from plugin.status import shop_status
 
     found = shop_status(build_app().extensions["lifecycle.db"], domain.strip().lower())
     if found is None:
@@ -142,10 +148,9 @@ def compliance() -> None:
 @click.option("--shop", "shop_domain", required=True)
 def compliance_exports(shop_domain: str) -> None:
     """List a shop's data exports (id, customer, request, when)."""
-    from plugin.models import DataExport
 
     with build_app().extensions["lifecycle.db"].session() as session:
-        shop = storage.get_shop(session, shop_domain)
+        shop = shop_rows.get_shop(session, shop_domain)
         rows = (
             []
             if shop is None
@@ -158,7 +163,7 @@ def compliance_exports(shop_domain: str) -> None:
                 "id": e.id,
                 "customer_id": e.customer_id,
                 "data_request_id": e.data_request_id,
-                "requested_at": _iso(e.requested_at),
+                "requested_at": iso(e.requested_at),
             }
             for e in rows
         ]
@@ -169,7 +174,6 @@ def compliance_exports(shop_domain: str) -> None:
 @click.argument("export_id", type=int)
 def compliance_export(export_id: int) -> None:
     """Print one data export as JSON, to hand to the merchant's customer."""
-    from plugin.models import DataExport
 
     with build_app().extensions["lifecycle.db"].session() as session:
         export = session.get(DataExport, export_id)
@@ -186,7 +190,7 @@ def customers(shop_domain: str, stage: str | None, as_json: bool) -> None:
     """List shoppers with their stage and why."""
     app = build_app()
     with app.extensions["lifecycle.db"].session() as session:
-        shop = storage.get_shop(session, shop_domain)
+        shop = shop_rows.get_shop(session, shop_domain)
         if shop is None:
             raise click.ClickException(f"no such shop: {shop_domain}")
         query = select(Shopper).where(Shopper.shop_id == shop.id, Shopper.deleted_at.is_(None))
@@ -205,23 +209,19 @@ def customer_row(shopper: Shopper) -> dict:
         "locale": shopper.locale,
         "stage": shopper.stage,
         "stage_reason": shopper.stage_reason,
-        "stage_changed_at": _iso(shopper.stage_changed_at),
+        "stage_changed_at": iso(shopper.stage_changed_at),
         "orders_count": shopper.orders_count,
         "total_spent": str(Decimal(shopper.total_spent).quantize(Decimal("0.01"))),
         "currency": shopper.currency,
-        "first_order_at": _iso(shopper.first_order_at),
-        "last_order_at": _iso(shopper.last_order_at),
-        "last_checkout_at": _iso(shopper.last_checkout_at),
-        "last_cart_at": _iso(shopper.last_cart_at),
+        "first_order_at": iso(shopper.first_order_at),
+        "last_order_at": iso(shopper.last_order_at),
+        "last_checkout_at": iso(shopper.last_checkout_at),
+        "last_cart_at": iso(shopper.last_cart_at),
         "checkout_open": shopper.checkout_open,
         "accepts_marketing": accepts_marketing(shopper),
         "email_marketing_consent": shopper.consent_state,
         "tags": shopper.tags,
     }
-
-
-def _iso(value) -> str | None:
-    return value.isoformat() if value else None
 
 
 @main.command()
@@ -234,7 +234,7 @@ def actions(shop_domain: str, status: str | None, play: str | None, as_json: boo
     """List action runs (newest first): play, shopper, status, due/sent time, and why skipped or deferred."""
     app = build_app()
     with app.extensions["lifecycle.db"].session() as session:
-        shop = storage.get_shop(session, shop_domain)
+        shop = shop_rows.get_shop(session, shop_domain)
         if shop is None:
             raise click.ClickException(f"no such shop: {shop_domain}")
         query = (
@@ -262,14 +262,14 @@ def run_row(run: ActionRun, shopper: Shopper | None) -> dict:
         "status": run.status,
         "trigger": run.trigger,
         "cycle": run.cycle,
-        "created_at": _iso(run.created_at),
-        "due_at": _iso(run.due_at),
-        "sent_at": _iso(run.sent_at),
-        "finished_at": _iso(run.finished_at),
+        "created_at": iso(run.created_at),
+        "due_at": iso(run.due_at),
+        "sent_at": iso(run.sent_at),
+        "finished_at": iso(run.finished_at),
         "skip_reason": run.skip_reason,
         "deferred_reason": run.deferred_reason,
         "discount_code": run.discount_code,
-        "discount_expires_at": _iso(run.discount_expires_at),
+        "discount_expires_at": iso(run.discount_expires_at),
         "attempts": run.attempts,
         "marketing": run.marketing,
     }
@@ -301,12 +301,12 @@ def delivery_row(delivery: Delivery) -> dict:
         "shop_domain": delivery.shop_domain,
         "api_version": delivery.api_version,
         "event_id": delivery.event_id,
-        "triggered_at": _iso(delivery.triggered_at),
-        "received_at": _iso(delivery.received_at),
+        "triggered_at": iso(delivery.triggered_at),
+        "received_at": iso(delivery.received_at),
         "status": delivery.status,
         "reason": delivery.reason,
         "attempts": delivery.attempts,
-        "processed_at": _iso(delivery.processed_at),
+        "processed_at": iso(delivery.processed_at),
     }
 
 
@@ -316,7 +316,7 @@ def deliveries_replay(delivery_id: int) -> None:
     """Queue a delivery again (after fixing what quarantined or failed it)."""
     app = build_app()
     with app.extensions["lifecycle.db"].session() as session:
-        delivery = storage.reset_delivery(session, delivery_id)
+        delivery = delivery_rows.reset_delivery(session, delivery_id)
         if delivery is None:
             raise click.ClickException(f"no delivery {delivery_id}")
     queue.enqueue_drain(app.extensions["lifecycle.redis"], queue.delivery_slot(delivery_id), force=True)
@@ -330,7 +330,7 @@ def deliveries_replay(delivery_id: int) -> None:
 @click.option("--no-serve", is_flag=True, help="Exit after the report instead of serving on.")
 def demo(shopper_count: int, port: int, seed: int, no_serve: bool) -> None:
     """Run a demo store end to end: signed webhooks → HTTP → worker → stages, then keep serving."""
-    from plugin.demo import run_demo
+    from plugin.demo.command import run_demo  # the demo and its fakes load only for this command
 
     run_demo(shopper_count=shopper_count, port=port, seed=seed, serve_after=not no_serve)
 

@@ -41,3 +41,17 @@ def pin(instant: datetime | str | None) -> None:
         return
     value = parse_instant(instant) if isinstance(instant, str) else instant.astimezone(UTC)
     os.environ[ENV_NAME] = value.isoformat()
+
+
+def aware(value: datetime | str | None) -> datetime | None:
+    """A stored instant as an aware UTC datetime (SQLite's aggregates come back naive, or as text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 text of an instant, or None."""
+    return value.isoformat() if value else None

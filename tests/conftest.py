@@ -14,8 +14,11 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from plugin import create_app, queue, storage
-from plugin.models import Base
+from plugin import create_app
+from plugin.pipeline import queue
+from plugin.store import shops
+from plugin.store.db import Database, migrate
+from plugin.store.models import Base
 
 API_KEY = "test-api-key"
 SECRET = "test-webhook-secret"
@@ -69,7 +72,7 @@ def database_url(request, tmp_path_factory) -> str:
             with engine.begin() as connection:
                 connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
             engine.dispose()
-        storage.migrate(url)
+        migrate(url)
         _migrated[backend] = url
     url = _migrated[backend]
     _empty(url)
@@ -135,7 +138,7 @@ def smtp():
 
 @pytest.fixture
 def fake_store():
-    from plugin.fake_store import FakeStore, FakeStoreServer
+    from plugin.demo.fake_store import FakeStore, FakeStoreServer
 
     store = FakeStore(access_token=SHOP_TOKEN, shop_domain=SHOP, api_key=API_KEY, api_secret=SECRET)
     with FakeStoreServer(store) as server:
@@ -175,7 +178,7 @@ def client(app):
 
 
 @pytest.fixture
-def db(app) -> storage.Database:
+def db(app) -> Database:
     return app.extensions["lifecycle.db"]
 
 
@@ -184,7 +187,7 @@ def shop(db):
     from plugin.crypto import encrypt_token
 
     with db.session() as session:
-        return storage.upsert_shop(session, SHOP, encrypt_token(SHOP_TOKEN, "test-secret-key"), NOW)
+        return shops.upsert_shop(session, SHOP, encrypt_token(SHOP_TOKEN, "test-secret-key"), NOW)
 
 
 @pytest.fixture

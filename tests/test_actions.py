@@ -8,9 +8,9 @@ from decimal import Decimal
 import requests
 from sqlalchemy import select
 
-from plugin import synthetic as s
-from plugin.models import ActionRun, Shop, StockSubscription, Suppression
-from plugin.tick import tick_app
+from plugin.demo import synthetic as s
+from plugin.pipeline.tick import tick_app
+from plugin.store.models import ActionRun, Shop, StockSubscription, Suppression
 from tests.conftest import NOW, SHOP
 from tests.webhook_client import post_webhook
 
@@ -286,8 +286,8 @@ def test_uninstall_cancels_pending_runs(client, shop, worker, db):
 
 
 def test_every_document_is_valid_against_the_admin_schema():
-    from plugin.fake_store import validate_document
-    from plugin.shopify_client import document, operations
+    from plugin.demo.fake_store import validate_document
+    from plugin.shopify.client import document, operations
 
     assert len(operations()) >= 6
     for name in operations():
@@ -308,7 +308,7 @@ def test_the_sandbox_refuses_unsafe_templates():
 
 
 def test_past_buyers_hear_about_a_restock_when_the_merchant_turns_it_on(client, shop, worker, smtp, db):
-    from plugin.models import Rule
+    from plugin.store.models import Rule
 
     with db.session() as session:
         rule = session.scalar(select(Rule).where(Rule.key == "back_in_stock_buyers"))
@@ -335,7 +335,7 @@ def test_past_buyers_hear_about_a_restock_when_the_merchant_turns_it_on(client, 
 
 
 def test_a_holdout_share_records_held_out_runs_that_send_nothing(client, shop, worker, smtp, db):
-    from plugin.models import Rule
+    from plugin.store.models import Rule
 
     with db.session() as session:
         rule = session.scalar(select(Rule).where(Rule.key == "welcome"))

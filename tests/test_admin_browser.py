@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import pytest
 from werkzeug.serving import make_server
 
-from plugin import synthetic as s
+from plugin.demo import synthetic as s
 from tests.conftest import NOW, SHOP
 from tests.test_install import session_token
 from tests.webhook_client import post_webhook

@@ -9,7 +9,7 @@ import pytest
 
 from admin import i18n
 from admin.api import SETTINGS
-from plugin.models import Stage
+from plugin.store.models import Stage
 
 APP_JS = Path(i18n.__file__).parent / "static" / "admin" / "app.js"
 

@@ -15,9 +15,10 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from plugin.fake_bulk import history_lines
-from plugin.models import ActionRun, Order, Shop, Shopper, StageTransition
-from plugin.stages import ShopperFacts, Thresholds, assess
+from plugin.core.facts import ShopperFacts
+from plugin.core.stages import Thresholds, assess
+from plugin.demo.fake_bulk import history_lines
+from plugin.store.models import ActionRun, Order, Shop, Shopper, StageTransition
 from tests.conftest import API_KEY, NOW, REDIS_URL, SECRET, SHOP
 from tests.test_install import open_app_home
 
@@ -126,7 +127,7 @@ def test_install_backfills_the_store_history(client, db, fake_store, app, worker
 
 
 def test_backfill_never_overwrites_newer_facts_from_webhooks(client, db, fake_store, app, worker):
-    from plugin import synthetic as s
+    from plugin.demo import synthetic as s
     from tests.webhook_client import post_webhook
 
     store = fake_store.store

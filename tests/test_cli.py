@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from click.testing import CliRunner
 
-from plugin import synthetic as s
 from plugin.cli import main
+from plugin.demo import synthetic as s
 from tests.conftest import API_KEY, NOW, REDIS_URL, SECRET, SHOP
 from tests.webhook_client import post_webhook
 
@@ -76,7 +76,7 @@ def test_shops_add_then_customers_by_stage_as_json(run, client, worker):
 def test_token_is_stored_encrypted(run, db):
     from sqlalchemy import select
 
-    from plugin.models import Shop
+    from plugin.store.models import Shop
 
     run("shops", "add", SHOP, "--token", "shpat_secret")
     with db.session() as session:

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 from sqlalchemy import inspect, select, text
 
-from plugin import synthetic as s
-from plugin.models import DataExport, Delivery, Order, Shopper, StockSubscription
+from plugin.demo import synthetic as s
+from plugin.store.models import DataExport, Delivery, Order, Shopper, StockSubscription
 from tests.conftest import NOW, SHOP
 from tests.webhook_client import post_webhook
 

@@ -16,9 +16,9 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from plugin import oauth
 from plugin.crypto import decrypt_token
-from plugin.models import Shop
+from plugin.shopify import tokens
+from plugin.store.models import Shop
 from tests.conftest import API_KEY, NOW, PREVIOUS_SECRET, SECRET, SHOP
 from tests.test_compliance import every_value
 
@@ -118,14 +118,14 @@ def test_token_is_refreshed_once_before_it_lapses_even_when_workers_race(
     first = decrypt_token(shop.access_token_encrypted, "test-secret-key")
     # 50 minutes on, the token is still good: no refresh
     monkeypatch.setenv("LIFECYCLE_NOW", (NOW + timedelta(minutes=50)).isoformat())
-    assert oauth.access_token(db, shop.id, app.config) == first
+    assert tokens.access_token(db, shop.id, app.config) == first
     # 56 minutes on, inside the margin: four workers ask at once, one refresh happens, all get the new token
     monkeypatch.setenv("LIFECYCLE_NOW", (NOW + timedelta(minutes=56)).isoformat())
     got, errors = [], []
 
     def ask():
         try:
-            got.append(oauth.access_token(db, shop.id, app.config))
+            got.append(tokens.access_token(db, shop.id, app.config))
         except Exception as error:  # noqa: BLE001 - collected for the assertion
             errors.append(error)
 
@@ -174,10 +174,11 @@ def test_app_configuration_declares_what_the_app_uses():
     import tomllib
     from pathlib import Path
 
-    from plugin import handlers, payloads
+    from plugin import handlers
+    from plugin.shopify import payloads
 
     config = tomllib.loads((Path(__file__).parent.parent / "shopify.app.toml").read_text())
-    assert config["access_scopes"]["scopes"] == oauth.SCOPES
+    assert config["access_scopes"]["scopes"] == tokens.SCOPES
     assert config["webhooks"]["api_version"] == "2026-10"
     [regular, compliance] = config["webhooks"]["subscriptions"]
     # every subscribed topic has a handler, and every handled topic is subscribed (compliance ones apart)
@@ -212,7 +213,7 @@ def test_every_admin_call_needs_a_valid_session_token(client, shop, method, path
 
 
 def test_a_sent_message_cannot_be_resent_a_failed_one_can(client, db, shop):
-    from plugin.models import ActionRun, RunStatus
+    from plugin.store.models import ActionRun, RunStatus
 
     with db.session() as session:
         common = dict(

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from plugin import synthetic as s
-from plugin.models import Delivery, Order, Shopper, StageTransition
+from plugin.demo import synthetic as s
+from plugin.store.models import Delivery, Order, Shopper, StageTransition
 from tests.conftest import NOW
 from tests.webhook_client import post_webhook
 
@@ -321,7 +321,7 @@ def test_uninstall_deactivates_the_shop_and_later_webhooks_are_ignored(client, d
 
 
 def test_inventory_level_keeps_the_previous_value(client, db, shop, worker):
-    from plugin.models import InventoryLevel
+    from plugin.store.models import InventoryLevel
 
     post_webhook(client, "inventory_levels/update", s.inventory_level_payload(11, 22, 0, NOW - 2 * DAY))
     post_webhook(client, "inventory_levels/update", s.inventory_level_payload(11, 22, 5, NOW - DAY))
@@ -332,7 +332,7 @@ def test_inventory_level_keeps_the_previous_value(client, db, shop, worker):
 
 
 def test_products_and_bulk_operations_are_recorded(client, db, shop, worker):
-    from plugin.models import Product, Shop
+    from plugin.store.models import Product, Shop
 
     post_webhook(client, "products/create", s.product_payload(7001, "Tee", [(8001, 11)], NOW - DAY))
     post_webhook(client, "bulk_operations/finish", s.bulk_finish_payload(55))
@@ -346,8 +346,8 @@ def test_a_handler_error_is_retried_with_backoff_then_marked_failed(
     client, db, shop, worker, redis_connection, monkeypatch
 ):
     from plugin import handlers
-    from plugin.jobs import MAX_ATTEMPTS
-    from plugin.tick import run_tick
+    from plugin.pipeline.deliveries import MAX_ATTEMPTS
+    from plugin.pipeline.tick import run_tick
 
     def broken(ctx, payload):
         raise RuntimeError("boom")
@@ -403,7 +403,7 @@ def test_time_is_read_from_the_one_clock(client, db, shop, worker, monkeypatch):
 
 
 def test_all_topics_in_the_issue_have_schemas():
-    from plugin.payloads import SCHEMAS
+    from plugin.shopify.payloads import SCHEMAS
 
     wanted = """customers/create customers/update customers/delete customers_email_marketing_consent/update
     customers/purchasing_summary customer.tags_added customer.tags_removed orders/create orders/updated orders/paid

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from plugin.fake_bulk import history_lines
-from plugin.models import Delivery, Order, Shop, Shopper
-from plugin.tick import tick_app
+from plugin.demo.fake_bulk import history_lines
+from plugin.pipeline.tick import tick_app
+from plugin.store.models import Delivery, Order, Shop, Shopper
 from tests.conftest import NOW
 
 

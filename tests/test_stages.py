@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from plugin.stages import DEFAULT_THRESHOLDS, ShopperFacts, Stage, Thresholds, assess, classify
+from plugin.core.facts import ShopperFacts
+from plugin.core.stages import DEFAULT_THRESHOLDS, Stage, Thresholds, assess, classify
 from tests.conftest import NOW
 
 DAY = timedelta(days=1)

@@ -62,7 +62,7 @@ def test_processes_starting_at_once_on_an_empty_database_all_come_up(empty_datab
     with engine.connect() as connection:
         versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     engine.dispose()
-    heads = sorted(p.stem.split("_")[0] for p in (ROOT / "plugin/migrations/versions").glob("0*.py"))
+    heads = sorted(p.stem.split("_")[0] for p in (ROOT / "plugin/store/migrations/versions").glob("0*.py"))
     assert versions == [heads[-1]]
 
 

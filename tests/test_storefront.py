@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 import pytest
 from sqlalchemy import select
 
-from plugin.models import StockSubscription
-from plugin.storefront import PER_IP
+from plugin.store.models import StockSubscription
+from plugin.web.storefront import PER_IP
 from tests.conftest import SECRET, SHOP
 
 

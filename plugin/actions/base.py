@@ -7,9 +7,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from plugin.models import ActionRun, Shop, Shopper
-from plugin.shopify_client import ShopifyClient
-from plugin.storage import Database
+from plugin.shopify.client import ShopifyClient
+from plugin.store.db import Database
+from plugin.store.models import ActionRun, Shop, Shopper
 
 
 class PermanentActionError(Exception):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from plugin import emails, storefront, unsubscribe
+from plugin import emails, links
 from plugin.actions.base import ActionContext, PermanentActionError, RetryableActionError
 from plugin.actions.shopify_effects import issue_discount, tag_customer
-from plugin.models import EmailTemplate, StockSubscription
+from plugin.store.models import EmailTemplate, StockSubscription
 
 
 def run(ctx: ActionContext) -> None:
@@ -24,9 +24,9 @@ def run(ctx: ActionContext) -> None:
     tag_customer(ctx)
     issue_discount(ctx)
     to = run_row.recipient_email or shopper.email
-    unsubscribe_url = unsubscribe.url_for(ctx.settings, ctx.shop.id, to) if run_row.marketing else None
+    unsubscribe_url = links.url_for(ctx.settings, ctx.shop.id, to) if run_row.marketing else None
     if not run_row.marketing and "subscription_id" in (run_row.context or {}):  # an alert they asked for
-        unsubscribe_url = storefront.alert_cancel_url(ctx.settings, run_row.context["subscription_id"])
+        unsubscribe_url = links.alert_cancel_url(ctx.settings, run_row.context["subscription_id"])
     rendered = render(ctx, unsubscribe_url)
     sender = (
         ctx.shop.sender_name or ctx.shop.domain.split(".")[0],

@@ -11,8 +11,8 @@ import hmac
 from datetime import timedelta
 
 from plugin.actions.base import ActionContext, PermanentActionError
-from plugin.models import ActionRun, RunStatus, Stage
-from plugin.shopify_client import ShopifyUserErrors
+from plugin.shopify.client import ShopifyUserErrors
+from plugin.store.models import ActionRun, RunStatus, Stage
 
 STAGE_TAG = "lifecycle:{stage}"
 METAFIELD = {"namespace": "lifecycle", "key": "stage", "type": "single_line_text_field"}

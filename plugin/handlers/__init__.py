@@ -1,47 +1,18 @@
-"""Webhook handlers, one per topic, registered in one table named by Shopify's topic strings."""
+"""Webhook handlers, one module per topic family; importing this package registers them all."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from plugin.handlers import checkouts, compliance, customers, installation, inventory, orders
+from plugin.handlers.registry import HANDLERS, NoHandlerError, dispatch
 
-from plugin.profiles import HandlerContext
-
-Handler = Callable[[HandlerContext, Any], None]
-HANDLERS: dict[str, Handler] = {}
-
-
-def handles(*topics: str) -> Callable[[Handler], Handler]:
-    """Register the decorated function as the handler of each topic."""
-
-    def register(function: Handler) -> Handler:
-        for topic in topics:
-            if topic in HANDLERS:
-                raise ValueError(f"two handlers for {topic}")
-            HANDLERS[topic] = function
-        return function
-
-    return register
-
-
-class NoHandlerError(LookupError):
-    """No handler is registered for the topic."""
-
-
-def dispatch(ctx: HandlerContext, payload: Any) -> str | None:
-    """Run the handler of ctx.topic; return the note it leaves on the delivery, if any."""
-    handler = HANDLERS.get(ctx.topic)
-    if handler is None:
-        raise NoHandlerError(ctx.topic)
-    return handler(ctx, payload)
-
-
-# Importing the modules registers their handlers.
-from plugin.handlers import (  # noqa: E402,F401
-    checkouts,
-    compliance,
-    customers,
-    installation,
-    inventory,
-    orders,
-)
+__all__ = [
+    "HANDLERS",
+    "NoHandlerError",
+    "dispatch",
+    "checkouts",
+    "compliance",
+    "customers",
+    "installation",
+    "inventory",
+    "orders",
+]

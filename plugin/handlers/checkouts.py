@@ -7,29 +7,31 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from plugin import profiles, shoppers
-from plugin.handlers import handles
-from plugin.models import Cart, Checkout, Order
-from plugin.payloads import CartData, CheckoutData
-from plugin.profiles import HandlerContext
+from plugin.core import facts
+from plugin.handlers import shopper_updates
+from plugin.handlers.context import HandlerContext, restage
+from plugin.handlers.registry import handles
+from plugin.shopify.payloads import CartData, CheckoutData
+from plugin.store import shoppers
+from plugin.store.models import Cart, Checkout, Order
 
 
 @handles("checkouts/create", "checkouts/update")
 def on_checkout(ctx: HandlerContext, checkout: CheckoutData) -> None:
     """Store the checkout (newest version wins) and update its shopper's activity and stage."""
     customer = checkout.customer
-    shopper = profiles.lock_shopper(ctx, customer.id) if customer else None
+    shopper = shoppers.lock_shopper(ctx, customer.id) if customer else None
     row = store_checkout(ctx, checkout)
     cart = link_cart(ctx, checkout.cart_token, customer.id if customer else None)
     if shopper is None:
         return
-    shoppers.apply_customer(shopper, customer)
-    shoppers.apply_contact(shopper, checkout.email, checkout.customer_locale, checkout.currency)
+    shopper_updates.apply_customer(shopper, customer)
+    shopper_updates.apply_contact(shopper, checkout.email, checkout.customer_locale, checkout.currency)
     shopper.last_checkout_at = _latest(shopper.last_checkout_at, row.source_updated_at)
     if cart is not None:
         shopper.last_cart_at = _latest(shopper.last_cart_at, cart.source_updated_at)
-    profiles.refresh_checkout_open(ctx, shopper)
-    profiles.restage(ctx, shopper)
+    shoppers.refresh_checkout_open(ctx, shopper)
+    restage(ctx, shopper)
     if row.completed_at is None and row.closed_at is None and row.abandoned_checkout_url:
         ctx.trigger(
             shopper,
@@ -47,16 +49,16 @@ def on_checkout(ctx: HandlerContext, checkout: CheckoutData) -> None:
 def on_cart(ctx: HandlerContext, cart: CartData) -> None:
     """Store the cart; when it is already linked to a shopper, count it as their activity."""
     row = ctx.session.scalar(select(Cart).where(Cart.shop_id == ctx.shop.id, Cart.token == cart.token))
-    shopper = profiles.lock_shopper(ctx, row.customer_id) if row is not None and row.customer_id else None
+    shopper = shoppers.lock_shopper(ctx, row.customer_id) if row is not None and row.customer_id else None
     if row is None:
         row = Cart(shop_id=ctx.shop.id, token=cart.token)
         ctx.session.add(row)
-    if not shoppers.is_stale(row.source_updated_at, cart.updated_at):
+    if not facts.is_stale(row.source_updated_at, cart.updated_at):
         row.source_updated_at = cart.updated_at
         row.line_items = [{"variant_id": li.variant_id, "quantity": li.quantity} for li in cart.line_items]
     if shopper is not None:
         shopper.last_cart_at = _latest(shopper.last_cart_at, row.source_updated_at)
-        profiles.restage(ctx, shopper)
+        restage(ctx, shopper)
 
 
 def store_checkout(ctx: HandlerContext, checkout: CheckoutData) -> Checkout:
@@ -67,7 +69,7 @@ def store_checkout(ctx: HandlerContext, checkout: CheckoutData) -> Checkout:
     if row is None:
         row = Checkout(shop_id=ctx.shop.id, token=checkout.token)
         ctx.session.add(row)
-    elif shoppers.is_stale(row.source_updated_at, checkout.updated_at):
+    elif facts.is_stale(row.source_updated_at, checkout.updated_at):
         return row
     row.checkout_id = checkout.id
     row.cart_token = checkout.cart_token

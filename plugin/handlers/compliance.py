@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from flask import current_app
 
-from plugin import compliance
-from plugin.handlers import handles
-from plugin.payloads import ComplianceRequest
-from plugin.profiles import HandlerContext
+from plugin.handlers.context import HandlerContext
+from plugin.handlers.registry import handles
+from plugin.shopify.payloads import ComplianceRequest
+from plugin.store import erasure as compliance
 
 
 def _outbox() -> str:

@@ -2,62 +2,62 @@
 
 from __future__ import annotations
 
-from plugin import profiles, shoppers
-from plugin.handlers import handles
-from plugin.payloads import ConsentUpdate, CustomerDeleted, CustomerRef, PurchasingSummary, TagsChange
-from plugin.profiles import HandlerContext
+from plugin.core import facts
+from plugin.handlers import shopper_updates
+from plugin.handlers.context import HandlerContext, restage
+from plugin.handlers.registry import handles
+from plugin.shopify.payloads import ConsentUpdate, CustomerDeleted, CustomerRef, PurchasingSummary, TagsChange
+from plugin.store import runs, shoppers
 
 
 @handles("customers/create", "customers/update")
 def on_customers_create(ctx: HandlerContext, customer: CustomerRef) -> None:
     """Record who the shopper is; a new contact with no order starts as a prospect."""
-    shopper = profiles.lock_shopper(ctx, customer.id)
-    shoppers.apply_customer(shopper, customer)
+    shopper = shoppers.lock_shopper(ctx, customer.id)
+    shopper_updates.apply_customer(shopper, customer)
     shopper.deleted_at = None
-    profiles.restage(ctx, shopper)
+    restage(ctx, shopper)
     if ctx.topic == "customers/create":
         ctx.trigger(shopper, "customer_created", customer.created_at, "once")
-        if shoppers.accepts_marketing(shopper):  # the consent webhook came first
+        if facts.accepts_marketing(shopper):  # the consent webhook came first
             ctx.trigger(shopper, "consent_granted", customer.created_at, "once")
 
 
 @handles("customers/delete")
 def on_customers_delete(ctx: HandlerContext, customer: CustomerDeleted) -> None:
     """Mark the shopper deleted in Shopify: kept for history, never contacted again."""
-    shopper = profiles.lock_shopper(ctx, customer.id)
+    shopper = shoppers.lock_shopper(ctx, customer.id)
     shopper.deleted_at = ctx.triggered_at or ctx.now
 
 
 @handles("customers_email_marketing_consent/update")
 def on_customers_email_marketing_consent_update(ctx: HandlerContext, consent: ConsentUpdate) -> None:
     """Record consent given or withdrawn; an older change never overrides a newer one."""
-    shopper = profiles.lock_shopper(ctx, consent.customer_id)
-    applied = shoppers.apply_consent(shopper, consent, ctx.triggered_at)
-    if applied and shoppers.accepts_marketing(shopper) and shopper.customer_updated_at is not None:
+    shopper = shoppers.lock_shopper(ctx, consent.customer_id)
+    applied = shopper_updates.apply_consent(shopper, consent, ctx.triggered_at)
+    if applied and facts.accepts_marketing(shopper) and shopper.customer_updated_at is not None:
         # Known (customers/create seen) and now subscribed: the welcome's moment. If customers/create
         # comes later, it fires this trigger itself; the cycle "once" makes the two one welcome.
         ctx.trigger(shopper, "consent_granted", shopper.consent_updated_at, "once")
-    elif applied and not shoppers.accepts_marketing(shopper):
-        from plugin import runs
-
+    elif applied and not facts.accepts_marketing(shopper):
         runs.skip_pending_marketing(ctx.session, shopper.id, "consent withdrawn", ctx.now)
 
 
 @handles("customer.tags_added")
 def on_customer_tags_added(ctx: HandlerContext, change: TagsChange) -> None:
-    shoppers.apply_tags(profiles.lock_shopper(ctx, change.customer_id), change, present=True)
+    shopper_updates.apply_tags(shoppers.lock_shopper(ctx, change.customer_id), change, present=True)
 
 
 @handles("customer.tags_removed")
 def on_customer_tags_removed(ctx: HandlerContext, change: TagsChange) -> None:
-    shoppers.apply_tags(profiles.lock_shopper(ctx, change.customer_id), change, present=False)
+    shopper_updates.apply_tags(shoppers.lock_shopper(ctx, change.customer_id), change, present=False)
 
 
 @handles("customers/purchasing_summary")
 def on_customers_purchasing_summary(ctx: HandlerContext, summary: PurchasingSummary) -> None:
     """Keep Shopify's own order count and spend beside ours (reconciliation compares them)."""
-    shopper = profiles.lock_shopper(ctx, summary.customer_id)
-    if shoppers.is_stale(shopper.shopify_summary_at, summary.occurred_at):
+    shopper = shoppers.lock_shopper(ctx, summary.customer_id)
+    if facts.is_stale(shopper.shopify_summary_at, summary.occurred_at):
         return
     shopper.shopify_orders_count = summary.number_of_orders
     shopper.shopify_amount_spent = summary.amount_spent

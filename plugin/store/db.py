@@ -1,0 +1,129 @@
+"""The database: engines (SQLite embedded default, PostgreSQL in production), migrations, sessions."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def database_url(configured: str | None, instance_path: str) -> str:
+    """Return the configured URL, or a SQLite file in the instance folder."""
+    if configured:
+        return configured
+    os.makedirs(instance_path, exist_ok=True)
+    return "sqlite:///" + os.path.join(instance_path, "lifecycle.sqlite3")
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        _serialise_sqlite_writers(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _serialise_sqlite_writers(engine: Engine) -> None:
+    # pysqlite's own transaction handling starts transactions lazily (and deferred), so two workers can both
+    # read a shopper and then race to write it. BEGIN IMMEDIATE takes the write lock up front instead: the
+    # SQLite equivalent of PostgreSQL's SELECT ... FOR UPDATE that lock_shopper() uses there.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def migrate(url: str) -> None:
+    """Bring the database at `url` to the newest Alembic revision, once, however many processes start at once.
+
+    Every process that starts on its own (gunicorn's workers, `lifecycle worker`, the scheduler) calls this.
+    The upgrade runs under a lock (a file lock beside a SQLite file, an advisory lock on PostgreSQL) and in
+    one transaction, so the first process migrates and the others wait, then find the head and do nothing.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    engine = make_engine(url)
+    try:
+        with _sqlite_file_lock(url), engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Held until this transaction ends; PostgreSQL's DDL is transactional, so a process that
+                # waited here sees either no schema or all of it.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+
+
+MIGRATION_LOCK_KEY = 0x6C6966656379  # "lifecy": any constant shared by every process of the app
+
+
+@contextmanager
+def _sqlite_file_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive lock on `<database file>.migrate-lock` (nothing to lock for other databases)."""
+    path = make_url(url).database if url.startswith("sqlite") else None
+    if not path or path == ":memory:":
+        yield
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".migrate-lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+class Database:
+    """An engine and its session factory, one per app (or per CLI process)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success and rolled back on error."""
+        session = self.sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def insert(self, table):
+        """A dialect-aware INSERT supporting ON CONFLICT."""
+        return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)

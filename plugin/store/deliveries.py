@@ -1,0 +1,121 @@
+"""The delivery ledger: every verified webhook is a row, recorded once per webhook id, then processed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from plugin.store.db import Database
+from plugin.store.models import Delivery, DeliveryStatus
+
+
+@dataclass(frozen=True)
+class WebhookHeaders:
+    """The identifying headers of a verified webhook."""
+
+    webhook_id: str
+    topic: str
+    shop_domain: str
+    api_version: str | None
+    event_id: str | None
+    triggered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RecordedDelivery:
+    id: int
+    status: str
+    created: bool
+
+
+def record_delivery(
+    db: Database, headers: WebhookHeaders, body: bytes, received_at: datetime
+) -> RecordedDelivery:
+    """Store a delivery once per webhook id (committed before returning); say whether it was new."""
+    table = Delivery.__table__
+    values = dict(
+        webhook_id=headers.webhook_id,
+        shop_domain=headers.shop_domain,
+        topic=headers.topic,
+        api_version=headers.api_version,
+        event_id=headers.event_id,
+        triggered_at=headers.triggered_at,
+        received_at=received_at,
+        body=body,
+        status=DeliveryStatus.RECEIVED,
+        attempts=0,
+    )
+    statement = db.insert(table).values(**values).on_conflict_do_nothing(index_elements=["webhook_id"])
+    with db.engine.begin() as connection:
+        new_id = connection.execute(statement.returning(table.c.id)).scalar()
+        if new_id is not None:
+            return RecordedDelivery(new_id, DeliveryStatus.RECEIVED, True)
+        row = connection.execute(
+            select(table.c.id, table.c.status).where(table.c.webhook_id == headers.webhook_id)
+        ).one()
+    return RecordedDelivery(row.id, row.status, False)
+
+
+def finish_delivery(
+    session: Session, delivery: Delivery, status: str, now: datetime, reason: str | None = None
+):
+    """Move a delivery to a final status with an optional reason."""
+    delivery.status = status
+    delivery.reason = reason
+    delivery.processed_at = now
+
+
+def lock_delivery(session: Session, delivery_id: int) -> Delivery | None:
+    """Load a delivery with its row locked until commit, so two drains never process it both."""
+    return session.get(Delivery, delivery_id, with_for_update=True)
+
+
+def due_delivery_ids(
+    session: Session, slot: int, slots: int, now: datetime, after_id: int = 0, limit: int = 200
+) -> list[int]:
+    """Ids of `received` deliveries of one drain slot that are due now (not waiting for a retry)."""
+    return list(
+        session.scalars(
+            select(Delivery.id)
+            .where(
+                Delivery.status == DeliveryStatus.RECEIVED,
+                Delivery.id > after_id,
+                Delivery.id % slots == slot,
+                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+            )
+            .order_by(Delivery.id)
+            .limit(limit)
+        )
+    )
+
+
+def stuck_delivery_ids(session: Session, older_than: datetime, now: datetime) -> list[int]:
+    """Ids of deliveries waiting with no drain coming: `received` since before `older_than` (their wake-up
+    was lost), or due for a retry now."""
+    return list(
+        session.scalars(
+            select(Delivery.id)
+            .where(
+                Delivery.status == DeliveryStatus.RECEIVED,
+                or_(
+                    and_(Delivery.next_attempt_at.is_(None), Delivery.received_at < older_than),
+                    Delivery.next_attempt_at <= now,
+                ),
+            )
+            .order_by(Delivery.id)
+        )
+    )
+
+
+def reset_delivery(session: Session, delivery_id: int) -> Delivery | None:
+    """Put a delivery back to `received` so it can be processed again (replay after a fix)."""
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is not None:
+        delivery.status = DeliveryStatus.RECEIVED
+        delivery.reason = None
+        delivery.processed_at = None
+        delivery.next_attempt_at = None
+    return delivery

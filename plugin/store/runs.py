@@ -1,0 +1,266 @@
+"""The action ledger's storage side: planning runs from triggers into `action_runs` (once per idempotency
+key), and picking the runs that are due.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from plugin.core import rules as rules_module
+from plugin.core.facts import accepts_marketing
+from plugin.core.policy import PolicySnapshot
+from plugin.core.rules import PlannedRun, Profile, Trigger
+from plugin.store.db import Database
+from plugin.store.models import (
+    ActionRun,
+    Checkout,
+    Order,
+    RunStatus,
+    Shop,
+    Shopper,
+    StageTransition,
+    StockSubscription,
+)
+from plugin.store.shoppers import profile_of
+from plugin.store.shops import shop_rules
+from plugin.store.suppressions import is_suppressed
+
+log = logging.getLogger(__name__)
+
+
+PENDING = (RunStatus.SCHEDULED, RunStatus.QUEUED)
+
+
+def plan(
+    db: Database,
+    session: Session,
+    shop: Shop,
+    profile: Profile,
+    trigger: Trigger,
+    now: datetime,
+    rules: list[tuple[int, dict]] | None = None,
+) -> list[int]:
+    """Plan and store the runs a trigger creates; return the ids of the runs created now (not duplicates)."""
+    planned = rules_module.plan_runs(
+        shop.id, rules if rules is not None else shop_rules(session, shop.id), profile, trigger, now
+    )
+    return [run_id for run in planned if (run_id := store_run(db, session, shop.id, run, now)) is not None]
+
+
+def store_run(db: Database, session: Session, shop_id: int, run: PlannedRun, now: datetime) -> int | None:
+    """Insert a planned run unless its idempotency key exists; return the new id or None."""
+    table = ActionRun.__table__
+    values = dict(
+        shop_id=shop_id,
+        rule_id=run.rule_id,
+        play=run.play,
+        action=run.action,
+        shopper_id=run.shopper_id,
+        recipient_email=run.recipient_email,
+        cycle=run.cycle,
+        idempotency_key=run.idempotency_key,
+        trigger=run.trigger,
+        context=run.context,
+        params=run.params,
+        priority=run.priority,
+        marketing=run.marketing,
+        created_at=now,
+        due_at=max(run.due_at, now),
+        attempts=0,
+        status=RunStatus.HELD_OUT if run.held_out else RunStatus.SCHEDULED,
+        finished_at=now if run.held_out else None,
+        skip_reason="held out: in the rule's control group, nothing sent" if run.held_out else None,
+    )
+    statement = db.insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    return session.execute(statement.returning(table.c.id)).scalar()
+
+
+def plan_stage_entry(
+    db: Database,
+    session: Session,
+    shop: Shop,
+    shopper: Shopper,
+    transition_at: datetime,
+    source: str,
+    now: datetime,
+    rules=None,
+) -> list[int]:
+    """Plan the plays of entering the shopper's current stage, and the write-back of the stage to Shopify.
+
+    The cycle of a stage play is the order count at entry: a shopper who buys again and falls at risk
+    again is in a new cycle and may get a new win-back; the same fall seen twice is one.
+    """
+    trigger = Trigger(
+        name=f"stage:{shopper.stage}",
+        at=transition_at,
+        cycle=f"{shopper.stage}:{shopper.orders_count or 0}",
+        source=source,
+    )
+    created = plan(db, session, shop, profile_of(shopper), trigger, now, rules)
+    if not shop.access_token_encrypted:
+        return created  # no token, no Admin API: nothing to write back
+    sync = store_run(db, session, shop.id, stage_sync_run(shop.id, shopper, transition_at, source), now)
+    return created + ([sync] if sync is not None else [])
+
+
+def system_run(
+    shop_id: int, play: str, action: str, shopper_id: int, cycle: str, at: datetime, trigger: str
+) -> PlannedRun:
+    """A run of the app's own (not a merchant rule): never marketing, top priority, due at `at`."""
+    return PlannedRun(
+        rule_id=None,
+        play=play,
+        action=action,
+        shopper_id=shopper_id,
+        cycle=cycle,
+        idempotency_key=f"{shop_id}:{play}:{shopper_id}:{cycle}",
+        due_at=at,
+        priority=100,
+        marketing=False,
+        params={},
+        context={},
+        trigger=trigger,
+        held_out=False,
+    )
+
+
+def stage_sync_run(shop_id: int, shopper: Shopper, at: datetime, source: str) -> PlannedRun:
+    """Write the stage back to Shopify (tag lifecycle:<stage>, metafield lifecycle.stage)."""
+    cycle = f"{shopper.stage}@{at.isoformat()}"
+    return system_run(shop_id, "stage_sync", "sync_stage", shopper.id, cycle, at, source)
+
+
+def plan_tick_transitions(db: Database, session: Session, shop: Shop, now: datetime) -> int:
+    """Plan the stage plays of every move the tick just made in this shop (cause 'tick', at now)."""
+    rules = shop_rules(session, shop.id)
+    rows = session.execute(
+        select(StageTransition.at, Shopper)
+        .join(Shopper, Shopper.id == StageTransition.shopper_id)
+        .where(StageTransition.shop_id == shop.id, StageTransition.cause == "tick", StageTransition.at == now)
+    ).all()
+    return sum(
+        len(plan_stage_entry(db, session, shop, shopper, at, "tick", now, rules)) for at, shopper in rows
+    )
+
+
+def due_run_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
+    """Scheduled runs whose time has come, highest priority first; marked queued in the same statement."""
+    ids = list(
+        session.scalars(
+            select(ActionRun.id)
+            .where(ActionRun.status == RunStatus.SCHEDULED, ActionRun.due_at <= now)
+            .order_by(ActionRun.priority.desc(), ActionRun.due_at)
+            .limit(limit)
+        )
+    )
+    if ids:
+        session.execute(
+            update(ActionRun)
+            .where(ActionRun.id.in_(ids), ActionRun.status == RunStatus.SCHEDULED)
+            .values(status=RunStatus.QUEUED)
+        )
+    return ids
+
+
+def cancel_pending(session: Session, shop_id: int, reason: str, now: datetime) -> int:
+    """Cancel every pending run of a shop (uninstall)."""
+    result = session.execute(
+        update(ActionRun)
+        .where(ActionRun.shop_id == shop_id, ActionRun.status.in_(PENDING))
+        .values(status=RunStatus.CANCELLED, skip_reason=reason, finished_at=now)
+    )
+    return result.rowcount
+
+
+def skip_pending_marketing(session: Session, shopper_id: int, reason: str, now: datetime) -> None:
+    """Consent withdrawn: pending marketing runs of the shopper will not be sent (recorded why)."""
+    session.execute(
+        update(ActionRun)
+        .where(
+            ActionRun.shopper_id == shopper_id,
+            ActionRun.marketing.is_(True),
+            ActionRun.status == RunStatus.SCHEDULED,
+        )
+        .values(status=RunStatus.SKIPPED, skip_reason=reason, finished_at=now)
+    )
+
+
+def policy_snapshot(session: Session, shop: Shop, run: ActionRun, shopper: Shopper | None, now: datetime):
+    """Load what `core.policy.decide` reads for this run, as of `now`."""
+    context = run.context or {}
+    email = run.recipient_email or (shopper.email if shopper else None)
+    values: dict = dict(
+        cap_per_day=shop.cap_per_day,
+        cap_per_week=shop.cap_per_week,
+        quiet_start_hour=shop.quiet_start_hour,
+        quiet_end_hour=shop.quiet_end_hour,
+        shop_timezone=shop.timezone,
+        suppressed=bool(email and run.marketing and is_suppressed(session, shop.id, email)),
+    )
+    if shopper is not None:
+        values.update(
+            shopper_exists=True,
+            shopper_deleted=shopper.deleted_at is not None,
+            shopper_stage=shopper.stage,
+            shopper_email=shopper.email,
+            shopper_consents=accepts_marketing(shopper),
+            shopper_timezone=shopper.timezone,
+            last_order_at=shopper.last_order_at,
+        )
+        if run.marketing and run.action == "send_email":
+            values.update(_cap_facts(session, run, now))
+    values.update(_subject_facts(session, shop, context))
+    return PolicySnapshot(**values)
+
+
+def _cap_facts(session: Session, run: ActionRun, now: datetime) -> dict:
+    """The shopper's other marketing sends of the last 7 days, and higher-priority runs due now."""
+    others = (
+        ActionRun.shopper_id == run.shopper_id,
+        ActionRun.marketing.is_(True),
+        ActionRun.action == "send_email",
+        ActionRun.id != run.id,
+    )
+    sent = session.scalars(
+        select(ActionRun.sent_at).where(*others, ActionRun.sent_at > now - timedelta(days=7))
+    )
+    higher = session.scalar(
+        select(func.count(ActionRun.id)).where(
+            *others,
+            ActionRun.status.in_(PENDING),
+            ActionRun.due_at <= now,
+            ActionRun.priority > run.priority,
+        )
+    )
+    return {"recent_sends": tuple(sent), "higher_priority_due": higher or 0}
+
+
+def _subject_facts(session: Session, shop: Shop, context: dict) -> dict:
+    """The state of what the run is about: its checkout, its order, its back-in-stock subscription."""
+    facts: dict = {}
+    if "checkout_token" in context:
+        checkout = session.scalar(
+            select(Checkout).where(Checkout.shop_id == shop.id, Checkout.token == context["checkout_token"])
+        )
+        if checkout is not None:
+            facts.update(
+                checkout_completed=checkout.completed_at is not None,
+                checkout_closed=checkout.closed_at is not None,
+            )
+    if "order_id" in context:
+        order = session.scalar(
+            select(Order).where(Order.shop_id == shop.id, Order.order_id == context["order_id"])
+        )
+        if order is not None:
+            facts.update(
+                order_cancelled=order.cancelled_at is not None,
+                order_refunded=bool(order.refunded and order.refunded >= order.total_price),
+            )
+    if "subscription_id" in context:
+        subscription = session.get(StockSubscription, context["subscription_id"])
+        facts["subscription_open"] = subscription is not None and subscription.notified_at is None
+    return facts

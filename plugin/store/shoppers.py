@@ -1,0 +1,156 @@
+"""A shopper's stored row: lock it, recount it from stored orders, restage it, and read it as the core's
+facts (for stages) and profile (for rules).
+
+Counts are derived from the `orders` and `refunds` rows, never incremented, so the same order arriving
+under orders/create, orders/paid and orders/updated (or twice) counts once, and a cancellation or refund
+arriving in any order settles to the same totals.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Protocol
+
+from sqlalchemy import case, exists, func, select, text, update
+from sqlalchemy.orm import Session
+
+from plugin.clock import aware
+from plugin.core.facts import ShopperFacts, accepts_marketing
+from plugin.core.rules import Profile
+from plugin.store.db import Database
+from plugin.store.models import Checkout, Order, Refund, Shop, Shopper
+
+
+class ShopWork(Protocol):
+    """What shopper upkeep reads of a handler's context: the database, the transaction, the shop."""
+
+    db: Database
+    session: Session
+    shop: Shop
+
+
+def lock_shopper(ctx: ShopWork, customer_id: int) -> Shopper:
+    """Fetch the shopper (creating it if new) with a row lock held until commit.
+
+    PostgreSQL: SELECT ... FOR UPDATE. SQLite: the whole transaction already holds the write lock
+    (BEGIN IMMEDIATE, see storage), which serialises writers just as well.
+    """
+    table = Shopper.__table__
+    ctx.session.execute(
+        ctx.db.insert(table)
+        .values(
+            shop_id=ctx.shop.id,
+            customer_id=customer_id,
+            orders_count=0,
+            total_spent=Decimal(0),
+            tag_events={},
+            checkout_open=False,
+            stage="prospect",
+        )
+        .on_conflict_do_nothing(index_elements=["shop_id", "customer_id"])
+    )
+    return ctx.session.scalars(
+        select(Shopper)
+        .where(Shopper.shop_id == ctx.shop.id, Shopper.customer_id == customer_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def lock_order(ctx: ShopWork, order_id: int) -> None:
+    """Serialise the handlers of one order until commit, whichever topic brought it.
+
+    A refund can arrive while its order's first delivery is still being processed: without this, the
+    refund's handler finds no order (not yet committed) and the order's handler sums no refund (not yet
+    committed), and the refund is never subtracted. PostgreSQL: a transaction-scoped advisory lock taken
+    before the shopper's row lock (always in that order, so two handlers cannot deadlock). SQLite: the
+    transaction already holds the database's write lock.
+    """
+    if ctx.db.is_sqlite:
+        return
+    ctx.session.execute(
+        text("SELECT pg_advisory_xact_lock(:shop, :order)"),
+        {"shop": ctx.shop.id, "order": order_id % 2_147_483_647},
+    )
+
+
+def recount_orders(ctx: ShopWork, shopper: Shopper) -> None:
+    """Recompute order count, net spend and first/last order time from the stored orders.
+
+    Orders are flushed when stored and refunds inserted directly, so nothing pending matters here: no
+    autoflush (which would only write the shopper row early, and again later)."""
+    net = Order.total_price - Order.refunded
+    with ctx.session.no_autoflush:
+        row = ctx.session.execute(
+            select(
+                func.count(Order.id),
+                func.coalesce(func.sum(case((net > 0, net), else_=0)), 0),
+                func.min(Order.placed_at),
+                func.max(Order.placed_at),
+            ).where(
+                Order.shop_id == ctx.shop.id,
+                Order.customer_id == shopper.customer_id,
+                Order.cancelled_at.is_(None),
+            )
+        ).one()
+    shopper.orders_count = row[0]
+    shopper.total_spent = Decimal(row[1]).quantize(Decimal("0.01"))
+    shopper.first_order_at = aware(row[2])
+    shopper.last_order_at = aware(row[3])
+
+
+def refresh_refunded(ctx: ShopWork, order_id: int) -> None:
+    """Set an order's refunded amount to the sum of its distinct refunds (one UPDATE, in SQL)."""
+    total = (
+        select(func.coalesce(func.sum(Refund.amount), 0))
+        .where(Refund.shop_id == ctx.shop.id, Refund.order_id == order_id)
+        .scalar_subquery()
+    )
+    ctx.session.execute(  # "fetch": RETURNING tells the session which loaded Order to read anew
+        update(Order)
+        .where(Order.shop_id == ctx.shop.id, Order.order_id == order_id)
+        .values(refunded=total)
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+def refresh_checkout_open(ctx: ShopWork, shopper: Shopper) -> None:
+    """A shopper has an open checkout while one is neither completed nor closed."""
+    shopper.checkout_open = bool(
+        ctx.session.scalar(
+            select(
+                exists().where(
+                    Checkout.shop_id == ctx.shop.id,
+                    Checkout.customer_id == shopper.customer_id,
+                    Checkout.completed_at.is_(None),
+                    Checkout.closed_at.is_(None),
+                )
+            )
+        )
+    )
+
+
+def facts_of(shopper: Shopper) -> ShopperFacts:
+    """The facts classification reads."""
+    activity = [t for t in (shopper.last_checkout_at, shopper.last_cart_at) if t is not None]
+    return ShopperFacts(
+        orders_count=shopper.orders_count or 0,
+        total_spent=shopper.total_spent or 0,
+        last_order_at=shopper.last_order_at,
+        last_activity_at=max(activity) if activity else None,
+        currency=shopper.currency,
+    )
+
+
+def profile_of(shopper: Shopper) -> Profile:
+    return Profile(
+        shopper_id=shopper.id,
+        orders_count=shopper.orders_count or 0,
+        total_spent=shopper.total_spent or 0,
+        stage=shopper.stage,
+        accepts_marketing=accepts_marketing(shopper) and shopper.deleted_at is None,
+        locale=shopper.locale,
+        last_order_at=shopper.last_order_at,
+        tags=tuple(shopper.tags),
+        email=shopper.email,
+    )

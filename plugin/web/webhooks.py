@@ -1,0 +1,60 @@
+"""POST /webhooks: raw body → verify → record → enqueue → 200. Nothing is acknowledged before it is stored
+and queued; when the database or Redis is unreachable the answer is 503 and Shopify retries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Blueprint, current_app, request
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from plugin import clock
+from plugin.pipeline import queue
+from plugin.shopify.verify import WebhookHeaderError, WebhookVerificationError
+from plugin.store import deliveries
+from plugin.store.db import Database
+from plugin.store.models import DeliveryStatus
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhooks", __name__)
+
+
+@bp.post("/webhooks")
+def receive():
+    """Accept one Shopify webhook delivery: verify, record, queue, acknowledge."""
+    body = request.get_data(cache=False)  # raw bytes: the HMAC covers these, not re-serialised JSON
+    try:
+        headers = current_app.extensions["lifecycle.verifier"].verify(body, request.headers)
+    except WebhookVerificationError as error:
+        log.warning("rejected unsigned webhook: %s", error)
+        return {"error": "invalid or missing HMAC signature"}, 401
+    except WebhookHeaderError as error:
+        log.warning("rejected signed webhook: %s", error)
+        return {"error": str(error)}, 400
+
+    db: Database = current_app.extensions["lifecycle.db"]
+    delivery = deliveries.record_delivery(db, headers, body, clock.now())
+    if delivery.created or delivery.status == DeliveryStatus.RECEIVED:
+        queue.enqueue_delivery(current_app.extensions["lifecycle.redis"], delivery.id)
+    return "", 200
+
+
+@bp.errorhandler(SQLAlchemyError)
+def database_unavailable(error):
+    log.error("webhook not recorded, database error: %s", type(error).__name__)
+    return {"error": "database unavailable; retry later"}, 503
+
+
+@bp.errorhandler(redis.RedisError)
+def queue_unavailable(error):
+    # The delivery row is stored as `received`: Shopify's retry (or the tick) queues it again.
+    log.error("webhook recorded but not queued, Redis error: %s", type(error).__name__)
+    return {"error": "queue unavailable; retry later"}, 503
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def too_large(error):
+    return {"error": f"body larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes"}, 413
