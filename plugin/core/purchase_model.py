@@ -75,9 +75,15 @@ class _Likelihood:
     def __call__(self, theta: NDArray) -> tuple[float, NDArray]:
         """Return the objective and its gradient at log-parameters theta."""
         r, alpha, a, b = np.exp(theta)
-        xs, x, w = self.xs, self.x, self.w
-        psi = special.digamma
-        # Terms that depend on x only: computed once per distinct x, weighted by how many shoppers share it.
+        head, d_head = self._head(r, alpha, a, b)
+        tail, d_tail = self._tail(r, alpha, a, b)
+        value = float(self.wx @ head + self.w @ tail)
+        grad = d_head @ self.wx + d_tail @ self.w
+        return -value / self.total, -grad * np.array([r, alpha, a, b]) / self.total
+
+    def _head(self, r: float, alpha: float, a: float, b: float) -> tuple[NDArray, NDArray]:
+        """Return the terms that depend on x alone, per distinct x, and their derivatives."""
+        xs, psi = self.xs, special.digamma
         head = special.gammaln(r + xs) - special.gammaln(r) + r * np.log(alpha)
         head += special.betaln(a, b + xs) - special.betaln(a, b)
         d_head = np.array(
@@ -88,28 +94,30 @@ class _Likelihood:
                 psi(b + xs) - psi(a + b + xs) - psi(b) + psi(a + b),
             ]
         )
+        return head, d_head
+
+    def _tail(self, r: float, alpha: float, a: float, b: float) -> tuple[NDArray, NDArray]:
+        """Return log(A3 + A4) per row ("still alive at T" or "gone after the last purchase"), derivatives."""
+        x = self.x
         log_aT, log_at = np.log(alpha + self.Ts)[self.iT], np.log(alpha + self.ts)[self.it]
-        inv_bx = np.zeros_like(xs)
-        inv_bx[xs > 0] = 1 / (b + xs[xs > 0] - 1)
+        inv_bx = np.zeros_like(self.xs)
+        inv_bx[self.xs > 0] = 1 / (b + self.xs[self.xs > 0] - 1)
         stay = -(r + x) * log_aT
         with np.errstate(divide="ignore"):
             leave = np.where(self.repeat, np.log(a) + np.log(inv_bx)[self.ix] - (r + x) * log_at, -np.inf)
         tail = np.logaddexp(stay, leave)
-        share = np.exp(leave - tail)  # the weight of "dropped out after the last purchase"
-        keep = 1 - share
+        gone = np.exp(leave - tail)  # the posterior weight of "dropped out after the last purchase"
+        alive = 1 - gone
         inv_aT, inv_at = (1 / (alpha + self.Ts))[self.iT], (1 / (alpha + self.ts))[self.it]
         d_tail = np.array(
             [
-                -(keep * log_aT + share * log_at),
-                -(r + x) * (keep * inv_aT + share * inv_at),
-                share / a,
-                -share * inv_bx[self.ix],
+                -(alive * log_aT + gone * log_at),
+                -(r + x) * (alive * inv_aT + gone * inv_at),
+                gone / a,
+                -gone * inv_bx[self.ix],
             ]
         )
-        value = float(self.wx @ head + w @ tail)
-        grad = d_head @ self.wx + d_tail @ w
-        scale = np.array([r, alpha, a, b]) / self.total
-        return -value / self.total, -grad * scale
+        return tail, d_tail
 
 
 def _distinct_rows(*columns: NDArray) -> tuple[NDArray, NDArray]:
@@ -132,17 +140,27 @@ def _aggregate(x: NDArray, t_x: NDArray, T: NDArray, weights: NDArray) -> tuple[
     return x[first], t_x[first], T[first], np.bincount(inverse, weights=weights, minlength=len(first))
 
 
+def _check_summaries(x: NDArray, t_x: NDArray, T: NDArray) -> None:
+    """Refuse summaries that no purchase history produces."""
+    if len(x) == 0 or not len(x) == len(t_x) == len(T):
+        raise ValueError("the purchase fit needs one (x, t_x, T) per shopper, and at least one shopper")
+    if np.any(x < 0) or np.any(t_x < 0) or np.any(t_x > T) or np.any((x == 0) & (t_x != 0)):
+        raise ValueError("summaries need x >= 0, 0 <= t_x <= T, and t_x = 0 where x = 0")
+
+
 def fit_bg_nbd(
     x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, unit: str = "days", weights: ArrayLike | None = None
 ) -> BgNbdFit:
     """Fit the BG/NBD by maximum likelihood to repeat counts x, recency t_x and age T, given in `unit`.
 
     Raises:
+        ValueError: on an empty shop or summaries that cannot be (t_x outside [0, T], x < 0).
         FitError: when the likelihood has no finite maximum the optimiser can find.
     """
     unit_length(unit)
-    x, t_x, T = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
-    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=np.float64)
+    x, t_x, T = (np.asarray(v, dtype=np.float64).ravel() for v in (x, t_x, T))
+    _check_summaries(x, t_x, T)
+    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
     x, t_x, T, w = _aggregate(x, t_x, T, w)
     objective = _Likelihood(x, t_x, T, w)
     rate = max(float(w @ x) / max(float(w @ T), 1e-9), 1e-6)

@@ -210,3 +210,12 @@ def test_forecasts_stay_finite_at_the_edges():
     # then
     assert np.all(np.isfinite(expected)) and np.all(expected >= 0)
     assert np.all((alive >= 0) & (alive <= 1))
+
+
+@pytest.mark.parametrize(
+    ("x", "t_x", "T"),
+    [([], [], []), ([1], [5.0], [4.0]), ([0], [2.0], [4.0]), ([-1], [0.0], [4.0])],
+)
+def test_summaries_no_history_produces_are_refused(x, t_x, T):
+    with pytest.raises(ValueError, match="x"):
+        fit_bg_nbd(x, t_x, T)
