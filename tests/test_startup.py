@@ -36,11 +36,12 @@ def empty_database(request, tmp_path) -> str:
     """A database with no table at all, of each backend."""
     if request.param == "sqlite":
         return "sqlite:///" + str(tmp_path / "fresh.sqlite3")
-    url = make_url(POSTGRES_URL).set(database="lifecycle_test_startup")
+    base = make_url(POSTGRES_URL)
+    url = base.set(database=f"{base.database}_startup")  # beside the suite's own database, never it
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text('DROP DATABASE IF EXISTS "lifecycle_test_startup" WITH (FORCE)'))
-        connection.execute(text('CREATE DATABASE "lifecycle_test_startup"'))
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{url.database}"'))
     admin.dispose()
     return url.render_as_string(hide_password=False)
 
