@@ -2,25 +2,28 @@
 
     .venv/bin/python bench/ingest.py [--requests 4000] [--concurrency 8] [--database-url URL]
 
-Phase 1 posts realistic signed order bodies to /bare (reads the body, returns 200) and to /webhooks
-(verify, record, enqueue, 200), alternating rounds so both see the same machine state, and reports
-webhooks/s, p50/p99 ack latency and the ratio. Phase 2 starts two `lifecycle worker --burst` processes and
-reports end-to-end events/s (HTTP + worker, until every delivery is processed).
+Every body is signed before the timed part (the client only sends). Phase 0 measures the client itself:
+the same requests to a server that does nothing (bench/null_server.py), so a baseline far below that rate
+is not client-bound. Phase 1 posts realistic signed order bodies to /bare (reads the body, returns 200)
+and to /webhooks (verify, record, enqueue, 200), alternating rounds so both see the same machine state,
+and reports webhooks/s, p50/p99 ack latency and the ratio. Phase 2 starts two `lifecycle worker --burst`
+processes and reports how fast they drain what was acknowledged.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -50,26 +53,52 @@ def bodies(count: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def post_many(path: str, port: int, items, concurrency: int) -> tuple[float, list[float]]:
-    url = f"http://127.0.0.1:{port}{path}"
-    chunks = [items[i::concurrency] for i in range(concurrency)]
+def signed(path: str, items: list[tuple[str, bytes]]) -> list[tuple[str, bytes, dict]]:
+    """(path, body, headers) per item, signed now so the timed part only sends."""
+    return [
+        (path, body, s.webhook_headers("orders/paid", SHOP, f"{path}-{webhook_id}", body, SECRET))
+        for webhook_id, body in items
+    ]
+
+
+def post_many(port: int, requests_: list[tuple[str, bytes, dict]], concurrency: int):
+    """Send pre-signed requests over keep-alive connections (http.client: less client work than requests)."""
+    chunks = [requests_[i::concurrency] for i in range(concurrency)]
 
     def run(chunk):
         latencies = []
-        with requests.Session() as http:
-            for webhook_id, body in chunk:
-                headers = s.webhook_headers("orders/paid", SHOP, f"{path}-{webhook_id}", body, SECRET)
-                started = time.perf_counter()
-                response = http.post(url, data=body, headers=headers, timeout=30)
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{path} answered {response.status_code}")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for path, body, headers in chunk:
+            started = time.perf_counter()
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            latencies.append(time.perf_counter() - started)
+            if response.status != 200:
+                raise RuntimeError(f"{path} answered {response.status}")
+        connection.close()
         return latencies
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         latencies = [x for part in pool.map(run, chunks) for x in part]
     return time.perf_counter() - started, latencies
+
+
+def client_capacity(items, concurrency: int, port: int) -> dict:
+    """The client's own rate: the same signed requests to a server that does nothing."""
+    server = subprocess.Popen([sys.executable, str(ROOT / "bench" / "null_server.py"), str(port)])
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        return summary("client alone (null server)", *post_many(port, signed("/null", items), concurrency))
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def summary(name: str, elapsed: float, latencies: list[float]) -> dict:
@@ -95,19 +124,21 @@ def main() -> None:
     try:
         items = bodies(args.requests)
         half = len(items) // 2
-        post_many("/bare", args.port, items[:50], args.concurrency)  # warm-up
+        client = client_capacity(items, args.concurrency, args.port + 1)
+        post_many(args.port, signed("/bare", items[:50]), args.concurrency)  # warm-up
         results = {"bare": [0.0, []], "webhooks": [0.0, []]}
         for part in (items[:half], items[half:]):  # alternate rounds: same load, same machine state
             for path, name in (("/bare", "bare"), ("/webhooks", "webhooks")):
-                elapsed, latencies = post_many(path, args.port, part, args.concurrency)
+                elapsed, latencies = post_many(args.port, signed(path, part), args.concurrency)
                 results[name][0] += elapsed
                 results[name][1] += latencies
         bare = summary("bare Flask endpoint", *results["bare"])
         ours = summary("POST /webhooks", *results["webhooks"])
-        for row in (bare, ours):
+        for row in (client, bare, ours):
             rate, p50, p99 = row["per_second"], row["p50_ms"], row["p99_ms"]
             print(f"{row['name']:<22} {rate:8.0f}/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
         print(f"ratio (webhooks/s ÷ bare/s): {ours['per_second'] / bare['per_second']:.2f}")
+        print(f"bare endpoint at {bare['per_second'] / client['per_second']:.2f} of the client's own rate")
 
         started = time.perf_counter()
         for worker in servers.start_workers(2, burst=True):
