@@ -1,8 +1,8 @@
 """The embedded admin (App Home): the page Shopify loads in its iframe, and the JSON it calls.
 
 Opening the page is also how a store installs Lifecycle: Shopify's managed installation sends the
-merchant here with a session token, which `plugin.oauth` exchanges for an offline access token before the
-first paint; the backfill of the store's history starts then.
+merchant here with a session token, which `plugin.shopify.tokens` exchanges for an offline access token
+before the first paint; the backfill of the store's history starts then. The JSON is `admin.api`.
 """
 
 from __future__ import annotations

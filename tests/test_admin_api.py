@@ -16,6 +16,24 @@ def headers(shop):
     return {"Authorization": f"Bearer {session_token()}"}
 
 
+def test_every_call_under_app_api_needs_the_session_token(app, client, shop):
+    # every route the app serves under /app/api, found in its URL map (a page added later included)
+    calls = [
+        (
+            method,
+            rule.rule.replace("<key>", "welcome").replace("<template>", "welcome").replace("<locale>", "en"),
+        )
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/app/api/")
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
+    ]
+    assert len(calls) >= 18
+    for method, path in calls:
+        path = path.replace("<int:shopper_id>", "1").replace("<int:run_id>", "1")
+        answer = client.open(path, method=method, json={})
+        assert answer.status_code == 401 and "session token" in answer.get_json()["error"], (method, path)
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "errors"),
     [
