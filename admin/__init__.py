@@ -1,8 +1,8 @@
 """The embedded admin (App Home): the page Shopify loads in its iframe, and the JSON it calls.
 
 Opening the page is also how a store installs Lifecycle: Shopify's managed installation sends the
-merchant here with a session token, which `plugin.oauth` exchanges for an offline access token before the
-first paint; the backfill of the store's history starts then.
+merchant here with a session token, which `plugin.shopify.tokens` exchanges for an offline access token
+before the first paint; the backfill of the store's history starts then. The JSON is `admin.api`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, render_template,
 from shopify_app import app_home_patch_id_token
 
 from admin import i18n
-from admin.auth import refused, session_token_required, verify_app_home
+from admin.auth import NO_SHOP, refused, session_token_required, verify_app_home
 from plugin import emails
 from plugin.core import rules
 from plugin.pipeline import queue
@@ -30,7 +30,7 @@ def home():
     if not result.ok:
         return Response(result.response.body, result.response.status, dict(result.response.headers))
     if shop_domain is None:
-        return refused(401, "the session token names no *.myshopify.com shop")
+        return refused(401, NO_SHOP)
     db = current_app.extensions["lifecycle.db"]
     if not status.has_live_token(db, shop_domain):
         try:

@@ -18,6 +18,7 @@ from plugin.store import shops
 from plugin.web.install import request_input
 
 PATCH_ID_TOKEN_PATH = "/app/patch-id-token"
+NO_SHOP = "the session token names no *.myshopify.com shop"
 
 
 def verify_app_home():
@@ -36,27 +37,33 @@ def refused(status: int, reason: str, headers: dict | None = None) -> Response:
     return response
 
 
+def authenticate() -> Response | None:
+    """Check this data call's session token and set `g.shop_id` and `g.shop_domain`; the refusal (401,
+    with a JSON reason) when the token is missing, invalid, foreign, or of a shop not installed."""
+    if not request.headers.get("Authorization"):
+        return refused(401, "missing session token (Authorization: Bearer …)")
+    result, shop_domain = verify_app_home()
+    if not result.ok:
+        return refused(401, result.log.code, dict(result.response.headers))
+    if shop_domain is None:
+        return refused(401, NO_SHOP)
+    named = request.args.get("shop")
+    if named is not None and sanitize_shop_domain(named) != shop_domain:
+        return refused(401, "the session token belongs to another shop")
+    with current_app.extensions["lifecycle.db"].session() as session:
+        shop = shops.get_shop(session, shop_domain)
+        if shop is None or not shop.active:
+            return refused(401, "the shop has not installed Lifecycle")
+        g.shop_id, g.shop_domain = shop.id, shop.domain
+    return None
+
+
 def session_token_required(view):
-    """For the admin's data calls: a valid session token of an installed shop, else 401 (JSON reason)."""
+    """For a data call outside the API blueprint (which authenticates every call before its view)."""
 
     @wraps(view)
     def wrapped(*args, **kwargs):
-        if not request.headers.get("Authorization"):
-            return refused(401, "missing session token (Authorization: Bearer …)")
-        result, shop_domain = verify_app_home()
-        if not result.ok:
-            return refused(401, result.log.code, dict(result.response.headers))
-        if shop_domain is None:
-            return refused(401, "the session token names no *.myshopify.com shop")
-        named = request.args.get("shop")
-        if named is not None and sanitize_shop_domain(named) != shop_domain:
-            return refused(401, "the session token belongs to another shop")
-        db = current_app.extensions["lifecycle.db"]
-        with db.session() as session:
-            shop = shops.get_shop(session, shop_domain)
-            if shop is None or not shop.active:
-                return refused(401, "the shop has not installed Lifecycle")
-            g.shop_id, g.shop_domain = shop.id, shop.domain
-        return view(*args, **kwargs)
+        refusal = authenticate()
+        return refusal if refusal is not None else view(*args, **kwargs)
 
     return wrapped

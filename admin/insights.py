@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from plugin.core.rules import Profile, condition_holds
@@ -18,11 +18,17 @@ ATTRIBUTION_WINDOW = timedelta(days=7)
 FLOW_WEEKS = 8
 
 
+def current_shoppers(shop_id: int):
+    """The shop's shoppers the admin counts and shows: all but those deleted in Shopify (a deleted
+    customer keeps its row, with `deleted_at`, for its orders and history)."""
+    return and_(Shopper.shop_id == shop_id, Shopper.deleted_at.is_(None))
+
+
 def overview(session: Session, shop_id: int, now: datetime) -> dict:
     stages = dict(
         session.execute(
             select(Shopper.stage, func.count(Shopper.id))
-            .where(Shopper.shop_id == shop_id, Shopper.deleted_at.is_(None))
+            .where(current_shoppers(shop_id))
             .group_by(Shopper.stage)
         ).all()
     )
@@ -126,7 +132,7 @@ def audience(session: Session, shop_id: int, rule: dict, now: datetime, examples
     """Shoppers the rule would reach now: in the stage it fires on (if a stage rule), matching its
     conditions, and, for marketing, with consent and an address."""
     stage = rule["trigger"].split(":", 1)[1] if rule["trigger"].startswith("stage:") else None
-    query = select(Shopper).where(Shopper.shop_id == shop_id, Shopper.deleted_at.is_(None))
+    query = select(Shopper).where(current_shoppers(shop_id))
     if stage:
         query = query.where(Shopper.stage == stage)
     count, sample = 0, []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from admin import i18n
-from admin.api import SETTINGS
+from admin.api.settings import SETTINGS
 from plugin.store.models import Stage
 
 APP_JS = Path(i18n.__file__).parent / "static" / "admin" / "app.js"
