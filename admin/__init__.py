@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, render_template,
 from shopify_app import app_home_patch_id_token
 
 from admin import i18n
-from admin.auth import NO_SHOP, refused, session_token_required, verify_app_home
+from admin.auth import NO_SHOP, keep_private, refused, session_token_required, verify_app_home
 from plugin import emails
 from plugin.core import rules
 from plugin.pipeline import queue
@@ -79,8 +79,7 @@ def api_status():
 @bp.after_request
 def frame_headers(response: Response) -> Response:
     """Embedded responses may only be framed by the shop's admin (and never cached across shops)."""
-    response.headers.setdefault("Cache-Control", "no-store")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    keep_private(response)
     if request.endpoint == "admin.home" and "Content-Security-Policy" not in response.headers:
         response.headers["Content-Security-Policy"] = "frame-ancestors https://admin.shopify.com;"
     return response

@@ -67,3 +67,10 @@ def session_token_required(view):
         return refusal if refusal is not None else view(*args, **kwargs)
 
     return wrapped
+
+
+def keep_private(response):
+    """Answers for one shop are never cached (and never sniffed into another type)."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response

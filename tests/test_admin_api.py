@@ -122,3 +122,13 @@ def test_unknown_rows_are_404(client, headers):
     assert client.get("/app/api/shoppers/999999", headers=headers).status_code == 404
     assert client.post("/app/api/shoppers/999999/suppress", headers=headers).status_code == 404
     assert client.post("/app/api/runs/999999/resend", headers=headers).status_code == 404
+
+
+def test_the_admins_data_is_never_cached(client, headers):
+    # given a shop's session token, when the admin reads its overview and rules
+    for path in ("/app/api/overview", "/app/api/rules"):
+        answer = client.get(path, headers=headers)
+        # then the answer carries one shop's data and says so: no cache, no sniffing
+        assert answer.status_code == 200
+        assert answer.headers["Cache-Control"] == "no-store", path
+        assert answer.headers["X-Content-Type-Options"] == "nosniff", path

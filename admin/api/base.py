@@ -9,11 +9,12 @@ from typing import NoReturn
 from flask import Blueprint, abort, current_app, jsonify, make_response, request
 from marshmallow import Schema, ValidationError
 
-from admin.auth import authenticate
+from admin.auth import authenticate, keep_private
 from plugin.store.db import Database
 
 bp = Blueprint("admin_api", __name__, url_prefix="/app/api")
 bp.before_request(authenticate)  # every call: a valid session token of an installed shop, else 401
+bp.after_request(keep_private)  # one shop's data: never cached
 
 
 def db() -> Database:
