@@ -110,10 +110,40 @@ def test_templates_are_saved_read_back_and_reset(client, headers):
         assert unknown.status_code == 404 and unknown.get_json() == {"error": "unknown template or locale"}
 
 
-def test_a_test_send_needs_an_address(client, headers):
-    answer = client.post("/app/api/test-send", json={"template": "welcome"}, headers=headers)
+def test_a_test_send_goes_only_to_the_shops_own_addresses(client, headers, smtp):
+    # given a shop whose addresses in Shopify are merchant@ and support@example.com (the fake store's)
+    # when the merchant asks for a test send to anyone else
+    answer = client.post(
+        "/app/api/test-send", json={"template": "welcome", "to": "victim@example.org"}, headers=headers
+    )
+    # then it is refused by the field, naming the addresses it may go to, and nothing is sent
     assert answer.status_code == 422
-    assert answer.get_json() == {"errors": {"to": ["Set a sender address in Settings, or give one here."]}}
+    assert answer.get_json() == {
+        "errors": {
+            "to": [
+                "Test emails go only to the shop's own addresses in Shopify "
+                "(support@example.com or merchant@example.com)."
+            ]
+        }
+    }
+    assert smtp.to("victim@example.org") == []
+    # and without an address it goes to the shop's contact address
+    sent = client.post("/app/api/test-send", json={"template": "welcome"}, headers=headers)
+    assert sent.get_json() == {"sent_to": "support@example.com"}
+    assert len(smtp.to("support@example.com")) == 1
+
+
+def test_test_sends_are_limited_per_shop_and_hour(client, headers, smtp):
+    # given ten test sends this hour
+    for _ in range(10):
+        assert (
+            client.post("/app/api/test-send", json={"template": "welcome"}, headers=headers).status_code
+            == 200
+        )
+    # when the merchant asks for an eleventh, then it is refused until the hour is over
+    eleventh = client.post("/app/api/test-send", json={"template": "welcome"}, headers=headers)
+    assert eleventh.status_code == 429
+    assert len(smtp.to("support@example.com")) == 10
 
 
 def test_unknown_rows_are_404(client, headers):

@@ -15,6 +15,9 @@ from admin.api.base import bp, db, load_or_422, refuse
 from admin.auth import refused
 from plugin import clock, emails
 from plugin.core.rules import TEMPLATES
+from plugin.pipeline.run_action import shop_client
+from plugin.shopify.client import ShopifyError
+from plugin.shopify.shop_contact import ShopContact, fetch_shop_contact
 from plugin.store.models import EmailTemplate, Shop
 
 SAMPLE = {
@@ -111,14 +114,22 @@ def preview():
     return jsonify({"subject": rendered.subject, "html": rendered.html, "text": rendered.text})
 
 
+TEST_SENDS_PER_HOUR = 10  # per shop: a preview for the merchant, not a way to mail the world
+
+
 @bp.post("/test-send")
 def test_send():
-    """Send the preview to the merchant's address (the shop's sender address unless `to` is given)."""
+    """Send the preview to one of the shop's own addresses (its contact address unless `to` names the
+    other), as Shopify knows them: the Settings sender address is not proof that the merchant owns it."""
     form = load_or_422(PreviewSchema())
     shop = _shop()
-    to = form.get("to") or shop.sender_email
-    if not to:
-        refuse({"to": ["Set a sender address in Settings, or give one here."]})
+    contact = _shop_contact(shop)
+    to = (form.get("to") or (contact.addresses or ("",))[0]).strip().lower()
+    if not contact.allows(to):
+        shown = " or ".join(contact.addresses) or "none known"
+        refuse({"to": [f"Test emails go only to the shop's own addresses in Shopify ({shown})."]})
+    if _over_hourly_limit(shop.id):
+        return jsonify({"error": f"at most {TEST_SENDS_PER_HOUR} test emails an hour; try again later"}), 429
     rendered = _render(form, shop)
     sender = (shop.sender_name or "Lifecycle test", shop.sender_email or f"no-reply@{shop.domain}")
     message_id = f"<test-{secrets.token_hex(6)}.{shop.id}@lifecycle>"
@@ -130,6 +141,27 @@ def test_send():
     except emails.EmailDeliveryError as error:
         return jsonify({"error": f"the mail server refused: {error}"}), 502
     return jsonify({"sent_to": to})
+
+
+def _shop_contact(shop: Shop) -> ShopContact:
+    """The shop's own addresses from the Admin API; the request ends (502) when Shopify cannot say."""
+    try:
+        client = shop_client(db(), shop.id, shop.domain)
+        if client is None:
+            raise ShopifyError("the shop has no access token")
+        return fetch_shop_contact(client)
+    except ShopifyError as error:
+        abort(refused(502, f"could not read the shop's addresses from Shopify: {error}"))
+
+
+def _over_hourly_limit(shop_id: int) -> bool:
+    """Count this test send against the shop's hour (a fixed window in Redis); True past the limit."""
+    connection = current_app.extensions["lifecycle.redis"]
+    key = f"lifecycle:test-sends:{shop_id}:{int(clock.now().timestamp()) // 3600}"
+    count = connection.incr(key)
+    if count == 1:
+        connection.expire(key, 3600)
+    return count > TEST_SENDS_PER_HOUR
 
 
 def _known(template: str, locale: str) -> None:

@@ -62,9 +62,17 @@ class FakeStore(FakeOAuth, FakeBulk):
         api_key: str | None = None,
         api_secret: str | None = None,
         scopes: str = "read_customers,write_customers,read_orders,write_discounts",
+        shop_email: str = "merchant@example.com",
+        contact_email: str = "support@example.com",
+        development: bool = False,
     ):
         self.access_token = access_token  # None: any non-empty token is accepted (else it or issued ones)
         self.shop_domain = shop_domain
+        self.shop = {
+            "email": shop_email,
+            "contactEmail": contact_email,
+            "plan": {"partnerDevelopment": development},
+        }
         self._init_oauth(api_key, api_secret, scopes)
         self._init_bulk()
         self.origin = "http://127.0.0.1"  # set by FakeStoreServer to where it listens
@@ -197,6 +205,9 @@ class FakeStore(FakeOAuth, FakeBulk):
         )
 
     # --- root fields (named after Shopify's) -------------------------------------------------------------
+    def _shop(self) -> dict:
+        return self.shop
+
     def _discountCodeBasicCreate(self, basicCodeDiscount: dict) -> dict:
         code = basicCodeDiscount.get("code") or ""
         if code.upper() in {c.upper() for c in self.discounts}:
