@@ -132,6 +132,23 @@ def test_thresholds_are_read_from_a_shop_row():
 
 
 @pytest.mark.parametrize(
+    ("shopper", "reason"),
+    [
+        (
+            ShopperFacts(5, Decimal(80), NOW + timedelta(hours=6), None, "EUR"),
+            "5 orders, 80.00 EUR spent (loyal from 4 orders); last 0 days ago",
+        ),
+        (
+            ShopperFacts(last_activity_at=NOW + timedelta(minutes=1)),
+            "No order yet; checkout or cart activity 0 days ago (engaged within 30)",
+        ),
+    ],
+)
+def test_a_store_clock_ahead_of_ours_counts_as_zero_days(shopper, reason):
+    assert assess(shopper, NOW).reason == reason
+
+
+@pytest.mark.parametrize(
     ("shopper", "thresholds", "stage", "reason"),
     [
         (
