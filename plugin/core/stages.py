@@ -78,9 +78,7 @@ def assess(facts: ShopperFacts, now: datetime, thresholds: Thresholds = DEFAULT_
     if facts.orders_count >= thresholds.loyal_orders:
         return Assessment(Stage.LOYAL, f"{history} (loyal from {thresholds.loyal_orders} orders); {recency}")
     if facts.orders_count >= thresholds.loyal_min_orders and facts.total_spent >= thresholds.loyal_spend:
-        return Assessment(
-            Stage.LOYAL, f"{history} (loyal from {thresholds.loyal_spend} spent over 2+ orders); {recency}"
-        )
+        return Assessment(Stage.LOYAL, f"{history} ({loyal_by_spend(thresholds)}); {recency}")
     if facts.orders_count >= 2:
         return Assessment(Stage.REPEAT, f"{history}; {recency}")
     return Assessment(Stage.FIRST_TIME, f"First order, {_money(facts)}; {recency}")
@@ -100,6 +98,11 @@ def _without_orders(facts: ShopperFacts, now: datetime, thresholds: Thresholds) 
             f"(engaged within {thresholds.engaged_days})",
         )
     return Assessment(Stage.PROSPECT, prospect_reason(thresholds))
+
+
+def loyal_by_spend(thresholds: Thresholds) -> str:
+    """The loyal-by-spend rule in words, as reasons quote it."""
+    return f"loyal from {thresholds.loyal_spend} spent over {thresholds.loyal_min_orders}+ orders"
 
 
 def prospect_reason(thresholds: Thresholds) -> str:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Integer, String, and_, case, cast, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from plugin.core.stages import Thresholds, prospect_reason
+from plugin.core.stages import Thresholds, loyal_by_spend, prospect_reason
 from plugin.store.models import Shop, Shopper, Stage, StageTransition
 
 
@@ -79,7 +79,7 @@ def reason_case(shop: Shop, now: datetime, new_stage, is_postgres: bool):
         ),
         (
             new_stage == Stage.LOYAL.value,
-            history + literal(f" (loyal from {thresholds.loyal_spend} spent over 2+ orders); ") + recency,
+            history + literal(f" ({loyal_by_spend(thresholds)}); ") + recency,
         ),
         (new_stage == Stage.REPEAT.value, history + literal("; ") + recency),
         else_=literal("First order, ") + money + literal("; ") + recency,

@@ -247,11 +247,6 @@ def test_reason_explains_the_stage_word_for_word(shopper, thresholds, stage, rea
     assert assess(shopper, NOW, thresholds) == Assessment(stage, reason)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the loyal-by-spend reason says 'over 2+ orders' whatever the shop's loyal_min_orders "
-    "(core.stages.assess, and store.stage_sql.reason_case word for word)",
-)
 def test_reason_names_the_shops_minimum_orders_for_loyal_by_spend():
     reason = assess(facts(3, "900", 6, currency=None), NOW, Thresholds(loyal_min_orders=3)).reason
     assert reason == "3 orders, 900.00 spent (loyal from 500 spent over 3+ orders); last 6 days ago"
