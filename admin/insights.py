@@ -7,31 +7,19 @@ from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from plugin.core.rules import Profile, condition_holds
 from plugin.store.models import ActionRun, Order, RunStatus, Shopper, Stage, StageTransition
-from plugin.store.shoppers import profile_of
+from plugin.store.shoppers import count_by_stage, current_shoppers, profile_of
 
 ATTRIBUTION_WINDOW = timedelta(days=7)
 FLOW_WEEKS = 8
 
 
-def current_shoppers(shop_id: int):
-    """The shop's shoppers the admin counts and shows: all but those deleted in Shopify (a deleted
-    customer keeps its row, with `deleted_at`, for its orders and history)."""
-    return and_(Shopper.shop_id == shop_id, Shopper.deleted_at.is_(None))
-
-
 def overview(session: Session, shop_id: int, now: datetime) -> dict:
-    stages = dict(
-        session.execute(
-            select(Shopper.stage, func.count(Shopper.id))
-            .where(current_shoppers(shop_id))
-            .group_by(Shopper.stage)
-        ).all()
-    )
+    stages = count_by_stage(session, shop_id)
     return {
         "stages": [{"stage": s.value, "shoppers": stages.get(s.value, 0)} for s in Stage],
         "flows": weekly_flows(session, shop_id, now),

@@ -10,11 +10,11 @@ from flask import g, jsonify
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 from sqlalchemy import func, select
 
-from admin import insights
 from admin.api.base import bp, db, load_or_422, refuse
 from plugin import clock, emails
 from plugin.core.stages import Thresholds
 from plugin.store.models import Shop, Shopper
+from plugin.store.shoppers import current_shoppers
 from plugin.store.stage_sql import stage_case
 
 
@@ -72,7 +72,7 @@ def settings_impact():
         )
         rows = session.execute(
             select(Shopper.stage, new_stage, func.count(Shopper.id))
-            .where(insights.current_shoppers(g.shop_id), new_stage != Shopper.stage)
+            .where(current_shoppers(g.shop_id), new_stage != Shopper.stage)
             .group_by(Shopper.stage, new_stage)
         ).all()
     moves = [{"move": f"{old}→{new}", "count": n} for old, new, n in rows]

@@ -11,13 +11,14 @@ from admin.api.base import bp, db
 from plugin import clock
 from plugin.store import suppressions
 from plugin.store.models import ActionRun, RunStatus, Shopper
+from plugin.store.shoppers import current_shoppers
 
 
 @bp.get("/shoppers")
 def shoppers():
     query = (request.args.get("q") or "").strip()
     with db().session() as session:
-        statement = select(Shopper).where(insights.current_shoppers(g.shop_id))
+        statement = select(Shopper).where(current_shoppers(g.shop_id))
         if query:
             like = f"%{query.lower()}%"
             statement = statement.where(

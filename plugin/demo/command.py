@@ -32,6 +32,7 @@ from plugin.store import erasure as compliance
 from plugin.store import shops
 from plugin.store.db import Database
 from plugin.store.models import ActionRun, Delivery, DeliveryStatus, Shop, Shopper, Stage
+from plugin.store.shoppers import count_by_stage
 
 DEMO_SHOP = "lifecycle-demo.myshopify.com"
 
@@ -252,13 +253,7 @@ def print_stage_table(db) -> None:
     """Shoppers per stage, each with one example reason."""
     with db.session() as session:
         shop = session.scalar(select(Shop).where(Shop.domain == DEMO_SHOP))
-        counts = dict(
-            session.execute(
-                select(Shopper.stage, func.count(Shopper.id))
-                .where(Shopper.shop_id == shop.id)
-                .group_by(Shopper.stage)
-            ).all()
-        )
+        counts = count_by_stage(session, shop.id)
         click.echo(f"{'stage':<11} {'shoppers':>8}  example reason")
         for stage in Stage:
             example = session.scalar(

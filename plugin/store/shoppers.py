@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Protocol
 
-from sqlalchemy import case, exists, func, select, text, update
+from sqlalchemy import and_, case, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from plugin.clock import aware
@@ -154,3 +154,17 @@ def profile_of(shopper: Shopper) -> Profile:
         tags=tuple(shopper.tags),
         email=shopper.email,
     )
+
+
+def current_shoppers(shop_id: int):
+    """The shop's shoppers that count: all but those deleted in Shopify (a deleted customer keeps its
+    row, with `deleted_at`, for its orders and history)."""
+    return and_(Shopper.shop_id == shop_id, Shopper.deleted_at.is_(None))
+
+
+def count_by_stage(session: Session, shop_id: int) -> dict[str, int]:
+    """How many current shoppers each stage holds (stages with none are absent)."""
+    rows = session.execute(
+        select(Shopper.stage, func.count(Shopper.id)).where(current_shoppers(shop_id)).group_by(Shopper.stage)
+    )
+    return dict(rows.all())

@@ -8,7 +8,8 @@ from plugin import clock
 from plugin.clock import aware, iso
 from plugin.store import shops
 from plugin.store.db import Database
-from plugin.store.models import Delivery, Shopper
+from plugin.store.models import Delivery
+from plugin.store.shoppers import count_by_stage
 
 
 def has_live_token(db: Database, shop_domain: str) -> bool:
@@ -28,15 +29,7 @@ def shop_status(db: Database, shop_domain: str, with_stages: bool = True) -> dic
         shop = shops.get_shop(session, shop_domain)
         if shop is None:
             return None
-        stages = {}
-        if with_stages:  # the admin's overview counts them itself
-            stages = dict(
-                session.execute(
-                    select(Shopper.stage, func.count(Shopper.id))
-                    .where(Shopper.shop_id == shop.id, Shopper.deleted_at.is_(None))
-                    .group_by(Shopper.stage)
-                ).all()
-            )
+        stages = count_by_stage(session, shop.id) if with_stages else {}  # the overview counts its own
         last_webhook = session.scalar(
             select(func.max(Delivery.received_at)).where(Delivery.shop_domain == shop_domain)
         )
