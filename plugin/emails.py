@@ -257,8 +257,12 @@ def _guard_filter(name: str, function):
         value = values[0] if values else None
         _bounded(value, f"the input of |{name}")
         numbers = [a for a in values[1:] + list(kwargs.values()) if isinstance(a, int)]
-        if name in ("center", "indent") and any(n > MAX_OUTPUT for n in numbers):
-            raise TemplateLimitError(f"|{name} wider than {MAX_OUTPUT} characters")
+        if any(n > MAX_OUTPUT for n in numbers):  # widths, counts (center, indent, batch, slice, …)
+            raise TemplateLimitError(f"|{name} with a number over {MAX_OUTPUT}")
+        if name == "replace" and isinstance(value, str) and len(values) >= 3:
+            old, new = str(values[1]), str(values[2])
+            if len(value) + (value.count(old) + 1) * len(new) > MAX_OUTPUT:
+                raise TemplateLimitError(f"|replace would make more than {MAX_OUTPUT} characters")
         if name == "indent" and isinstance(value, str):
             width = max(numbers or [4])
             if width * (value.count("\n") + 1) + len(value) > MAX_OUTPUT:
