@@ -46,6 +46,9 @@ SETTINGS = (
     # smtp://user:pass@host:587 (STARTTLS when offered) or smtps://…; unset: .eml files in LIFECYCLE_OUTBOX
     Setting("SMTP_URL", default=None, secret=True),
     Setting("LIFECYCLE_OUTBOX", default=None, key="OUTBOX"),  # None: "outbox" in the instance folder
+    # The From address of every email: on the app's own sending domain (SPF, DKIM and DMARC set up for it);
+    # the merchant's sender address goes in Reply-To. Unchecked merchant domains are never used as From.
+    Setting("LIFECYCLE_MAIL_FROM", default="no-reply@localhost", key="MAIL_FROM"),
     # Base of the Admin API instead of https://{shop} (the fake store in tests and the demo).
     Setting("SHOPIFY_ADMIN_ORIGIN", default=None),
     Setting("LIFECYCLE_LOG_LEVEL", default="INFO", key="LOG_LEVEL"),

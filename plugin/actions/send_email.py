@@ -3,10 +3,16 @@
 Exactly once: the run is marked `sending` and committed before the mail server is called. A crash after
 that leaves the mark, and the next attempt fails the run as "outcome unknown" instead of mailing again:
 a shopper may miss one email, but never gets two.
+
+From is the app's own sender (MAIL_FROM, on a domain whose SPF and DKIM we control), shown with the shop's
+name; Reply-To is the merchant's sender address, so answers reach the merchant. A From on the merchant's
+own domain is not offered: it would need a DNS check of the domain's SPF and DKIM for our sending service
+first, which does not exist yet.
 """
 
 from __future__ import annotations
 
+from flask import current_app
 from sqlalchemy import select
 
 from plugin import emails, links
@@ -24,16 +30,14 @@ def run(ctx: ActionContext) -> None:
     tag_customer(ctx)
     issue_discount(ctx)
     to = run_row.recipient_email or shopper.email
-    unsubscribe_url = links.url_for(ctx.settings, ctx.shop.id, to) if run_row.marketing else None
+    unsubscribe_url = links.url_for(ctx.settings, run_row.id) if run_row.marketing else None
     if not run_row.marketing and "subscription_id" in (run_row.context or {}):  # an alert they asked for
         unsubscribe_url = links.alert_cancel_url(ctx.settings, run_row.context["subscription_id"])
     rendered = render(ctx, unsubscribe_url)
-    sender = (
-        ctx.shop.sender_name or ctx.shop.domain.split(".")[0],
-        ctx.shop.sender_email or f"no-reply@{ctx.shop.domain}",
-    )
     message_id = f"<run-{run_row.id}.{ctx.shop.id}@lifecycle>"
-    message = emails.build_message(rendered, sender, to, message_id, unsubscribe_url, ctx.now)
+    message = emails.build_message(
+        rendered, sender(ctx), to, message_id, unsubscribe_url, ctx.now, reply_to=ctx.shop.sender_email
+    )
     run_row.context = dict(run_row.context or {}, sending_at=ctx.now.isoformat())
     ctx.commit_progress()
     try:
@@ -46,6 +50,17 @@ def run(ctx: ActionContext) -> None:
         subscription = ctx.session.get(StockSubscription, run_row.context["subscription_id"])
         if subscription is not None:
             subscription.notified_at = ctx.now
+
+
+def shop_name(ctx: ActionContext) -> str:
+    return ctx.shop.domain.split(".")[0].replace("-", " ").title()
+
+
+def sender(ctx: ActionContext) -> tuple[str, str]:
+    """(display name, address): the shop's name, at the app's own sending address."""
+    # The worker runs inside the app context; the run's settings carry MAIL_FROM once run_action passes it.
+    address = ctx.settings.get("MAIL_FROM") or current_app.config["MAIL_FROM"]
+    return ctx.shop.sender_name or shop_name(ctx), address
 
 
 def render(ctx: ActionContext, unsubscribe_url: str | None) -> emails.RenderedEmail:
@@ -65,7 +80,8 @@ def render(ctx: ActionContext, unsubscribe_url: str | None) -> emails.RenderedEm
     discount = run_row.params.get("discount") or {}
     context = dict(
         run_row.context or {},
-        shop_name=ctx.shop.domain.split(".")[0].replace("-", " ").title(),
+        shop_name=shop_name(ctx),
+        postal_address=ctx.shop.postal_address,
         first_name=shopper.first_name if shopper else None,
         orders_count=shopper.orders_count if shopper else 0,
         code=run_row.discount_code,

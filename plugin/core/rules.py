@@ -4,7 +4,11 @@ planning: which runs a trigger creates for a shopper (pure: profile, rules and n
 A trigger is either a stage entered (`stage:at_risk`) or a store event (`checkout_started`, `order_paid`,
 `order_fulfilled`, `customer_created`, `consent_granted`, `back_in_stock`). `consent_granted` fires once a
 shopper is both known and subscribed, whichever of customers/create and the consent webhook came first.
-Conditions are a fixed vocabulary over the profile, never code.
+Conditions are a fixed vocabulary over the profile, never code: each field has its operators and the type
+of its value, checked when a rule is saved, and a condition evaluates only its own operator.
+
+Whether a play is marketing is fixed by the play, not by a field a merchant can edit (see is_marketing):
+consent, suppression, the frequency cap and the unsubscribe headers cannot be switched off by a form.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from plugin.core.stages import Stage
 
@@ -53,13 +57,100 @@ TEMPLATES = (
 MAX_TRIGGER_AGE = timedelta(days=2)
 
 
+COMPARISONS = ("==", "!=", ">", ">=", "<", "<=")
+# Each field: the operators it takes and the kind of value they compare with.
+FIELD_OPERATORS = {
+    "orders_count": COMPARISONS + ("in",),
+    "total_spent": COMPARISONS,
+    "days_since_last_order": COMPARISONS + ("in",),
+    "stage": ("==", "!=", "in"),
+    "accepts_marketing": ("==", "!="),
+    "locale": ("==", "!=", "in"),
+    "tags": ("contains",),
+}
+STAGES = tuple(stage.value for stage in Stage)
+
+
+def _count(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        raise ValidationError("a whole number from 0 to 1000000")
+    return value
+
+
+def _money(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValidationError("an amount, such as 150 or 99.90")
+    try:
+        amount = Decimal(str(value).strip())
+    except ArithmeticError:
+        raise ValidationError("an amount, such as 150 or 99.90") from None
+    if not amount.is_finite() or not 0 <= amount <= 10**12:
+        raise ValidationError("an amount from 0 to 1000000000000")
+    return str(amount)
+
+
+def _stage(value) -> str:
+    if value not in STAGES:
+        raise ValidationError(f"one of {', '.join(STAGES)}")
+    return value
+
+
+def _text(value) -> str:
+    if not isinstance(value, str) or not 1 <= len(value.strip()) <= 255:
+        raise ValidationError("a text of 1 to 255 characters")
+    return value.strip()
+
+
+def _flag(value) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError("true or false")
+    return value
+
+
+VALUE_OF = {
+    "orders_count": _count,
+    "days_since_last_order": _count,
+    "total_spent": _money,
+    "stage": _stage,
+    "accepts_marketing": _flag,
+    "locale": _text,
+    "tags": _text,
+}
+
+
 class ConditionSchema(Schema):
+    """One condition; its value typed by its field (a count, an amount, a stage, a text, true/false)."""
+
     class Meta:
         unknown = EXCLUDE
 
     field = fields.String(required=True, validate=validate.OneOf(CONDITION_FIELDS))
     op = fields.String(required=True, validate=validate.OneOf(OPERATORS))
     value = fields.Raw(required=True, allow_none=True)
+
+    @validates_schema
+    def _typed(self, data, **_):
+        allowed = FIELD_OPERATORS[data["field"]]
+        if data["op"] not in allowed:
+            raise ValidationError(f"{data['field']} takes {', '.join(allowed)}", "op")
+        _typed_value(data)
+
+    @post_load
+    def _normalised(self, data, **_):
+        return dict(data, value=_typed_value(data))
+
+
+def _typed_value(data: dict):
+    one = VALUE_OF[data["field"]]
+    value = data["value"]
+    try:
+        if data["op"] != "in":
+            return one(value)
+        if not isinstance(value, list) or not 1 <= len(value) <= 100:
+            raise ValidationError("a list of 1 to 100 values")
+        return [one(item) for item in value]
+    except ValidationError as error:
+        raise ValidationError(f"{data['field']} {data['op']} needs {error.messages[0]}", "value") from None
 
 
 class DiscountSchema(Schema):
@@ -97,7 +188,7 @@ class RuleSchema(Schema):
     priority = fields.Integer(load_default=50, validate=validate.Range(min=0, max=100))
     enabled = fields.Boolean(load_default=True)
     holdout_percent = fields.Integer(load_default=0, validate=validate.Range(min=0, max=90))
-    marketing = fields.Boolean(load_default=True)  # False only for mails the shopper asked for
+    # No `marketing` field: input saying so is ignored (unknown=EXCLUDE); the play decides (post_load).
 
     @validates_schema
     def _email_needs_template(self, data, **_):
@@ -105,6 +196,22 @@ class RuleSchema(Schema):
             raise ValidationError("an email rule needs a template", "params")
         if data["action"] == "tag_customer" and not (data.get("params") or {}).get("tags"):
             raise ValidationError("a tagging rule needs at least one tag", "params")
+
+    @post_load
+    def _marketing_of_the_play(self, data, **_):
+        return dict(data, marketing=is_marketing(data))
+
+
+# The one play whose messages the shopper asked for: their own back-in-stock request (the theme block's
+# form). It is transactional only as long as it stays that play: same key, same trigger. Every other
+# rule a merchant has or writes is marketing. The app's own runs (stage and consent write-backs) are not
+# rules and are never marketing (store.runs.system_run).
+TRANSACTIONAL_PLAYS = frozenset({("back_in_stock", "back_in_stock")})
+
+
+def is_marketing(rule: dict) -> bool:
+    """Whether a rule's runs are marketing: fixed by the play, whatever a stored or posted rule says."""
+    return (rule.get("key"), rule.get("trigger")) not in TRANSACTIONAL_PLAYS
 
 
 def _rule(key, name, trigger, template, *, delay=0, discount=None, tags=(), priority=50, **extra) -> dict:
@@ -147,7 +254,6 @@ DEFAULT_RULES = (
         "back_in_stock",
         "back_in_stock",
         priority=90,
-        marketing=False,
     ),
     _rule(
         "back_in_stock_buyers",
@@ -233,6 +339,7 @@ class PlannedRun:
     trigger: str
     held_out: bool
     recipient_email: str | None = None
+    error: str | None = None  # the rule raised while planning: stored as a failed run with this reason
 
 
 def plan_runs(
@@ -245,19 +352,34 @@ def plan_runs(
         trigger = replace(trigger, at=now)
     planned = []
     for rule_id, rule in rules:
-        if not rule["enabled"] or rule["trigger"] != trigger.name:
-            continue
-        if not all(condition_holds(c, profile, now) for c in rule["conditions"]):
-            continue
-        if rule["marketing"] and not profile.accepts_marketing:
-            continue  # never plan marketing without consent (checked again at send time)
-        planned.append(_planned(shop_id, rule_id, rule, profile, trigger))
+        try:
+            run = _plan_one(shop_id, rule_id, rule, profile, trigger, now)
+        except Exception as error:  # a stored rule the schema never saw must not fail the delivery
+            run = _failed(shop_id, rule_id, rule, profile, trigger, error)
+        if run is not None:
+            planned.append(run)
     return planned
 
 
-def _planned(shop_id: int, rule_id: int, rule: dict, profile: Profile, trigger: Trigger) -> PlannedRun:
+def _plan_one(
+    shop_id: int, rule_id: int, rule: dict, profile: Profile, trigger: Trigger, now: datetime
+) -> PlannedRun | None:
+    if not rule["enabled"] or rule["trigger"] != trigger.name:
+        return None
+    if not all(condition_holds(c, profile, now) for c in rule["conditions"]):
+        return None
+    if is_marketing(rule) and not profile.accepts_marketing:
+        return None  # never plan marketing without consent (checked again at send time)
+    return _planned(shop_id, rule_id, rule, profile, trigger)
+
+
+def _key(shop_id: int, rule: dict, profile: Profile, trigger: Trigger) -> str:
     who = profile.shopper_id if profile.shopper_id is not None else f"email:{profile.email}"
-    key = f"{shop_id}:{rule['key']}:{who}:{trigger.cycle}"
+    return f"{shop_id}:{rule['key']}:{who}:{trigger.cycle}"
+
+
+def _planned(shop_id: int, rule_id: int, rule: dict, profile: Profile, trigger: Trigger) -> PlannedRun:
+    key = _key(shop_id, rule, profile, trigger)
     return PlannedRun(
         rule_id=rule_id,
         play=rule["key"],
@@ -267,12 +389,37 @@ def _planned(shop_id: int, rule_id: int, rule: dict, profile: Profile, trigger: 
         idempotency_key=key,
         due_at=trigger.at + timedelta(minutes=rule["delay_minutes"]),  # store_run clamps to now
         priority=rule["priority"],
-        marketing=rule["marketing"],
+        marketing=is_marketing(rule),
         params=dict(rule["params"]),
         context=dict(trigger.context),
         trigger=trigger.source,
         held_out=is_held_out(key, rule["holdout_percent"]),
         recipient_email=profile.email if profile.shopper_id is None else None,
+    )
+
+
+def _failed(
+    shop_id: int, rule_id: int, rule: Any, profile: Profile, trigger: Trigger, error: Exception
+) -> PlannedRun:
+    """The record of a rule that raised while planning: a run that is failed with the reason."""
+    rule = rule if isinstance(rule, dict) else {}
+    play = str(rule.get("key") or f"rule_{rule_id}")[:64]
+    return PlannedRun(
+        rule_id=rule_id,
+        play=play,
+        action=str(rule.get("action") or "none")[:64],
+        shopper_id=profile.shopper_id,
+        cycle=trigger.cycle,
+        idempotency_key=_key(shop_id, {"key": play}, profile, trigger),
+        due_at=trigger.at,
+        priority=0,
+        marketing=True,
+        params={},
+        context=dict(trigger.context),
+        trigger=trigger.source,
+        held_out=False,
+        recipient_email=profile.email if profile.shopper_id is None else None,
+        error=f"the rule could not be evaluated: {type(error).__name__}: {error}"[:1000],
     )
 
 
@@ -284,26 +431,29 @@ def is_held_out(idempotency_key: str, percent: int) -> bool:
     return bucket < percent
 
 
+COMPARE = {
+    "==": lambda actual, wanted: actual == wanted,
+    "!=": lambda actual, wanted: actual != wanted,
+    ">": lambda actual, wanted: actual > wanted,
+    ">=": lambda actual, wanted: actual >= wanted,
+    "<": lambda actual, wanted: actual < wanted,
+    "<=": lambda actual, wanted: actual <= wanted,
+}
+
+
 def condition_holds(condition: dict, profile: Profile, now: datetime) -> bool:
-    """Evaluate one condition of the fixed vocabulary against a profile."""
+    """Evaluate one condition of the fixed vocabulary against a profile: only its own operator."""
     actual = _field_value(condition["field"], profile, now)
     op, wanted = condition["op"], condition["value"]
     if op == "contains":
         return wanted in (actual or ())
+    if isinstance(actual, int | Decimal) and not isinstance(actual, bool):
+        wanted = [Decimal(str(w)) for w in wanted] if op == "in" else Decimal(str(wanted))
     if op == "in":
         return actual in (wanted or ())
     if actual is None:
         return op == "==" and wanted is None
-    if isinstance(actual, (int, Decimal)) and not isinstance(actual, bool):
-        wanted = Decimal(str(wanted))
-    return {
-        "==": actual == wanted,
-        "!=": actual != wanted,
-        ">": actual > wanted,
-        ">=": actual >= wanted,
-        "<": actual < wanted,
-        "<=": actual <= wanted,
-    }[op]
+    return COMPARE[op](actual, wanted)
 
 
 def _field_value(name: str, profile: Profile, now: datetime):

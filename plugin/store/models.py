@@ -98,6 +98,8 @@ class Shop(Base):
     cap_per_week: Mapped[int] = mapped_column(Integer, default=3)
     sender_name: Mapped[str | None] = mapped_column(String(255))
     sender_email: Mapped[str | None] = mapped_column(String(320))
+    # The shop's postal address, printed in the footer of every marketing email (CAN-SPAM and the like).
+    postal_address: Mapped[str | None] = mapped_column(String(500))
     # The languages emails go out in, in order: a shopper whose locale is not among them gets the first.
     # Empty means every shipped language, English first (emails.pick_locale).
     languages: Mapped[list | None] = mapped_column(JSON)

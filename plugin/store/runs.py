@@ -52,8 +52,19 @@ def plan(
 
 
 def store_run(db: Database, session: Session, shop_id: int, run: PlannedRun, now: datetime) -> int | None:
-    """Insert a planned run unless its idempotency key exists; return the new id or None."""
+    """Insert a planned run unless its idempotency key exists; return the new id or None.
+
+    A run whose rule raised while planning (`run.error`) is stored failed, with the error as its reason:
+    the merchant sees it on the timeline, and the delivery that triggered it is processed as usual.
+    """
     table = ActionRun.__table__
+    if run.error is not None:
+        status, finished_at, reason = RunStatus.FAILED, now, run.error
+    elif run.held_out:
+        status, finished_at = RunStatus.HELD_OUT, now
+        reason = "held out: in the rule's control group, nothing sent"
+    else:
+        status, finished_at, reason = RunStatus.SCHEDULED, None, None
     values = dict(
         shop_id=shop_id,
         rule_id=run.rule_id,
@@ -71,9 +82,9 @@ def store_run(db: Database, session: Session, shop_id: int, run: PlannedRun, now
         created_at=now,
         due_at=max(run.due_at, now),
         attempts=0,
-        status=RunStatus.HELD_OUT if run.held_out else RunStatus.SCHEDULED,
-        finished_at=now if run.held_out else None,
-        skip_reason="held out: in the rule's control group, nothing sent" if run.held_out else None,
+        status=status,
+        finished_at=finished_at,
+        skip_reason=reason,
     )
     statement = db.insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
     return session.execute(statement.returning(table.c.id)).scalar()

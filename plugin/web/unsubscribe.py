@@ -3,6 +3,9 @@
 GET shows a page with one button; POST (the button, or a mail client's RFC 8058 one-click request with
 body `List-Unsubscribe=One-Click`) records the suppression, withdraws consent on the local profile, and
 queues the consent update to Shopify (customerEmailMarketingConsentUpdate).
+
+The link names the run that sent the email (links.url_for), not the address; the address it resolves to
+is matched exactly (lower-cased), so `%` and `_` in an address are characters, not wildcards.
 """
 
 from __future__ import annotations
@@ -11,14 +14,15 @@ import logging
 
 from flask import Blueprint, current_app
 from markupsafe import escape
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from plugin import clock, links
 from plugin.core.rules import PlannedRun
 from plugin.pipeline import queue
 from plugin.store import runs, suppressions
 from plugin.store.db import Database
-from plugin.store.models import Shop, Shopper
+from plugin.store.models import ActionRun, Shop, Shopper
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +36,32 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{tit
 <h1 style="font-size: 22px;">{title}</h1><p>{text}</p>{form}</body></html>"""
 
 
+INVALID = PAGE.format(title="Link not valid", text="This unsubscribe link is not valid.", form="")
+
+
+def recipient(session: Session, link: links.UnsubscribeLink) -> tuple[int, str] | None:
+    """The (shop id, lower-cased address) a link stands for, or None when it names nothing we have."""
+    if link.run_id is None:
+        return link.shop_id, link.email.strip().lower()
+    run = session.get(ActionRun, link.run_id)
+    if run is None:
+        return None
+    shopper = session.get(Shopper, run.shopper_id) if run.shopper_id is not None else None
+    email = run.recipient_email or (shopper.email if shopper else None)
+    return (run.shop_id, email.strip().lower()) if email else None
+
+
 @bp.get("/unsubscribe/<token>")
 def confirm(token: str):
     """The page behind the link: one button, so link scanners that follow GETs unsubscribe nobody."""
-    found = links.read_unsubscribe_token(token)
+    link = links.read_unsubscribe_token(token)
+    if link is None:
+        return INVALID, 404
+    db: Database = current_app.extensions["lifecycle.db"]
+    with db.session() as session:
+        found = recipient(session, link)
     if found is None:
-        return PAGE.format(title="Link not valid", text="This unsubscribe link is not valid.", form=""), 404
+        return INVALID, 404
     form = (
         '<form method="post"><button type="submit" style="font-size: 16px; padding: 10px 18px;">'
         "Unsubscribe</button></form>"
@@ -49,19 +73,22 @@ def confirm(token: str):
 @bp.post("/unsubscribe/<token>")
 def unsubscribe(token: str):
     """Record the suppression (idempotent) and withdraw consent, here and in Shopify."""
-    found = links.read_unsubscribe_token(token)
-    if found is None:
-        return PAGE.format(title="Link not valid", text="This unsubscribe link is not valid.", form=""), 404
-    shop_id, email = found
+    link = links.read_unsubscribe_token(token)
+    if link is None:
+        return INVALID, 404
     db: Database = current_app.extensions["lifecycle.db"]
     now, queued = clock.now(), []
     with db.session() as session:
+        found = recipient(session, link)
+        if found is None:
+            return INVALID, 404
+        shop_id, email = found
         shop = session.get(Shop, shop_id)
         if shop is None:
             return PAGE.format(title="Link not valid", text="This shop is gone.", form=""), 404
         suppressions.suppress(db, session, shop_id, email, "one-click", now)
         for shopper in session.scalars(
-            select(Shopper).where(Shopper.shop_id == shop_id, Shopper.email.ilike(email))
+            select(Shopper).where(Shopper.shop_id == shop_id, func.lower(Shopper.email) == email)
         ):
             shopper.consent_state, shopper.consent_updated_at = "unsubscribed", now
             runs.skip_pending_marketing(session, shopper.id, "the address unsubscribed", now)
