@@ -522,6 +522,17 @@ def _default(name: str) -> str:
     return (TEMPLATES / name).read_text(encoding="utf-8")
 
 
+def shop_name(domain: str) -> str:
+    """A shop's name for emails, from its domain (`linen-house.myshopify.com` → "Linen House")."""
+    return domain.split(".")[0].replace("-", " ").title()
+
+
+def shop_sender(shop, mail_from: str) -> tuple[str, str]:
+    """(display name, address) of a shop's emails: its name at the app's own sending address (a From on
+    the merchant's domain would need its SPF and DKIM checked first); answers go to its Reply-To."""
+    return shop.sender_name or shop_name(shop.domain), mail_from
+
+
 def build_message(
     rendered: RenderedEmail,
     sender: tuple[str, str],

@@ -131,9 +131,11 @@ def test_send():
     if _over_hourly_limit(shop.id):
         return jsonify({"error": f"at most {TEST_SENDS_PER_HOUR} test emails an hour; try again later"}), 429
     rendered = _render(form, shop)
-    sender = (shop.sender_name or "Lifecycle test", shop.sender_email or f"no-reply@{shop.domain}")
+    sender = emails.shop_sender(shop, current_app.config["MAIL_FROM"])  # as the shop's real emails go
     message_id = f"<test-{secrets.token_hex(6)}.{shop.id}@lifecycle>"
-    message = emails.build_message(rendered, sender, to, message_id, None, clock.now())
+    message = emails.build_message(
+        rendered, sender, to, message_id, None, clock.now(), reply_to=shop.sender_email
+    )
     message.replace_header("Subject", "[Test] " + rendered.subject)
     config = current_app.config
     try:
@@ -195,7 +197,7 @@ def _render(form: dict, shop: Shop) -> emails.RenderedEmail:
         SAMPLE,
         percent=percent,
         code=SAMPLE["code"] if percent else None,
-        shop_name=shop.domain.split(".")[0].replace("-", " ").title(),
+        shop_name=emails.shop_name(shop.domain),
         marketing=True,
         expires_at=clock.now(),
         unsubscribe_url="https://example.invalid/unsubscribe",

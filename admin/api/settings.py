@@ -31,7 +31,9 @@ class SettingsSchema(Schema):
     quiet_start_hour = fields.Integer(validate=validate.Range(min=0, max=23))
     quiet_end_hour = fields.Integer(validate=validate.Range(min=0, max=23))
     sender_name = fields.String(allow_none=True, validate=validate.Length(max=255))
-    sender_email = fields.Email(allow_none=True)
+    sender_email = fields.Email(allow_none=True)  # Reply-To of the shop's emails (From is the app's sender)
+    # Printed in every marketing email's footer, as anti-spam law asks.
+    postal_address = fields.String(allow_none=True, validate=validate.Length(max=500))
     timezone = fields.String(validate=validate.Length(max=64))
     # Email languages in order; the first is for shoppers whose locale is not among them.
     languages = fields.List(

@@ -52,15 +52,10 @@ def run(ctx: ActionContext) -> None:
             subscription.notified_at = ctx.now
 
 
-def shop_name(ctx: ActionContext) -> str:
-    return ctx.shop.domain.split(".")[0].replace("-", " ").title()
-
-
 def sender(ctx: ActionContext) -> tuple[str, str]:
     """(display name, address): the shop's name, at the app's own sending address."""
     # The worker runs inside the app context; the run's settings carry MAIL_FROM once run_action passes it.
-    address = ctx.settings.get("MAIL_FROM") or current_app.config["MAIL_FROM"]
-    return ctx.shop.sender_name or shop_name(ctx), address
+    return emails.shop_sender(ctx.shop, ctx.settings.get("MAIL_FROM") or current_app.config["MAIL_FROM"])
 
 
 def render(ctx: ActionContext, unsubscribe_url: str | None) -> emails.RenderedEmail:
@@ -80,7 +75,7 @@ def render(ctx: ActionContext, unsubscribe_url: str | None) -> emails.RenderedEm
     discount = run_row.params.get("discount") or {}
     context = dict(
         run_row.context or {},
-        shop_name=shop_name(ctx),
+        shop_name=emails.shop_name(ctx.shop.domain),
         postal_address=ctx.shop.postal_address,
         first_name=shopper.first_name if shopper else None,
         orders_count=shopper.orders_count if shopper else 0,

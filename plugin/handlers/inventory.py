@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from plugin.core import facts
-from plugin.core.rules import Profile, Trigger
+from plugin.core.rules import Profile, Trigger, is_marketing
 from plugin.handlers.context import HandlerContext
 from plugin.handlers.registry import handles
 from plugin.shopify.payloads import InventoryLevelData, ProductData
@@ -56,8 +56,8 @@ def announce_restock(ctx: HandlerContext, level: InventoryLevelData) -> None:
 
     at = level.updated_at or ctx.now
     rules = shops.shop_rules(ctx.session, ctx.shop.id)
-    asked = [r for r in rules if not r[1]["marketing"]]
-    marketing = [r for r in rules if r[1]["marketing"]]
+    asked = [r for r in rules if not is_marketing(r[1])]
+    marketing = [r for r in rules if is_marketing(r[1])]
     for product, variant in variants_of_item(ctx, level.inventory_item_id):
         cycle = f"{variant['variant_id']}@{at.isoformat()}"
         facts = dict(

@@ -281,13 +281,6 @@ def test_days_since_last_order_counts_whole_days(last_order_age, expected):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(TypeError, ArithmeticError),
-    reason="bug (issue 14 point 5): RuleSchema accepts a condition value or operator its field cannot take, and "
-    "condition_holds then raises (it builds every comparison before picking one, and converts numbers "
-    "with Decimal(str(value))), so every delivery that triggers the rule fails",
-)
 @pytest.mark.parametrize(
     ("field", "op", "value"),
     [
@@ -393,11 +386,6 @@ def test_marketing_needs_consent_and_carries_the_flag(key, trigger_name, consent
     assert [run.marketing for run in runs] == ([marketing] if planned else [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (issue 14 point 2): `marketing` is a rule field the admin can set to false on a marketing play, "
-    "which then plans (and sends) without consent",
-)
 def test_a_marketing_play_cannot_be_made_transactional():
     rule, refused = load_or_refuse({**WIN_BACK, "marketing": False})
     if refused:
