@@ -4,6 +4,7 @@ command retries it), reconciliation stops on a cursor that does not advance and 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 import pytest
@@ -12,15 +13,18 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from plugin.cli import main
+from plugin.demo import synthetic as s
 from plugin.pipeline import queue
+from plugin.pipeline.run_action import Breaker
 from plugin.pipeline.scheduler import run_forever
 from plugin.pipeline.tick import tick_app
 from plugin.shopify import reconcile
-from plugin.store.models import Shop
+from plugin.store.models import ActionAttempt, ActionRun, Shop
 from tests.conftest import NOW, SHOP, free_port
 from tests.test_backfill import deliver_shopify_webhooks
 from tests.test_cli import run  # noqa: F401 - the CLI fixture (environment and all)
 from tests.test_install import open_app_home
+from tests.webhook_client import post_webhook
 
 
 def test_the_scheduler_logs_a_failed_tick_and_runs_the_next(app, shop, redis_connection, caplog):
@@ -112,3 +116,33 @@ def test_reconciliation_stops_on_a_cursor_that_does_not_advance_and_caps_its_pag
     with db.session() as session:
         synced = session.scalar(select(Shop.last_reconciled_at))
     assert NOW - timedelta(days=900) < synced < NOW  # synced as far as it read, not to now
+
+
+# --- the per-shop breaker --------------------------------------------------------------------------------
+def test_an_unreachable_store_opens_the_shops_breaker(app, client, db, shop, worker, redis_connection):
+    # nothing listens there: each call is refused, and the client retries 4 times over ~7 s before giving up
+    app.config["SHOPIFY_ADMIN_ORIGIN"] = f"http://127.0.0.1:{free_port()}"
+    runs = 12
+    for n in range(runs):  # each new customer's stage is written back to the store: a stage-sync run
+        post_webhook(client, "customers/create", s.customer_payload(8100 + n, f"b{n}@example.com", NOW))
+    started = time.monotonic()
+    worker.work()
+    elapsed = time.monotonic() - started
+
+    with db.session() as session:
+        outcomes = [a.outcome for a in session.scalars(select(ActionAttempt).order_by(ActionAttempt.id))]
+        scheduled = session.scalars(select(ActionRun).where(ActionRun.play == "stage_sync")).all()
+    assert len(scheduled) == runs
+    assert outcomes.count("retry") == 1  # the first run tried (and the client retried in-process)
+    assert outcomes.count("breaker") == runs - 1  # the rest waited without a network call
+    assert all(r.status == "scheduled" for r in scheduled)
+    waiting = [r for r in scheduled if r.attempts == 0]
+    assert len(waiting) == runs - 1
+    assert all(r.due_at == NOW + timedelta(seconds=60) for r in waiting)
+    assert all("breaker open until" in r.deferred_reason for r in waiting)
+    assert elapsed < 7 * 3  # one run's in-process retries, not one per run (12 x 7 s before)
+
+    # the window is read from the one clock: past it, runs may try the store again
+    later = NOW + timedelta(seconds=61)
+    breaker = Breaker(redis_connection, shop.id)
+    assert breaker.open_until(later) is None and breaker.open_until(NOW) is not None
