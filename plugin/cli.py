@@ -139,6 +139,26 @@ def shops_status(domain: str) -> None:
     click.echo(json.dumps(found, indent=2))
 
 
+@shops.command("backfill")
+@click.argument("domain")
+def shops_backfill(domain: str) -> None:
+    """Start a shop's history backfill again (after it failed: a refused bulk query, a failed operation)."""
+    from plugin.shopify import backfill  # only this command restarts a backfill
+
+    app = build_app()
+    db = app.extensions["lifecycle.db"]
+    with db.session() as session:
+        shop = shop_rows.get_shop(session, domain.strip().lower())
+        shop_id = shop.id if shop is not None and shop.active else None
+    if shop_id is None:
+        raise click.ClickException(f"{domain} is not an installed shop")
+    progress = backfill.retry(db, shop_id)
+    if progress is None:
+        raise click.ClickException(f"the backfill of {domain} is under way or done; nothing to retry")
+    queue.enqueue_backfill(app.extensions["lifecycle.redis"], shop_id)
+    click.echo(f"backfill of {domain} queued again")
+
+
 @main.group()
 def compliance() -> None:
     """Data exports produced for customers/data_request."""

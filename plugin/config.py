@@ -43,6 +43,8 @@ SETTINGS = (
     Setting("LIFECYCLE_MAX_WEBHOOK_BYTES", default=5 * 1024 * 1024, cast=int, key="MAX_CONTENT_LENGTH"),
     # Deliveries still `received` this long after arrival are re-enqueued by the tick.
     Setting("LIFECYCLE_STUCK_AFTER_SECONDS", default=300, cast=int, key="STUCK_AFTER_SECONDS"),
+    # Bodies of deliveries done with (processed, ignored, quarantined) are replaced by a marker after this.
+    Setting("LIFECYCLE_WEBHOOK_RETENTION_DAYS", default=30, cast=int, key="WEBHOOK_RETENTION_DAYS"),
     # smtp://user:pass@host:587 (STARTTLS when offered) or smtps://…; unset: .eml files in LIFECYCLE_OUTBOX
     Setting("SMTP_URL", default=None, secret=True),
     Setting("LIFECYCLE_OUTBOX", default=None, key="OUTBOX"),  # None: "outbox" in the instance folder

@@ -112,6 +112,12 @@ class FakeBulk:
         self.outgoing_webhooks: list[dict] = []  # (topic, headers, body) Shopify would POST to the app
         self.webhook_url: str | None = None
         self.folder = tempfile.mkdtemp(prefix="fake-store-bulk-")
+        # Misbehaviour on request (`/_fake/control` {"bulk": ...}): "refuse" answers bulkOperationRunQuery
+        # with userErrors; "fail" / "cancel" end the operation FAILED / CANCELED instead of COMPLETED.
+        self.bulk_misbehaviour: str | None = None
+        # {"pages": "stuck"}: every page says there is a next one, at the same cursor; "endless": a next
+        # page always, at a new cursor (reconciliation must stop on both).
+        self.page_misbehaviour: str | None = None
 
     def _bulkOperationRunQuery(self, query: str, groupObjects: bool = True) -> dict:  # noqa: N803
         if any(op["status"] in ("CREATED", "RUNNING") for op in self.bulk_operations.values()):
@@ -120,6 +126,9 @@ class FakeBulk:
                 "code": "OPERATION_IN_PROGRESS",
                 "message": "A bulk query is running.",
             }
+            return {"bulkOperation": None, "userErrors": [error]}
+        if self.bulk_misbehaviour == "refuse":
+            error = {"field": ["query"], "code": "INVALID", "message": "Bulk queries are not available."}
             return {"bulkOperation": None, "userErrors": [error]}
         root = "orders" if query.lstrip(" {\n").startswith("orders") else "customers"
         number = next(self.ids)
@@ -130,7 +139,8 @@ class FakeBulk:
             for line in history_lines(root=root, **self.history):
                 handle.write(json.dumps(line, separators=(",", ":")) + "\n")
                 count += 1
-        self.bulk_operations[gid] = {"id": gid, "status": "COMPLETED", "path": path, "objectCount": count}
+        status = {"fail": "FAILED", "cancel": "CANCELED"}.get(self.bulk_misbehaviour or "", "COMPLETED")
+        self.bulk_operations[gid] = {"id": gid, "status": status, "path": path, "objectCount": count}
         self._queue_finish(gid)
         return {"bulkOperation": {"id": gid, "status": "CREATED"}, "userErrors": []}
 
@@ -142,7 +152,7 @@ class FakeBulk:
         return {
             "id": id,
             "status": op["status"],
-            "errorCode": None,
+            "errorCode": "INTERNAL_SERVER_ERROR" if op["status"] == "FAILED" else None,
             "objectCount": str(op["objectCount"]),
             "url": f"{self.origin}/_fake/bulk/{number}.jsonl",
             "partialDataUrl": None,
@@ -169,8 +179,12 @@ class FakeBulk:
                 nodes.append(dict(line, lineItems={"nodes": []}, email=None) if root == "orders" else line)
         nodes.sort(key=lambda n: n["updatedAt"])
         start = int(after or 0)
+        if self.page_misbehaviour == "stuck":
+            return {"nodes": nodes[:first], "pageInfo": {"hasNextPage": True, "endCursor": "0"}}
         chunk = nodes[start : start + first]
         end = start + len(chunk)
+        if self.page_misbehaviour == "endless":
+            return {"nodes": chunk, "pageInfo": {"hasNextPage": True, "endCursor": str(start + first)}}
         return {"nodes": chunk, "pageInfo": {"hasNextPage": end < len(nodes), "endCursor": str(end)}}
 
     def bulk_file(self, number: str) -> str | None:

@@ -268,6 +268,10 @@ class FakeStore(FakeOAuth, FakeBulk):
             self.restore_rate = float(settings.get("restore_rate", self.restore_rate))
             if "history" in settings:
                 self.history = {**self.history, **settings["history"]}
+            if "bulk" in settings:
+                self.bulk_misbehaviour = settings["bulk"]
+            if "pages" in settings:
+                self.page_misbehaviour = settings["pages"]
             if "webhook_url" in settings:
                 self.webhook_url = settings["webhook_url"]
             if "available" in settings:

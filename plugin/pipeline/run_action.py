@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import redis
 from flask import current_app
 from sqlalchemy import select
 
@@ -46,8 +47,9 @@ def dispatch_due_runs(db: Database, now) -> int:
 def run_action(run_id: int) -> str:
     """Carry out one planned effect once: re-check it, act, and record the attempt (saleor's shape).
 
-    ShopifyThrottled and passing failures put the run back on the schedule (the tick re-queues it);
-    user errors, auth errors and bad templates fail it for good, with the reason.
+    ShopifyThrottled and passing failures put the run back on the schedule (the tick re-queues it); an
+    unreachable Admin API also opens the shop's breaker, so its other runs wait without calling it; user
+    errors, auth errors and bad templates fail it for good, with the reason.
     """
     db, now = database(), clock.now()
     with db.session() as session:  # the token first: a refresh must not wait on this run's lock
@@ -55,8 +57,10 @@ def run_action(run_id: int) -> str:
             select(Shop).join(ActionRun, ActionRun.shop_id == Shop.id).where(ActionRun.id == run_id)
         )
         shop_ref = (shop.id, shop.domain) if shop else None
-    try:
-        client = shop_client(db, *shop_ref) if shop_ref else None
+    breaker = Breaker(current_app.extensions["lifecycle.redis"], shop_ref[0]) if shop_ref else None
+    tripped = breaker.open_until(now) if breaker else None
+    try:  # no client (nor token refresh) while the shop's API is known to be unreachable
+        client = shop_client(db, *shop_ref) if shop_ref and not tripped else None
     except tokens.TokenError as error:
         log.warning("run %s: %s", run_id, error)
         client = None
@@ -76,16 +80,73 @@ def run_action(run_id: int) -> str:
             )
             _attempt(session, run, now, "deferred", decision.why)
             return "deferred"
+        if tripped:  # back off with the shop's other runs: no network call, no attempt counted
+            until, why = tripped
+            reason = f"Admin API unreachable; breaker open until {until.isoformat()} ({why})"
+            run.status, run.due_at, run.deferred_reason = RunStatus.SCHEDULED, until, reason
+            _attempt(session, run, now, "breaker", reason)
+            return "breaker open"
         run.status, run.attempts = RunStatus.RUNNING, run.attempts + 1
         session.commit()
         started = time.monotonic()
         try:
             ACTIONS[run.action](ctx)
-        except (ShopifyThrottled, ShopifyTransientError, RetryableActionError) as error:
+        except ShopifyTransientError as error:
+            if breaker:
+                breaker.trip(now, error)
+            return _retry_later(session, run, now, error, started)
+        except (ShopifyThrottled, RetryableActionError) as error:
             return _retry_later(session, run, now, error, started)
         except (ShopifyUserErrors, ShopifyAuthError, PermanentActionError) as error:
             return _end(session, run, RunStatus.FAILED, now, "failed", reason=str(error), started=started)
+        if breaker:
+            breaker.close()
         return _end(session, run, RunStatus.SUCCEEDED, now, "succeeded", started=started)
+
+
+# A shop's breaker stays open this long after its Admin API was unreachable, doubling with each failure in
+# a row (up to BREAKER_MAX_SECONDS); a success closes it.
+BREAKER_SECONDS = 60
+BREAKER_MAX_SECONDS = 1800
+
+
+class Breaker:
+    """A per-shop circuit breaker in Redis: when the shop's Admin API is unreachable (timeouts, refused
+    connections, DNS, 5xx: ShopifyTransientError after the client's own retries), every run of the shop
+    backs off until the same instant, on the one clock, instead of each holding a worker for the full
+    timeout. Redis being away only disables it (the runs then try, as they would without it)."""
+
+    KEY = "lifecycle:breaker:{shop_id}"
+
+    def __init__(self, connection: redis.Redis, shop_id: int):
+        self.connection, self.key = connection, self.KEY.format(shop_id=shop_id)
+
+    def open_until(self, now: datetime) -> tuple[datetime, str] | None:
+        """(until, why) while the breaker is open at `now`; None when runs may call the API."""
+        try:
+            state = self.connection.hgetall(self.key)
+        except redis.RedisError:
+            return None
+        if not state or b"open_until" not in state:
+            return None
+        until = datetime.fromisoformat(state[b"open_until"].decode())
+        return (until, state.get(b"why", b"").decode()) if until > now else None
+
+    def trip(self, now: datetime, error: Exception) -> None:
+        try:
+            trips = self.connection.hincrby(self.key, "trips", 1)
+            wait = min(BREAKER_SECONDS * 2 ** min(trips - 1, 16), BREAKER_MAX_SECONDS)
+            until = now + timedelta(seconds=wait)
+            self.connection.hset(self.key, mapping={"open_until": until.isoformat(), "why": str(error)[:200]})
+            self.connection.expire(self.key, 4 * BREAKER_MAX_SECONDS)  # tidies up; the clock decides
+        except redis.RedisError:
+            log.warning("could not open the breaker %s", self.key)
+
+    def close(self) -> None:
+        try:
+            self.connection.delete(self.key)
+        except redis.RedisError:
+            pass
 
 
 RUN_RETRY_DELAYS = (60, 300, 1800, 7200)

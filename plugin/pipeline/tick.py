@@ -31,6 +31,7 @@ class TickReport:
     planned: int = 0
     dispatched: int = 0
     maintenance: dict[str, int] = field(default_factory=dict)
+    pruned_bodies: int = 0  # webhook bodies past LIFECYCLE_WEBHOOK_RETENTION_DAYS replaced by a marker
 
     def as_dict(self) -> dict:
         return {
@@ -40,6 +41,7 @@ class TickReport:
             "dispatched_runs": self.dispatched,
             "requeued_deliveries": self.requeued,
             "maintenance": self.maintenance,
+            "pruned_bodies": self.pruned_bodies,
         }
 
 
@@ -74,6 +76,9 @@ def tick_app(app) -> TickReport:
     with app.app_context():
         report.dispatched = dispatch_due_runs(app.extensions["lifecycle.db"], now)
         report.maintenance = schedule_maintenance(app, now)
+    report.pruned_bodies = deliveries.prune_bodies(
+        app.extensions["lifecycle.db"], now - timedelta(days=app.config["WEBHOOK_RETENTION_DAYS"])
+    )
     return report
 
 

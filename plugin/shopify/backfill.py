@@ -8,7 +8,9 @@ from the stored rows and stages assigned in set-based SQL, recorded as transitio
 which plans no plays: history triggers no welcome or win-back storm.
 
 Progress lives in `shops.backfill`: {status, step, operation_id, started_at, finished_at, lines, customers,
-orders, error}. Status is one of running, importing, done, failed.
+orders, error}. Status is one of pending, running, importing, done, failed. A refused bulk query (userErrors,
+a rejected document, a revoked token) or a failed, canceled or expired operation ends `failed` with the
+reason, which the tick leaves alone; `lifecycle shops backfill DOMAIN` starts it again (`retry`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from plugin import clock
-from plugin.shopify.client import ShopifyClient, document
+from plugin.shopify.client import ShopifyAuthError, ShopifyClient, ShopifyUserErrors, document
 from plugin.shopify.ids import consent_state, gid_number
 from plugin.store import stage_sql
 from plugin.store.db import Database
@@ -44,14 +46,34 @@ def step(db: Database, client: ShopifyClient, shop_id: int) -> dict:
         progress = dict(session.get(Shop, shop_id).backfill or {})
     if progress.get("status") in ("done", "failed"):
         return progress
+    try:
+        return _advance(db, client, shop_id, progress)
+    except (ShopifyUserErrors, ShopifyAuthError) as error:  # permanent: polling again would not help
+        return _save(db, shop_id, progress, status="failed", error=f"Shopify refused: {error}")
+
+
+def retry(db: Database, shop_id: int) -> dict | None:
+    """Start a failed (or never started) backfill again from its first step; None if it is under way or
+    done. The caller queues the step."""
+    with db.session() as session:
+        progress = dict(session.get(Shop, shop_id).backfill or {})
+    if progress.get("status") not in (None, "pending", "failed"):
+        return None
+    return _save(db, shop_id, {}, status="pending", retried_at=clock.now().isoformat())
+
+
+def _advance(db: Database, client: ShopifyClient, shop_id: int, progress: dict) -> dict:
     if not progress.get("operation_id"):
-        return _launch(db, client, shop_id, STEPS[0], {"started_at": clock.now().isoformat()})
+        return _launch(db, client, shop_id, STEPS[0], {**progress, "started_at": clock.now().isoformat()})
     operation = client.execute("BulkOperation", {"id": progress["operation_id"]})["bulkOperation"] or {}
     status = operation.get("status")
-    if status in ("CREATED", "RUNNING"):
+    if status in ("CREATED", "RUNNING", "CANCELING"):
         return progress
-    if status != "COMPLETED":
-        return _save(db, shop_id, progress, status="failed", error=f"bulk operation {status}")
+    if status != "COMPLETED":  # FAILED, CANCELED, EXPIRED, or an operation Shopify no longer knows
+        why = f"bulk operation {status or 'not found'}"
+        if operation.get("errorCode"):
+            why += f" ({operation['errorCode']})"
+        return _save(db, shop_id, progress, status="failed", error=why)
     progress = _save(db, shop_id, progress, status="importing")
     if operation.get("url"):  # no url: the query matched nothing
         for done in import_lines(db, shop_id, progress["step"], stream_lines(operation["url"])):

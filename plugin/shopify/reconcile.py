@@ -11,6 +11,7 @@ to merchants.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -25,8 +26,14 @@ from plugin.store.db import Database
 from plugin.store.deliveries import WebhookHeaders
 from plugin.store.models import Shop
 
+log = logging.getLogger(__name__)
+
 OVERLAP = timedelta(minutes=5)  # Shopify's search index lags a little; overlapping windows cost nothing
 FIRST_WINDOW = timedelta(days=1)  # a shop never reconciled looks this far back (the backfill did the rest)
+# Pages of one listing (customers, orders) read per run: 40 pages of 100 = 4,000 records. The listings are
+# sorted by updatedAt, so a run that stops early records the last time it read to as the shop's sync time,
+# and the next run (15 minutes later) goes on from there.
+MAX_PAGES = 40
 
 
 def reconcile(db: Database, client: ShopifyClient, shop_id: int) -> dict[str, int]:
@@ -37,27 +44,46 @@ def reconcile(db: Database, client: ShopifyClient, shop_id: int) -> dict[str, in
         since = (shop.last_reconciled_at or now - FIRST_WINDOW) - OVERLAP
         domain = shop.domain
     search = f"updated_at:>'{since.strftime('%Y-%m-%dT%H:%M:%SZ')}'"
-    counts = {"customers": 0, "orders": 0, "recorded": 0, "ids": []}
-    for node in _pages(client, "CustomersUpdatedSince", "customers", search):
+    counts = {"customers": 0, "orders": 0, "recorded": 0, "ids": [], "stopped": []}
+    read_to: dict[str, str] = {}  # listing -> updatedAt of the last node read
+    for node in _pages(client, "CustomersUpdatedSince", "customers", search, counts["stopped"]):
         counts["customers"] += 1
+        read_to["customers"] = node.get("updatedAt") or read_to.get("customers")
         for topic, body in customer_bodies(node):
             _record(db, domain, topic, node, body, now, counts)
-    for node in _pages(client, "OrdersUpdatedSince", "orders", search):
+    for node in _pages(client, "OrdersUpdatedSince", "orders", search, counts["stopped"]):
         counts["orders"] += 1
+        read_to["orders"] = node.get("updatedAt") or read_to.get("orders")
         _record(db, domain, "orders/updated", node, order_body(node), now, counts)
+    synced = now
+    for root, _why in counts["stopped"]:  # stopped early: synced only up to what that listing read
+        last = read_to.get(root)
+        synced = min(synced, datetime.fromisoformat(last.replace("Z", "+00:00")) if last else since + OVERLAP)
+    counts["stopped"] = [why for _root, why in counts["stopped"]]
     with db.session() as session:
-        session.execute(update(Shop).where(Shop.id == shop_id).values(last_reconciled_at=now))
+        session.execute(
+            update(Shop).where(Shop.id == shop_id).values(last_reconciled_at=max(synced, since + OVERLAP))
+        )
     return counts
 
 
-def _pages(client: ShopifyClient, operation: str, root: str, search: str) -> Iterator[dict]:
-    after = None
-    while True:
+def _pages(client: ShopifyClient, operation: str, root: str, search: str, stopped: list) -> Iterator[dict]:
+    """The nodes of every page; stops on a cursor that does not advance or after MAX_PAGES pages, and says
+    so in `stopped` as (listing, why)."""
+    after, seen = None, set()
+    for _ in range(MAX_PAGES):
         page = client.execute(operation, {"query": search, "after": after})[root]
         yield from page["nodes"]
         if not page["pageInfo"]["hasNextPage"]:
             return
         after = page["pageInfo"]["endCursor"]
+        if after is None or after in seen:
+            log.warning("%s: cursor %r does not advance; stopped", operation, after)
+            stopped.append((root, f"{root}: cursor {after!r} does not advance"))
+            return
+        seen.add(after)
+    log.warning("%s: %d pages read; the rest waits for the next run", operation, MAX_PAGES)
+    stopped.append((root, f"{root}: {MAX_PAGES} pages read, the rest waits for the next run"))
 
 
 def _record(db, domain: str, topic: str, node: dict, body: dict, now: datetime, counts: dict) -> None:

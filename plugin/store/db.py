@@ -28,12 +28,35 @@ def database_url(configured: str | None, instance_path: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
+    """Create an engine; SQLite gets WAL, a busy timeout, write-locking transactions and secure deletes.
+
+    Bound parameters (emails, names) never appear in an error's text, so neither in logs nor in a
+    delivery's stored reason: `hide_parameters`, and PostgreSQL's DETAIL line (which quotes the row's
+    values, "Key (email)=(ann@…) already exists") is dropped from the message (`_without_row_values`).
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"timeout": 60, "check_same_thread": False}, hide_parameters=True
+        )
         _serialise_sqlite_writers(engine)
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True)
+    event.listen(engine, "handle_error", _without_row_values)
+    return engine
+
+
+def _without_row_values(context) -> None:
+    """Keep only the primary message of a driver error that details the row (the DETAIL stays readable
+    through `error.orig.diag` for code that needs it, but is in no str(), log line or stored reason)."""
+    original = context.original_exception
+    diag = getattr(original, "diag", None)
+    if diag is None or not getattr(diag, "message_detail", None):
+        return
+    original.args = (diag.message_primary or type(original).__name__,)
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None:  # its message was composed from the driver's before this hook ran
+        name = f"{type(original).__module__}.{type(original).__name__}"
+        wrapped.args = (f"({name}) {original}", *wrapped.args[1:])
 
 
 def _serialise_sqlite_writers(engine: Engine) -> None:
@@ -47,6 +70,9 @@ def _serialise_sqlite_writers(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Deleted and overwritten content is zeroed on disk, not left in free pages for a file search to
+        # find after a customers/redact (the erasure job then truncates the write-ahead log too).
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -123,6 +149,28 @@ class Database:
             raise
         finally:
             session.close()
+
+    def erase_freed_space(self, tables: list[str]) -> dict:
+        """Make what was deleted or overwritten unreadable in the database's own files, after a commit.
+
+        SQLite: every connection deletes securely (zeroed pages); a TRUNCATE checkpoint then copies the
+        write-ahead log into the main file and empties it, so neither file holds the old values. PostgreSQL:
+        a VACUUM of the tables (autocommit) clears their dead row versions; its WAL, replicas and backups
+        keep what they hold until they expire (said in the README).
+        """
+        if self.is_sqlite:
+            raw = self.engine.raw_connection()  # no BEGIN: a checkpoint cannot run inside a transaction
+            try:
+                cursor = raw.cursor()
+                busy, wal_frames, copied = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                cursor.close()
+            finally:
+                raw.close()
+            return {"checkpoint": "busy" if busy else "truncated", "wal_frames": wal_frames, "copied": copied}
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            for table in tables:
+                connection.exec_driver_sql(f'VACUUM "{table}"')  # names from our own models, never input
+        return {"vacuumed": list(tables)}
 
     def insert(self, table):
         """A dialect-aware INSERT supporting ON CONFLICT."""

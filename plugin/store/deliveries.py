@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from plugin.store.db import Database
 from plugin.store.models import Delivery, DeliveryStatus
+
+PRUNED_BODY = b'{"pruned": true}'
+DONE_WITH = (DeliveryStatus.PROCESSED, DeliveryStatus.IGNORED, DeliveryStatus.QUARANTINED)
 
 
 @dataclass(frozen=True)
@@ -119,3 +122,19 @@ def reset_delivery(session: Session, delivery_id: int) -> Delivery | None:
         delivery.processed_at = None
         delivery.next_attempt_at = None
     return delivery
+
+
+def prune_bodies(db: Database, received_before: datetime) -> int:
+    """Replace the raw bodies of deliveries done with (processed, ignored, quarantined) and received before
+    the cut-off by a small marker, in one statement; returns how many. `received` and `failed` ones keep
+    theirs: they may still be processed or replayed."""
+    with db.engine.begin() as connection:
+        return connection.execute(
+            update(Delivery)
+            .where(
+                Delivery.status.in_(DONE_WITH),
+                Delivery.received_at < received_before,
+                Delivery.body != PRUNED_BODY,
+            )
+            .values(body=PRUNED_BODY)
+        ).rowcount

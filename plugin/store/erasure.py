@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from plugin.clock import iso
@@ -34,6 +34,11 @@ from plugin.store.models import (
 from plugin.store.suppressions import email_hash
 
 REDACTED_BODY = b'{"redacted": true}'
+# Where erasure deletes or overwrites personal values: the tables whose freed space is cleared afterwards.
+ERASED_TABLES = (
+    "shoppers", "stage_transitions", "deliveries", "action_runs", "action_attempts", "orders", "checkouts",
+    "carts", "stock_subscriptions", "data_exports",
+)  # fmt: skip
 SCAN_CHUNK = 500
 
 
@@ -140,17 +145,24 @@ def redact_shopper(
 ) -> dict[str, int]:
     """Erase one shopper's personal data everywhere; returns what was touched, by kind."""
     counts: dict[str, int] = {}
+    names: list[str | None] = []
     if shop is not None:
         shopper = session.scalar(
             select(Shopper).where(Shopper.shop_id == shop.id, Shopper.customer_id == customer_id)
         )
         email = email or (shopper.email if shopper else None)
-        if shopper is not None:
-            run_ids = list(session.scalars(select(ActionRun.id).where(ActionRun.shopper_id == shopper.id)))
+        runs_of = ActionRun.shopper_id == shopper.id if shopper is not None else None
+        if email and email.strip():  # a back-in-stock subscriber's alerts, with or without a profile
+            by_address = func.lower(ActionRun.recipient_email) == email.strip().lower()
+            runs_of = by_address if runs_of is None else or_(runs_of, by_address)
+        if runs_of is not None:
+            run_ids = list(session.scalars(select(ActionRun.id).where(ActionRun.shop_id == shop.id, runs_of)))
             counts["messages anonymised"] = _anonymise_runs(session, run_ids)
             _delete_outbox_files(outbox, run_ids, shop.id)
+        if shopper is not None:
             session.delete(shopper)  # its stage transitions go with it
             counts["profiles"] = 1
+            names = [shopper.first_name, shopper.last_name]
         order_filter = Order.customer_id == customer_id
         if orders:
             order_filter = or_(order_filter, Order.order_id.in_(orders))
@@ -171,7 +183,49 @@ def redact_shopper(
         ).rowcount
     patterns = _identifying_patterns(customer_id, [email, phone])
     counts["webhook bodies"] = _redact_deliveries(session, shop_domain, patterns)
+    counts["failed jobs"] = forget_failed_jobs(_redis(), [email, phone, *names])
     return counts
+
+
+def forget_failed_jobs(connection, needles: list[str | None]) -> int:
+    """Delete the failed RQ jobs whose arguments or failure text name the shopper (a traceback may quote a
+    payload fragment); returns how many. A kept job is the operator's to replay; these could not be."""
+    words = [
+        re.compile(r"\b" + re.escape(n.strip()) + r"\b", re.IGNORECASE) for n in needles if n and n.strip()
+    ]
+    if connection is None or not words:
+        return 0
+    from rq import Queue  # imported here: only erasure reaches into RQ's registries from the store
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    removed = 0
+    for queue in Queue.all(connection=connection, serializer=JSONSerializer):
+        registry = queue.failed_job_registry
+        for job_id in registry.get_job_ids():
+            try:
+                job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+            except NoSuchJobError:
+                continue
+            text = _job_text(job)
+            if any(word.search(text) for word in words):
+                registry.remove(job, delete_job=True)
+                removed += 1
+    return removed
+
+
+def _job_text(job) -> str:
+    result = job.latest_result()
+    failure = result.exc_string if result is not None else None
+    return f"{job.args!r} {job.kwargs!r} {failure or ''}"
+
+
+def _redis():
+    """The app's Redis, when erasing inside one (a worker or the CLI); None in a bare session."""
+    from flask import current_app, has_app_context  # store code otherwise never needs the app
+
+    return current_app.extensions.get("lifecycle.redis") if has_app_context() else None
 
 
 def redact_shop(session: Session, shop: Shop | None, shop_domain: str, keep_delivery: int, outbox) -> int:
