@@ -12,7 +12,6 @@ first, which does not exist yet.
 
 from __future__ import annotations
 
-from flask import current_app
 from sqlalchemy import select
 
 from plugin import emails, links
@@ -54,8 +53,7 @@ def run(ctx: ActionContext) -> None:
 
 def sender(ctx: ActionContext) -> tuple[str, str]:
     """(display name, address): the shop's name, at the app's own sending address."""
-    # The worker runs inside the app context; the run's settings carry MAIL_FROM once run_action passes it.
-    return emails.shop_sender(ctx.shop, ctx.settings.get("MAIL_FROM") or current_app.config["MAIL_FROM"])
+    return emails.shop_sender(ctx.shop, ctx.settings["MAIL_FROM"])
 
 
 def render(ctx: ActionContext, unsubscribe_url: str | None) -> emails.RenderedEmail:

@@ -172,6 +172,7 @@ def _action_context(db, session, run: ActionRun, now, client) -> ActionContext:
         APP_URL=config["APP_URL"],
         SECRET_KEY=config["SECRET_KEY"],
         OUTBOX=config["OUTBOX"],
+        MAIL_FROM=config["MAIL_FROM"],
     )
     return ActionContext(db, session, shop, run, shopper, client, now, settings)
 
