@@ -19,7 +19,7 @@ from plugin.store import predictions
 from plugin.store.models import Order, PurchaseFit, Shop, Shopper, ShopperPrediction
 
 TRUTH = TrueParameters(r=0.8, alpha=60.0, a=0.6, b=6.0, p=6.0, q=4.0, gamma=15.0)
-FIRST_DAY = 20_000  # 2024-10-04
+FIRST_DAY = 20_000  # 2024-10-04; END_DAY is 2025-11-08
 END_DAY = FIRST_DAY + 400
 EPOCH = date(1970, 1, 1)
 

@@ -147,5 +147,12 @@ def enqueue_reconcile(connection: redis.Redis, shop_id: int) -> bool:
     )
 
 
+def enqueue_fit(connection: redis.Redis, shop_id: int) -> bool:
+    """Queue a fit of the shop's purchase model (the tick, once a day; on demand)."""
+    return enqueue_maintenance(
+        connection, "plugin.pipeline.maintenance.fit_purchase_model", shop_id, job_id=f"fit-{shop_id}"
+    )
+
+
 # What a handler may ask for after commit, by name (`HandlerContext.jobs` holds (name, shop id) pairs).
-MAINTENANCE_JOBS = {"backfill": enqueue_backfill, "reconcile": enqueue_reconcile}
+MAINTENANCE_JOBS = {"backfill": enqueue_backfill, "reconcile": enqueue_reconcile, "fit": enqueue_fit}
