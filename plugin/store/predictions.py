@@ -20,8 +20,10 @@ from sqlalchemy.orm import Session
 from plugin.core.purchase_forecast import HoldoutCheck, check_holdout, fit_shop_model, predict_shoppers
 from plugin.core.purchase_history import Occasions, find_occasions, reason_not_to_fit, summarise_occasions
 from plugin.core.purchase_model import FitError
+from plugin.core.stages import PersonalPrediction
 from plugin.store.db import Database
 from plugin.store.models import Order, PurchaseFit, Shop, Shopper, ShopperPrediction
+from plugin.store.stage_sql import personal_fit
 
 EPOCH = date(1970, 1, 1)
 QUARTER_HOUR = 900  # time-zone transitions fall on quarter hours (UTC) in every zone of the modern tz data
@@ -218,6 +220,29 @@ def predictions_by_shopper(session: Session, shop_id: int) -> dict[int, ShopperP
     """The shop's current forecasts, by shopper row id."""
     rows = session.scalars(select(ShopperPrediction).where(ShopperPrediction.shop_id == shop_id))
     return {row.shopper_id: row for row in rows}
+
+
+def personal_predictions(
+    session: Session, shop: Shop, shopper_ids: list[int] | None = None
+) -> dict[int, PersonalPrediction]:
+    """What personal stages read per shopper (all, or these), by shopper row id; empty when they are off
+    or the shop has no fitted model (the Python path of stages; the tick's SQL reads the same rows)."""
+    fit = personal_fit(session, shop)
+    if fit is None:
+        return {}
+    query = select(ShopperPrediction).where(ShopperPrediction.fit_id == fit.id)
+    if shopper_ids is not None:
+        query = query.where(ShopperPrediction.shopper_id.in_(shopper_ids))
+    return {
+        row.shopper_id: PersonalPrediction(
+            p_alive=row.p_alive,
+            expected_gap_days=row.expected_gap_days,
+            cutoff_at=fit.cutoff_at,
+            second_order_p80_days=fit.second_order_p80_days,
+            second_order_p95_days=fit.second_order_p95_days,
+        )
+        for row in session.scalars(query)
+    }
 
 
 def holdout_check(db: Database, shop_id: int, now: datetime, *, unit: str = "days") -> HoldoutCheck | str:
