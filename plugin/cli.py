@@ -1,10 +1,11 @@
-"""The `lifecycle` command: serve, worker, tick, shops, customers, deliveries, demo."""
+"""The `lifecycle` command: serve, worker, tick, shops, customers, predict, lift, deliveries, demo."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from datetime import timedelta
 from decimal import Decimal
 
 import click
@@ -14,14 +15,26 @@ from plugin import clock, create_app, runtime
 from plugin.clock import iso
 from plugin.config import ConfigError
 from plugin.core.facts import accepts_marketing
+from plugin.core.lift import NotEnoughData
 from plugin.crypto import encrypt_token
 from plugin.pipeline import queue
 from plugin.pipeline.tick import tick_app
 from plugin.pipeline.worker import run_worker
 from plugin.shopify.verify import sanitize_shop_domain
 from plugin.store import deliveries as delivery_rows
+from plugin.store import predictions
 from plugin.store import shops as shop_rows
-from plugin.store.models import ActionRun, DataExport, Delivery, DeliveryStatus, RunStatus, Shopper, Stage
+from plugin.store.models import (
+    ActionRun,
+    DataExport,
+    Delivery,
+    DeliveryStatus,
+    RunStatus,
+    Shopper,
+    ShopperPrediction,
+    Stage,
+)
+from plugin.store.rule_lift import ATTRIBUTION, lift_by_rule
 from plugin.store.status import shop_status
 
 
@@ -213,14 +226,19 @@ def customers(shop_domain: str, stage: str | None, as_json: bool) -> None:
         shop = shop_rows.get_shop(session, shop_domain)
         if shop is None:
             raise click.ClickException(f"no such shop: {shop_domain}")
-        query = select(Shopper).where(Shopper.shop_id == shop.id, Shopper.deleted_at.is_(None))
+        query = (
+            select(Shopper, ShopperPrediction)
+            .outerjoin(ShopperPrediction, ShopperPrediction.shopper_id == Shopper.id)
+            .where(Shopper.shop_id == shop.id, Shopper.deleted_at.is_(None))
+        )
         if stage:
             query = query.where(Shopper.stage == stage)
-        rows = [customer_row(s) for s in session.scalars(query.order_by(Shopper.customer_id))]
+        rows = [customer_row(s, p) for s, p in session.execute(query.order_by(Shopper.customer_id))]
     _emit(rows, as_json, ["id", "email", "stage", "orders_count", "total_spent", "stage_reason"])
 
 
-def customer_row(shopper: Shopper) -> dict:
+def customer_row(shopper: Shopper, prediction: ShopperPrediction | None = None) -> dict:
+    """A shopper as `customers --json` prints it; the forecast fields are null without a fitted model."""
     return {
         "id": shopper.customer_id,
         "email": shopper.email,
@@ -241,6 +259,162 @@ def customer_row(shopper: Shopper) -> dict:
         "accepts_marketing": accepts_marketing(shopper),
         "email_marketing_consent": shopper.consent_state,
         "tags": shopper.tags,
+        "p_alive": prediction.p_alive if prediction else None,
+        "expected_orders_90d": prediction.expected_orders_90d if prediction else None,
+        "predicted_next_order_at": iso(prediction.predicted_next_order_at) if prediction else None,
+        "predicted_clv_365d": prediction.predicted_clv_365d if prediction else None,
+    }
+
+
+@main.command()
+@click.option("--shop", "shop_domain", required=True)
+@click.option("--unit", type=click.Choice(["days", "weeks"]), default="days", show_default=True)
+@_now_option
+@click.option("--json", "as_json", is_flag=True)
+def predict(shop_domain: str, unit: str, now: str | None, as_json: bool) -> None:
+    """Fit the shop's purchase model now (stored with its cutoff) and check it on a holdout."""
+    _pin(now)
+
+    db = build_app().extensions["lifecycle.db"]
+    with db.session() as session:
+        shop = shop_rows.get_shop(session, shop_domain)
+        if shop is None:
+            raise click.ClickException(f"no such shop: {shop_domain}")
+    instant = clock.now()
+    fit = predictions.fit_shop(db, shop.id, instant, unit=unit)
+    report = model_report(fit)
+    if fit.reason is None:
+        report["holdout"] = holdout_report(predictions.holdout_check(db, shop.id, instant, unit=unit))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for line in model_lines(report):
+        click.echo(line)
+
+
+def model_report(fit) -> dict:
+    report = {
+        "model": "BG/NBD (purchases) + Gamma-Gamma (spend)",
+        "cutoff_day": fit.cutoff_day.isoformat(),
+        "fitted": fit.reason is None,
+        "reason": fit.reason,
+        "shoppers": fit.shoppers,
+        "repeat_buyers": fit.repeat_buyers,
+    }
+    if fit.reason is None:
+        report["bg_nbd"] = {
+            "r": fit.r,
+            "alpha": fit.alpha,
+            "a": fit.a,
+            "b": fit.b,
+            "unit": fit.unit,
+            "log_likelihood": fit.log_likelihood,
+        }
+        report["gamma_gamma"] = {
+            "p": fit.p,
+            "q": fit.q,
+            "gamma": fit.gamma,
+            "log_likelihood": fit.spend_log_likelihood,
+        }
+    return report
+
+
+def holdout_report(check) -> dict:
+    if isinstance(check, str):
+        return {"reason": check}
+    return {
+        "calibration_end_day": _day(check.calibration_end_day),
+        "end_day": _day(check.end_day),
+        "forecast_repeat_orders": round(check.holdout_forecast, 1),
+        "actual_repeat_orders": check.holdout_actual,
+    }
+
+
+def _day(number: int) -> str:
+    return (predictions.EPOCH + timedelta(days=number)).isoformat()
+
+
+def model_lines(report: dict) -> list[str]:
+    lines = [f"model: {report['model']}, orders up to {report['cutoff_day']}"]
+    if not report["fitted"]:
+        return [*lines, f"not fitted: {report['reason']}"]
+    bg, gg = report["bg_nbd"], report["gamma_gamma"]
+    lines += [
+        f"BG/NBD: r = {bg['r']:.4f}, alpha = {bg['alpha']:.4f} ({bg['unit']}), a = {bg['a']:.4f}, "
+        f"b = {bg['b']:.4f}; log-likelihood {bg['log_likelihood']:.1f}",
+        f"Gamma-Gamma: p = {gg['p']:.4f}, q = {gg['q']:.4f}, gamma = {gg['gamma']:.4f}; "
+        f"log-likelihood {gg['log_likelihood']:.1f}",
+        f"shoppers used: {report['shoppers']} ({report['repeat_buyers']} repeat buyers)",
+    ]
+    holdout = report["holdout"]
+    if "reason" in holdout:
+        return [*lines, f"holdout check: {holdout['reason']}"]
+    return [
+        *lines,
+        f"holdout check: fitted on orders up to {holdout['calibration_end_day']}, repeat orders to "
+        f"{holdout['end_day']}: forecast {holdout['forecast_repeat_orders']}, "
+        f"actual {holdout['actual_repeat_orders']}",
+    ]
+
+
+@main.command()
+@click.option("--shop", "shop_domain", required=True)
+@click.option("--json", "as_json", is_flag=True)
+def lift(shop_domain: str, as_json: bool) -> None:
+    """Per rule with a hold-out group: the sent arm's conversion against the held-out arm's, 95 % interval."""
+    with build_app().extensions["lifecycle.db"].session() as session:
+        shop = shop_rows.get_shop(session, shop_domain)
+        if shop is None:
+            raise click.ClickException(f"no such shop: {shop_domain}")
+        measured = [lift_row(m) for m in lift_by_rule(session, shop, clock.now())]
+    if as_json:
+        click.echo(json.dumps(measured, indent=2))
+        return
+    if not measured:
+        click.echo("no rule has a hold-out group (holdout_percent > 0)")
+    for row in measured:
+        sent, held = row["sent"], row["held_out"]
+        click.echo(
+            f"{row['rule']} ({row['holdout_percent']} % held out): "
+            f"sent {sent['conversions']}/{sent['runs']}, held out {held['conversions']}/{held['runs']} "
+            f"ordered within {row['attribution_days']} days"
+        )
+        if row["lift"] is None:
+            click.echo(f"  {row['reason']}")
+        else:
+            found = row["lift"]
+            click.echo(
+                f"  lift {found['absolute_lift']:+.1%} "
+                f"(95 % CI {found['low']:+.1%} to {found['high']:+.1%}), "
+                f"incremental revenue {found['incremental_revenue']:.2f}"
+            )
+
+
+def _arm(counts) -> dict:
+    return {"runs": counts.n, "conversions": counts.conversions, "revenue": round(counts.revenue, 2)}
+
+
+def lift_row(measured) -> dict:
+    row = {
+        "rule": measured.key,
+        "holdout_percent": measured.holdout_percent,
+        "attribution_days": ATTRIBUTION.days,
+        "sent": _arm(measured.sent),
+        "held_out": _arm(measured.held_out),
+    }
+    result = measured.result
+    if isinstance(result, NotEnoughData):
+        return row | {"lift": None, "reason": result.reason}
+    return row | {
+        "lift": {
+            "absolute_lift": result.absolute_lift,
+            "low": result.low,
+            "high": result.high,
+            "sent_rate": result.sent_rate,
+            "held_out_rate": result.held_out_rate,
+            "incremental_revenue": round(result.incremental_revenue, 2),
+        },
+        "reason": None,
     }
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from plugin.core.rules import Trigger
 from plugin.core.stages import Thresholds, assess
-from plugin.store import runs, shoppers
+from plugin.store import predictions, runs, shoppers
 from plugin.store.db import Database
 from plugin.store.models import Shop, Shopper, StageTransition
 from plugin.store.shoppers import facts_of
@@ -48,7 +48,8 @@ class HandlerContext:
 
 def restage(ctx: HandlerContext, shopper: Shopper) -> None:
     """Reclassify the shopper as of ctx.now; record a transition when the stage changes."""
-    assessment = assess(facts_of(shopper), ctx.now, Thresholds.of(ctx.shop))
+    prediction = predictions.personal_predictions(ctx.session, ctx.shop, [shopper.id]).get(shopper.id)
+    assessment = assess(facts_of(shopper), ctx.now, Thresholds.of(ctx.shop), prediction=prediction)
     shopper.stage_reason = assessment.reason
     if shopper.stage == assessment.stage and shopper.stage_changed_at is not None:
         return

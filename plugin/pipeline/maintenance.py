@@ -1,15 +1,22 @@
 """Per-shop maintenance jobs: the history backfill's steps, the reconciliation with the Admin API, and the
-physical erasure after a redaction."""
+physical erasure after a redaction, and the daily fit of the purchase model."""
 
 from __future__ import annotations
 
-from flask import current_app
+from datetime import datetime, timedelta
 
+import redis
+from flask import current_app
+from sqlalchemy import select
+
+from plugin import clock
 from plugin.pipeline import queue
 from plugin.pipeline.run_action import database, shop_client
 from plugin.shopify import backfill, reconcile
+from plugin.store import predictions
+from plugin.store.db import Database
 from plugin.store.erasure import ERASED_TABLES
-from plugin.store.models import Shop
+from plugin.store.models import PurchaseFit, Shop
 
 
 def backfill_step(shop_id: int) -> dict:
@@ -53,3 +60,38 @@ def erase_on_disk(shop_id: int) -> dict:
         connection.save()
         done["redis_dump"] = "rewritten"
     return {"shop_id": shop_id, **done}
+
+
+def fit_purchase_model(shop_id: int) -> dict:
+    """Fit the shop's purchase model as of the one clock's cutoff and store the forecasts."""
+
+    db = database()
+    with db.session() as session:
+        shop = session.get(Shop, shop_id)
+        if shop is None or not shop.active:
+            return {"status": "skipped", "why": "shop not installed"}
+    fit = predictions.fit_shop(db, shop_id, clock.now())
+    if fit.reason:
+        return {"status": "not fitted", "cutoff_day": fit.cutoff_day.isoformat(), "why": fit.reason}
+    return {"status": "fitted", "cutoff_day": fit.cutoff_day.isoformat(), "shoppers": fit.shoppers}
+
+
+def queue_due_fits(db: Database, connection: redis.Redis, now: datetime) -> int:
+    """Queue a fit for every active shop without one for today's cutoff (so once a day per shop)."""
+
+    with db.session() as session:
+        shops = list(session.scalars(select(Shop).where(Shop.active.is_(True)).order_by(Shop.id)))
+        fitted = {
+            (shop_id, day)
+            for shop_id, day in session.execute(
+                select(PurchaseFit.shop_id, PurchaseFit.cutoff_day)
+                .where(PurchaseFit.cutoff_at >= now - timedelta(days=2))
+                .distinct()
+            )
+        }
+    due = [
+        shop.id
+        for shop in shops
+        if (shop.id, predictions.cutoff_of(now, predictions.shop_zone(shop))[0]) not in fitted
+    ]
+    return sum(queue.enqueue_fit(connection, shop_id) for shop_id in due)

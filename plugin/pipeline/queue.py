@@ -154,9 +154,17 @@ def enqueue_erase_on_disk(connection: redis.Redis, shop_id: int) -> bool:
     )
 
 
+def enqueue_fit(connection: redis.Redis, shop_id: int) -> bool:
+    """Queue a fit of the shop's purchase model (the tick, once a day; on demand)."""
+    return enqueue_maintenance(
+        connection, "plugin.pipeline.maintenance.fit_purchase_model", shop_id, job_id=f"fit-{shop_id}"
+    )
+
+
 # What a handler may ask for after commit, by name (`HandlerContext.jobs` holds (name, shop id) pairs).
 MAINTENANCE_JOBS = {
     "backfill": enqueue_backfill,
     "reconcile": enqueue_reconcile,
     "erase_on_disk": enqueue_erase_on_disk,
+    "fit": enqueue_fit,
 }

@@ -12,7 +12,7 @@ import redis
 from sqlalchemy import select
 
 from plugin import clock
-from plugin.pipeline import queue
+from plugin.pipeline import maintenance, queue
 from plugin.pipeline.run_action import dispatch_due_runs
 from plugin.shopify import tokens
 from plugin.store import deliveries, runs
@@ -112,6 +112,7 @@ def schedule_maintenance(app, now: datetime) -> dict[str, int]:
                 done["backfills_polled"] += queue.enqueue_backfill(connection, shop.id)
         elif shop.last_reconciled_at is None or shop.last_reconciled_at <= now - RECONCILE_EVERY:
             done["reconciliations"] += queue.enqueue_reconcile(connection, shop.id)
+    done["model_fits"] = maintenance.queue_due_fits(db, connection, now)
     return done
 
 

@@ -6,7 +6,7 @@ same SQL comparisons hold on both. Shopify ids are 64-bit integers.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -14,7 +14,9 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -113,6 +115,9 @@ class Shop(Base):
     backfill: Mapped[dict | None] = mapped_column(JSON)
     # Reconciliation: customers and orders updated since this time were pulled through GraphQL.
     last_reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Personal at-risk: stage time rules from each shopper's own purchase rhythm (the purchase model's
+    # predictions) instead of the fixed days; off until the merchant turns it on.
+    personal_stages: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Delivery(Base):
@@ -451,3 +456,53 @@ class DataExport(Base):
     data_request_id: Mapped[int | None] = mapped_column(BigInteger)
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
     content: Mapped[dict] = mapped_column(JSON)
+
+
+class PurchaseFit(Base):
+    """One fit of a shop's purchase (BG/NBD) and spend (Gamma-Gamma) models on its orders up to a cutoff day.
+
+    `cutoff_day` is the last day (in the shop's time zone) whose orders the fit saw; `cutoff_at` the instant
+    that day ends. Without enough data the parameters are NULL and `reason` says why.
+    """
+
+    __tablename__ = "purchase_fits"
+    __table_args__ = (Index("ix_purchase_fits_shop_cutoff", "shop_id", "cutoff_day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    cutoff_day: Mapped[date] = mapped_column(Date)
+    cutoff_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    fitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(Text)  # why not fitted; NULL when fitted
+    unit: Mapped[str] = mapped_column(String(8), default="days")  # alpha's time unit
+    r: Mapped[float | None] = mapped_column(Float)
+    alpha: Mapped[float | None] = mapped_column(Float)
+    a: Mapped[float | None] = mapped_column(Float)
+    b: Mapped[float | None] = mapped_column(Float)
+    p: Mapped[float | None] = mapped_column(Float)
+    q: Mapped[float | None] = mapped_column(Float)
+    gamma: Mapped[float | None] = mapped_column(Float)
+    log_likelihood: Mapped[float | None] = mapped_column(Float)  # the BG/NBD's
+    spend_log_likelihood: Mapped[float | None] = mapped_column(Float)
+    shoppers: Mapped[int] = mapped_column(Integer, default=0)  # with a kept order by the cutoff
+    repeat_buyers: Mapped[int] = mapped_column(Integer, default=0)
+    # Days from first to second purchase day among repeat buyers: one-time buyers are at risk past the
+    # 80th percentile, lapsed past the 95th (personal stages).
+    second_order_p80_days: Mapped[float | None] = mapped_column(Float)
+    second_order_p95_days: Mapped[float | None] = mapped_column(Float)
+
+
+class ShopperPrediction(Base):
+    """A shopper's forecast from their shop's current fit (rows of older fits are replaced)."""
+
+    __tablename__ = "shopper_predictions"
+
+    shopper_id: Mapped[int] = mapped_column(ForeignKey("shoppers.id", ondelete="CASCADE"), primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    fit_id: Mapped[int] = mapped_column(ForeignKey("purchase_fits.id", ondelete="CASCADE"), index=True)
+    repeat_occasions: Mapped[int] = mapped_column(Integer)  # x: purchase days after the first
+    p_alive: Mapped[float] = mapped_column(Float)
+    expected_orders_90d: Mapped[float] = mapped_column(Float)
+    predicted_clv_365d: Mapped[float | None] = mapped_column(Float)
+    expected_gap_days: Mapped[float | None] = mapped_column(Float)  # NULL for one-time buyers
+    predicted_next_order_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
