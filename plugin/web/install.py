@@ -102,5 +102,8 @@ def _seconds(value) -> timedelta | None:
 
 
 def _signed(params: dict, secrets_: tuple) -> bool:
-    received = params.get("hmac", "")
-    return any(hmac.compare_digest(oauth_hmac(params, str(secret)), received) for secret in secrets_)
+    received = request.args.getlist("hmac")
+    if len(received) != 1 or not received[0].isascii():
+        return False  # compare_digest raises TypeError on non-ASCII text: refuse it first
+    expected = received[0].encode()
+    return any(hmac.compare_digest(oauth_hmac(params, str(secret)).encode(), expected) for secret in secrets_)
