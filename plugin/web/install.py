@@ -26,13 +26,13 @@ bp = Blueprint("oauth", __name__)
 
 
 def request_input() -> dict:
-    """The current request as `shopifyapp`'s verifiers read it."""
-    return {
-        "method": request.method,
-        "headers": dict(request.headers),
-        "url": request.url,
-        "body": request.get_data(as_text=True) if request.method != "GET" else "",
-    }
+    """The current request as `shopifyapp`'s verifiers read it, without its body.
+
+    None of them checks the body (a session token travels in a header or the query, an app-proxy
+    signature covers the query), but each decodes it as JSON to log it: a deeply nested body or a number
+    of 5,000 digits then raised (RecursionError, ValueError), a 500 before any signature was checked.
+    """
+    return {"method": request.method, "headers": dict(request.headers), "url": request.url, "body": ""}
 
 
 @bp.get("/auth/install")

@@ -49,7 +49,7 @@ class SubscribeSchema(Schema):
         unknown = EXCLUDE
 
     email = fields.Email(required=True, validate=validate.Length(max=320))
-    variant_id = fields.Integer(required=True, strict=False, validate=validate.Range(min=1))
+    variant_id = fields.Integer(required=True, strict=False, validate=validate.Range(min=1, max=2**63 - 1))
     locale = fields.String(load_default=None, validate=validate.Length(max=16))
 
 
@@ -71,7 +71,7 @@ def subscribe():
             {"Retry-After": str(limited)},
         )
     try:
-        form = SubscribeSchema().load(request.get_json(silent=True) or request.form.to_dict())
+        form = SubscribeSchema().load(_submitted())
     except ValidationError as error:
         return jsonify({"ok": False, "errors": error.messages}), 422
     customer = request.args.get("logged_in_customer_id") or None
@@ -97,6 +97,15 @@ def subscribe():
     return jsonify(
         {"ok": True, "status": state, "message": MESSAGES[state]}
     ), 201 if inserted is not None else 200
+
+
+def _submitted():
+    """The block's JSON, else its form fields (a body nested too deep to parse counts as no JSON)."""
+    try:
+        document = request.get_json(silent=True)
+    except RecursionError:
+        document = None
+    return document or request.form.to_dict()
 
 
 def _signature_is_hex() -> bool:
