@@ -45,9 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = Tru
         migrate_database(url)
     app.extensions["lifecycle.db"] = Database(url)
     app.extensions["lifecycle.redis"] = queue.connect(app.config["REDIS_URL"], app.instance_path)
-    app.extensions["lifecycle.verifier"] = WebhookVerifier(
-        app.config["SHOPIFY_API_KEY"], app.config["WEBHOOK_SECRETS"]
-    )
+    app.extensions["lifecycle.verifier"] = WebhookVerifier(app.config["WEBHOOK_SECRETS"])
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(unsubscribe.bp)

@@ -8,10 +8,11 @@ import os
 from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import inspect, select, text
+import pytest
+from sqlalchemy import inspect, select, text, update
 
 from plugin.demo import synthetic as s
-from plugin.store.models import DataExport, Delivery, Order, Shopper, StockSubscription
+from plugin.store.models import ActionRun, DataExport, Delivery, Order, Shop, Shopper, StockSubscription
 from tests.conftest import NOW, SHOP
 from tests.webhook_client import post_webhook
 
@@ -145,8 +146,9 @@ def test_customer_redact_leaves_no_personal_value_anywhere(client, db, shop, wor
     assert found(db, outbox, ["bob@example.com"])  # the search itself finds what is there
 
 
-def test_shop_redact_erases_the_whole_shop(client, db, shop, worker, app, tmp_path):
+def test_shop_redact_erases_the_whole_shop(client, db, shop, worker, app, tmp_path, fake_store):
     outbox = ann_history(client, db, worker, app, tmp_path)
+    fake_store.store.access_token = "revoked-at-uninstall"  # Shopify revokes the token at uninstall
     post_webhook(client, "app/uninstalled", s.shop_payload(SHOP))
     worker.work()
     post_webhook(client, "shop/redact", {"shop_id": 1, "shop_domain": SHOP})
@@ -168,3 +170,144 @@ def test_shop_redact_erases_the_whole_shop(client, db, shop, worker, app, tmp_pa
         [delivery] = session.scalars(select(Delivery)).all()
         assert (delivery.topic, delivery.status) == ("shop/redact", "processed")
         assert bytes(delivery.body) == b'{"redacted": true}'
+
+
+# --- destructive topics: confirmed before they destroy ----------------------------------------------------
+def shop_row(db) -> Shop | None:
+    with db.session() as session:
+        return session.scalar(select(Shop))
+
+
+def delivery_of(db, topic: str) -> Delivery:
+    with db.session() as session:
+        return session.scalar(select(Delivery).where(Delivery.topic == topic).order_by(Delivery.id.desc()))
+
+
+def test_uninstall_pauses_sending_at_once_and_a_queued_run_skips(client, db, shop, worker, app):
+    # given a run planned and queued (a thank-you after an order), not yet carried out
+    post_webhook(client, "customers/create", s.customer_payload(ANN_ID, EMAIL, NOW - timedelta(days=3)))
+    post_webhook(client, "orders/paid", s.order_payload(901, ANN_ID, NOW, Decimal(40), email=EMAIL))
+    with app.app_context():
+        from plugin.pipeline.deliveries import drain_deliveries
+
+        for slot in range(4):
+            drain_deliveries(slot)
+    with db.session() as session:
+        queued = session.scalars(select(ActionRun).where(ActionRun.status.in_(("queued", "scheduled")))).all()
+    assert queued
+    # when a signed app/uninstalled arrives (Shopify still accepts the token: not confirmed yet)
+    post_webhook(client, "app/uninstalled", s.shop_payload(SHOP), webhook_id="u1")
+    with app.app_context():
+        drain_deliveries(0), drain_deliveries(1), drain_deliveries(2), drain_deliveries(3)
+    # then every pending run is cancelled with the reason, and a job already in the queue skips
+    with db.session() as session:
+        ended = {(r.status, r.skip_reason) for r in session.scalars(select(ActionRun))}
+        session.execute(update(ActionRun).values(status="queued", skip_reason=None))  # as if queued before
+    assert ended == {("cancelled", "sending paused: the app was uninstalled")}
+    worker.work()
+    with db.session() as session:
+        assert {(r.status, r.skip_reason) for r in session.scalars(select(ActionRun))} == {
+            ("skipped", "sending paused: the app was uninstalled")
+        }
+    # and the shop is paused, not deactivated: its token still works, so the uninstall is unconfirmed
+    row = shop_row(db)
+    assert (row.active, row.paused_at, row.access_token_encrypted is not None) == (True, NOW, True)
+    # and later webhooks plan nothing
+    post_webhook(client, "orders/paid", s.order_payload(902, ANN_ID, NOW, Decimal(40), email=EMAIL))
+    worker.work()
+    assert delivery_of(db, "orders/paid").status == "ignored"
+
+
+def test_uninstall_confirmed_by_a_refused_token_deactivates_the_shop(client, db, shop, worker, fake_store):
+    fake_store.store.access_token = "another-token"  # Shopify refuses ours: the app is uninstalled
+    post_webhook(client, "app/uninstalled", s.shop_payload(SHOP))
+    worker.work()
+    row = shop_row(db)
+    assert (row.active, row.uninstalled_at, row.access_token_encrypted) == (False, NOW, None)
+    assert "Shopify refuses the token" in delivery_of(db, "app/uninstalled").reason
+
+
+def test_premature_shop_redact_erases_nothing_and_is_replayable(client, db, shop, worker, app, tmp_path):
+    outbox = ann_history(client, db, worker, app, tmp_path)
+    # when shop/redact arrives while Shopify still accepts the shop's token (no uninstall happened)
+    post_webhook(client, "shop/redact", {"shop_id": 1, "shop_domain": SHOP})
+    worker.work()
+    # then nothing is erased, and the delivery is quarantined with why
+    assert shop_row(db) is not None and found(db, outbox, [EMAIL])
+    redact = delivery_of(db, "shop/redact")
+    assert redact.status == "quarantined" and "still accepts the shop's token" in redact.reason
+
+
+def test_a_lost_uninstall_still_ends_in_erasure(client, db, shop, worker, app, tmp_path, fake_store):
+    # given the app/uninstalled webhook never arrived, and Shopify revoked the token
+    outbox = ann_history(client, db, worker, app, tmp_path)
+    fake_store.store.access_token = "revoked"
+    # when shop/redact arrives, 48 hours later
+    post_webhook(client, "shop/redact", {"shop_id": 1, "shop_domain": SHOP})
+    worker.work()
+    # then the refused token confirms the uninstall, and the shop is erased
+    assert shop_row(db) is None and found(db, outbox, [EMAIL, "bob@example.com"]) == []
+    assert delivery_of(db, "shop/redact").status == "processed"
+
+
+def test_a_lapsed_token_is_refreshed_to_ask_and_a_refused_refresh_confirms(client, db, shop, worker, app):
+    # given the access token lapsed and the refresh token is unknown to Shopify (revoked at uninstall)
+    from plugin.crypto import encrypt_token
+
+    with db.session() as session:
+        row = session.scalar(select(Shop))
+        row.access_token_expires_at = NOW - timedelta(hours=2)
+        row.refresh_token_encrypted = encrypt_token("shprt_revoked", "test-secret-key")
+        row.refresh_token_expires_at = NOW + timedelta(days=30)
+    post_webhook(client, "shop/redact", {"shop_id": 1, "shop_domain": SHOP})
+    worker.work()
+    assert shop_row(db) is None
+    assert delivery_of(db, "shop/redact").status == "processed"
+
+
+@pytest.mark.parametrize(
+    ("topic", "body"),
+    [
+        ("shop/redact", {"shop_id": 1, "shop_domain": "victim.myshopify.com"}),
+        ("customers/redact", {"shop_id": 1, "shop_domain": "victim.myshopify.com", "customer": {"id": 4242}}),
+        ("app/uninstalled", {"id": 1, "myshopify_domain": "victim.myshopify.com", "domain": SHOP}),
+    ],
+)
+def test_a_body_naming_another_shop_than_the_header_is_quarantined(client, db, shop, worker, topic, body):
+    # the HMAC covers the body only: a genuine body of one shop replayed under another shop's header
+    post_webhook(client, topic, body, shop=SHOP)
+    worker.work()
+    delivery = delivery_of(db, topic)
+    assert delivery.status == "quarantined" and "victim.myshopify.com" in delivery.reason
+    assert shop_row(db).active and shop_row(db).paused_at is None
+
+
+@pytest.mark.parametrize(
+    ("topic", "body", "missing"),
+    [
+        ("app/uninstalled", {"id": 1, "domain": SHOP}, "myshopify_domain"),
+        ("app/uninstalled", {}, "myshopify_domain"),
+        ("shop/redact", {"shop_domain": SHOP}, "shop_id"),
+        ("customers/redact", {"shop_id": 1, "shop_domain": SHOP}, "customer"),
+        ("customers/data_request", {"shop_domain": SHOP, "customer": {}}, "id"),
+        ("orders/paid", {"created_at": "2026-10-01T00:00:00Z"}, "id"),
+    ],
+)
+def test_each_schema_requires_its_identifying_fields(client, db, shop, worker, topic, body, missing):
+    post_webhook(client, topic, body)
+    worker.work()
+    delivery = delivery_of(db, topic)
+    assert delivery.status == "quarantined" and missing in delivery.reason
+    assert shop_row(db).active and shop_row(db).paused_at is None
+
+
+def test_an_unknown_topic_is_ignored_explicitly_and_a_known_one_is_not(client, db, shop, worker):
+    from plugin.shopify import payloads
+
+    post_webhook(client, "themes/publish", {"id": 1})
+    worker.work()
+    assert delivery_of(db, "themes/publish").reason == "no handler for topic themes/publish"
+    # a KeyError inside a known topic's loading is no longer read as "unknown topic"
+    with pytest.raises(payloads.UnknownTopicError):
+        payloads.load("themes/publish", b"{}")
+    assert not issubclass(payloads.UnknownTopicError, KeyError)

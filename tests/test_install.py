@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from datetime import timedelta
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import jwt
 import pytest
@@ -234,3 +234,11 @@ def test_a_sent_message_cannot_be_resent_a_failed_one_can(client, db, shop):
     }
     with db.session() as session:
         assert session.get(ActionRun, ids[1]).status == "scheduled"
+
+
+@pytest.mark.parametrize("mac", ["é" * 64, "\u202e", "not-hex", "", "%FF%FE"])
+def test_a_malformed_callback_hmac_is_refused_not_a_crash(client, db, mac):
+    query = urlencode({"code": "c", "shop": SHOP, "state": "s", "timestamp": "1", "hmac": mac})
+    assert client.get("/auth/callback?" + query).status_code == 401
+    with db.session() as session:
+        assert session.scalar(select(Shop)) is None

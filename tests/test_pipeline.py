@@ -279,7 +279,7 @@ def test_every_stage_change_is_recorded_as_a_transition(client, db, shop, worker
 def test_malformed_body_is_quarantined_with_its_reason(client, db, shop, worker):
     post_webhook(client, "orders/paid", None, body=b"{not json", webhook_id="bad-json")
     post_webhook(client, "orders/paid", {"id": "x"}, webhook_id="bad-shape")
-    post_webhook(client, "orders/paid", None, body=b"\xff\xfe garbage", webhook_id="bad-bytes")
+    post_webhook(client, "orders/paid", None, body=b"{\xff\xfe garbage", webhook_id="bad-bytes")
     worker.work()
     result = statuses(db)
     assert result["bad-json"][0] == "quarantined" and "not JSON" in result["bad-json"][1]

@@ -94,3 +94,17 @@ def test_flooding_the_form_is_rate_limited_per_ip(client, db, shop):
 def test_unknown_shop_is_not_served(client, db):
     answer = subscribe(client, {"email": "a@example.com", "variant_id": 1}, shop="nobody.myshopify.com")
     assert answer.status_code == 404
+
+
+@pytest.mark.parametrize("signature", ["é" * 64, "zz", "", "0" * 63, "%00", "\u202e" + "a" * 63])
+def test_a_malformed_signature_is_refused_not_a_crash(client, db, shop, signature):
+    url = proxy_url().rsplit("&signature=", 1)[0] + "&" + urlencode({"signature": signature})
+    response = client.post(url, json={"email": "zoe@example.com", "variant_id": 8001})
+    assert response.status_code == 401
+    assert subscriptions(db) == []
+
+
+def test_a_logged_in_customer_id_of_odd_digits_is_not_a_crash(client, db, shop):
+    response = subscribe(client, {"email": "zoe@example.com", "variant_id": 8001}, customer="²" + "9" * 40)
+    assert response.status_code in (200, 201)
+    assert subscriptions(db) == [(8001, "zoe@example.com", None)]

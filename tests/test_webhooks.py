@@ -133,6 +133,69 @@ def test_foreign_shop_domain_header_gets_400(client, db):
     assert deliveries(db) == []
 
 
+@pytest.mark.parametrize(
+    "signature",
+    ["é" * 44, "\u202e" + "A" * 43, "not base64!", "AAAA", "", "=" * 44],
+    ids=["non-ascii", "bidi", "not-base64", "short-digest", "empty", "padding"],
+)
+def test_a_malformed_signature_header_is_refused_with_401_not_a_crash(client, db, signature):
+    body = encode(ORDER)
+    headers = webhook_headers("orders/paid", SHOP, "wh-sig", body, SECRET)
+    headers["X-Shopify-Hmac-Sha256"] = signature
+    response = client.post("/webhooks", data=body, headers=headers)
+    assert response.status_code == 401
+    assert deliveries(db) == []
+
+
+def test_a_signature_over_the_raw_bytes_verifies_a_body_that_is_not_utf8(client, db):
+    # Shopify signs bytes, not text: the check never decodes the body (the worker quarantines it)
+    response = post_webhook(client, "orders/paid", None, body=b'{"id": "\xff\xfe"}')
+    assert response.status_code == 200
+    assert len(deliveries(db)) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[1, 2]", b'"text"', b"42", b"null", b"eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJ4In0", b"", b"  \n  [{}]"],
+    ids=["array", "string", "number", "null", "session-token", "empty", "blank-then-array"],
+)
+def test_a_signed_body_that_is_not_a_json_object_is_refused_and_not_stored(client, db, body):
+    response = post_webhook(client, "orders/paid", None, body=body)
+    assert response.status_code == 400
+    assert deliveries(db) == []
+
+
+def test_a_deeply_nested_body_is_never_parsed_at_the_ack(client, db, shop, worker):
+    # given 100,000 nested arrays, signed (the HMAC is checked over the bytes) and unsigned
+    nested = b'{"id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    unsigned = client.post(
+        "/webhooks", data=nested, headers={**webhook_headers("orders/paid", SHOP, "x", b"", SECRET)}
+    )
+    signed = post_webhook(client, "orders/paid", None, body=nested, webhook_id="deep")
+    # then the unsigned one is refused, the signed one stored, and the worker quarantines it with why
+    assert (unsigned.status_code, signed.status_code) == (401, 200)
+    worker.work()
+    [delivery] = deliveries(db)
+    assert delivery.status == "quarantined" and "RecursionError" in delivery.reason
+
+
+def test_the_ack_path_does_not_use_shopifyapp():
+    import ast
+    import inspect
+
+    from plugin.shopify import verify
+    from plugin.web import webhooks
+
+    for module in (verify, webhooks):
+        imported = {
+            alias.name if isinstance(node, ast.Import) else node.module
+            for node in ast.walk(ast.parse(inspect.getsource(module)))
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        }
+        assert not any(name and name.startswith("shopify_app") for name in imported), module.__name__
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -25,9 +25,22 @@ def load_or_422(schema: Schema, **extra) -> dict:
     """The request's JSON object (with `extra`, e.g. a key from the URL) as `schema` loads it. Invalid
     input ends the request: 422 with the schema's errors by field."""
     try:
-        return schema.load(dict(request.get_json(force=True) or {}, **extra))
+        return schema.load(dict(json_object(), **extra))
     except ValidationError as error:
         refuse(error.messages)
+
+
+def json_object() -> dict:
+    """The request's body as a JSON object ({} when empty); anything else ends the request with 422."""
+    if not request.get_data(cache=True):
+        return {}
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:  # nested deeper than the parser goes: not an object we can read
+        body = None
+    if not isinstance(body, dict):
+        refuse({"_schema": ["The body must be a JSON object."]})
+    return body
 
 
 def refuse(errors: dict) -> NoReturn:

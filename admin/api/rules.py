@@ -3,12 +3,12 @@ how many shoppers one would reach now. (The page's email editor is `email_editor
 
 from __future__ import annotations
 
-from flask import g, jsonify, request
+from flask import g, jsonify
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from admin import insights
-from admin.api.base import bp, db, load_or_422
+from admin.api.base import bp, db, json_object, load_or_422
 from plugin import clock
 from plugin.core.rules import RuleSchema
 from plugin.store.models import Rule
@@ -35,7 +35,7 @@ def save_rule(key: str):
 
 @bp.post("/rules/<key>/enabled")
 def switch_rule(key: str):
-    enabled = bool((request.get_json(force=True) or {}).get("enabled"))
+    enabled = bool(json_object().get("enabled"))
     with db().session() as session:
         row = _rule(session, key)
         if row is None:

@@ -28,7 +28,7 @@ def shoppers():
         return jsonify([_shopper_row(s) for s in rows])
 
 
-@bp.get("/shoppers/<int:shopper_id>")
+@bp.get("/shoppers/<int(max=9223372036854775807):shopper_id>")
 def shopper(shopper_id: int):
     with db().session() as session:
         found = session.get(Shopper, shopper_id)
@@ -37,7 +37,7 @@ def shopper(shopper_id: int):
         return jsonify(dict(_shopper_row(found), timeline=insights.timeline(session, found)))
 
 
-@bp.post("/shoppers/<int:shopper_id>/suppress")
+@bp.post("/shoppers/<int(max=9223372036854775807):shopper_id>/suppress")
 def suppress(shopper_id: int):
     """Stop all marketing to this shopper's address (kept as a hash, as unsubscribes are)."""
     with db().session() as session:
@@ -48,7 +48,7 @@ def suppress(shopper_id: int):
     return jsonify({"suppressed": True})
 
 
-@bp.post("/runs/<int:run_id>/resend")
+@bp.post("/runs/<int(max=9223372036854775807):run_id>/resend")
 def resend(run_id: int):
     """Try a failed message again. Anything sent (or skipped for a reason that still holds) is refused:
     a shopper never gets the same message twice."""

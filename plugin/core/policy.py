@@ -28,6 +28,8 @@ GO = Decision()
 class PolicySnapshot:
     """What the policy reads, as of the moment the run is about to act."""
 
+    # the shop's sending is paused (a signed app/uninstalled): the reason, else None
+    shop_paused: str | None = None
     # the shopper (None fields when the run has no shopper)
     shopper_exists: bool = False
     shopper_deleted: bool = False
@@ -55,11 +57,14 @@ class PolicySnapshot:
 
 
 def decide(snapshot: PolicySnapshot, run, now: datetime) -> Decision:
-    """The whole check, in order: still applies → may be mailed → may be mailed now.
+    """The whole check, in order: the shop's sending not paused → still applies → may be mailed → may be
+    mailed now.
 
     `run` is anything with the run's fields (action, play, trigger, play_stage, marketing, context,
     recipient_email): an `ActionRun` row, or plain data in tests.
     """
+    if snapshot.shop_paused:
+        return Decision(skip=f"sending paused: {snapshot.shop_paused}")
     reason = still_applies(snapshot, run) or may_mail(snapshot, run)
     if reason:
         return Decision(skip=reason)

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+from flask import current_app
+
 from plugin.handlers.context import HandlerContext
 from plugin.handlers.registry import handles
+from plugin.shopify.install_probe import Installation, probe_installation
 from plugin.shopify.payloads import BulkOperationFinish, ShopData
 from plugin.store import runs, shops
 
+UNINSTALLED = "the app was uninstalled"
+
 
 @handles("app/uninstalled")
-def on_app_uninstalled(ctx: HandlerContext, shop: ShopData) -> None:
-    """Deactivate the shop, forget its token, cancel its pending runs; data stays until shop/redact."""
+def on_app_uninstalled(ctx: HandlerContext, shop: ShopData) -> str:
+    """Pause all sending at once and cancel pending runs; record the uninstall (shop deactivated, tokens
+    forgotten) once Shopify refuses the token. Data stays until shop/redact.
 
-    shops.deactivate_shop(ctx.session, ctx.shop, ctx.now)
-    runs.cancel_pending(ctx.session, ctx.shop.id, "the app was uninstalled", ctx.now)
+    The signature covers the body only, so a replayed uninstall body can pause a shop but never
+    deactivate it: the pause lifts when the merchant opens the app again (token exchange re-installs).
+    """
+    shops.pause_shop(ctx.session, ctx.shop, UNINSTALLED, ctx.now)
+    cancelled = runs.cancel_pending(ctx.session, ctx.shop.id, f"sending paused: {UNINSTALLED}", ctx.now)
+    answer = probe_installation(ctx.shop, current_app.config, ctx.now)
+    if answer is Installation.REFUSED:
+        shops.deactivate_shop(ctx.session, ctx.shop, ctx.now, UNINSTALLED)
+        return (
+            f"uninstalled: Shopify refuses the token; shop deactivated, {cancelled} pending run(s) cancelled"
+        )
+    return f"sending paused, {cancelled} pending run(s) cancelled; uninstall not confirmed (token {answer})"
 
 
 @handles("bulk_operations/finish")

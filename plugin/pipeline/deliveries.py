@@ -12,6 +12,7 @@ from datetime import timedelta
 from flask import current_app
 
 from plugin import clock, handlers
+from plugin.handlers import compliance
 from plugin.handlers.context import HandlerContext
 from plugin.pipeline import queue
 from plugin.pipeline.run_action import database, dispatch_due_runs
@@ -142,16 +143,17 @@ def _after_commit(db: Database, planned: list[int], jobs: list[tuple]) -> None:
 def _process(session, delivery: Delivery) -> tuple[str, HandlerContext | None]:
     now = clock.now()
     shop = shops.batch_shop(session, delivery.shop_domain)
-    if (shop is None or not shop.active) and delivery.topic not in payloads.COMPLIANCE_TOPICS:
-        return _finish(session, delivery, DeliveryStatus.IGNORED, now, "shop is not installed"), None
+    not_served = _not_served(shop, delivery.topic)
+    if not_served:
+        return _finish(session, delivery, DeliveryStatus.IGNORED, now, not_served), None
     try:
         payload = payloads.load(delivery.topic, delivery.body)
-    except KeyError:
+        _check_shop(payloads.shop_of(payload), delivery.shop_domain)
+    except payloads.UnknownTopicError:
         note = f"no handler for topic {delivery.topic}"
         return _finish(session, delivery, DeliveryStatus.IGNORED, now, note), None
     except payloads.PayloadError as error:
-        log.warning("quarantined delivery %s (%s): %s", delivery.id, delivery.topic, error)
-        return _finish(session, delivery, DeliveryStatus.QUARANTINED, now, str(error)), None
+        return _quarantine(session, delivery, now, str(error)), None
     ctx = HandlerContext(
         database(),
         session,
@@ -162,8 +164,38 @@ def _process(session, delivery: Delivery) -> tuple[str, HandlerContext | None]:
         delivery.id,
         delivery.shop_domain,
     )
-    note = handlers.dispatch(ctx, payload)
+    try:
+        note = handlers.dispatch(ctx, payload)
+    except compliance.ShopStillInstalledError as error:  # nothing erased; replayable after a real uninstall
+        return _quarantine(session, delivery, now, str(error)), None
     return _finish(session, delivery, DeliveryStatus.PROCESSED, now, note), ctx
+
+
+def _not_served(shop, topic: str) -> str | None:
+    """Why a delivery of this shop is not processed (not installed, sending paused), or None.
+
+    Compliance topics are processed whatever the shop's state; app/uninstalled also for a paused shop
+    (a later one may be the one whose token Shopify refuses).
+    """
+    if topic in payloads.COMPLIANCE_TOPICS:
+        return None
+    if shop is None or not shop.active:
+        return "shop is not installed"
+    if shop.paused_at is not None and topic != "app/uninstalled":
+        return f"sending paused: {shop.pause_reason}"
+    return None
+
+
+def _check_shop(named: str | None, header_domain: str) -> None:
+    """The shop a body names must be the one X-Shopify-Shop-Domain names: the HMAC covers the body only,
+    so a header naming another shop is a replayed or forged delivery."""
+    if named is not None and named != header_domain:
+        raise payloads.PayloadError(f"the body names shop {named[:255]!r}, the header {header_domain!r}")
+
+
+def _quarantine(session, delivery: Delivery, now, reason: str) -> str:
+    log.warning("quarantined delivery %s (%s): %s", delivery.id, delivery.topic, reason)
+    return _finish(session, delivery, DeliveryStatus.QUARANTINED, now, reason)
 
 
 def _finish(session, delivery: Delivery, status: str, now, reason: str | None) -> str:

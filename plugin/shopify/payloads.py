@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +23,19 @@ class PayloadError(ValueError):
     """A signed body we cannot use: not JSON, or not the shape its topic promises."""
 
 
+class UnknownTopicError(LookupError):
+    """No schema is declared for the topic: the delivery is ignored, said so explicitly (a KeyError raised
+    while loading a known topic is a bug, and fails the delivery instead)."""
+
+
+# The span of plausible store times: a timestamp outside it is hostile or broken, and arithmetic on it
+# (a deadline 48 hours later) would overflow. Shopify was founded in 2006.
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2999, 12, 31, tzinfo=UTC)
+MAX_ID = 2**63 - 1  # Shopify ids are 64-bit signed integers (BigInteger columns)
+MAX_MONEY = Decimal(10) ** 12  # Money columns are Numeric(14, 2)
+MAX_INT = 2**31 - 1  # Integer columns
+
+
 class Instant(fields.Field):
     """An ISO 8601 timestamp as Shopify writes it (offsets, `Z`, or a space separator) → aware UTC."""
 
@@ -30,9 +43,14 @@ class Instant(fields.Field):
         if not isinstance(value, str):
             raise ValidationError("Not a timestamp.")
         try:
-            return parse_instant(value)
+            instant = parse_instant(value)
         except ClockError as error:
             raise ValidationError(str(error)) from None
+        except OverflowError:  # year 1 with a positive offset, and the like
+            raise ValidationError("Not a timestamp.") from None
+        if not EARLIEST <= instant <= LATEST:
+            raise ValidationError("Timestamp out of range.")
+        return instant
 
 
 class ShopifyId(fields.Field):
@@ -41,17 +59,48 @@ class ShopifyId(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, bool):
             raise ValidationError("Not an id.")
-        number = gid_number(value) if isinstance(value, int | str) else None
-        if number is None:
+        if isinstance(value, str) and not value.isascii():
+            raise ValidationError("Not a Shopify id.")  # int() reads "²" or "١٢" as digits, or fails on them
+        try:
+            number = gid_number(value) if isinstance(value, int | str) else None
+        except ValueError:  # more digits than int() reads
+            number = None
+        if number is None or not 0 < number <= MAX_ID:
             raise ValidationError("Not a Shopify id.")
         return number
 
 
+class Text(fields.String):
+    """A string we store: within its column's length, without NUL or lone surrogates (which PostgreSQL
+    refuses, and which would fail the delivery instead of quarantining it)."""
+
+    def __init__(self, *args, max_length: int = 255, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_length = max_length
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if len(text) > self.max_length:
+            raise ValidationError(f"Longer than {self.max_length} characters.")
+        if "\x00" in text:
+            raise ValidationError("Contains a NUL character.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError("Not valid Unicode.") from None
+        return text
+
+
 def _money(**kwargs) -> fields.Decimal:
-    return fields.Decimal(allow_none=True, load_default=None, **kwargs)
+    bounded = validate.Range(min=-MAX_MONEY, max=MAX_MONEY, min_inclusive=False, max_inclusive=False)
+    return fields.Decimal(allow_none=True, load_default=None, validate=bounded, **kwargs)
 
 
-def _optional(field_class=fields.String, **kwargs):
+def _count(**kwargs) -> fields.Integer:
+    return fields.Integer(validate=validate.Range(min=-MAX_INT, max=MAX_INT), **kwargs)
+
+
+def _optional(field_class=Text, **kwargs):
     return field_class(allow_none=True, load_default=None, **kwargs)
 
 
@@ -81,7 +130,7 @@ class CustomerRef:
 class CustomerRefSchema(PayloadSchema):
     model = CustomerRef
     id = ShopifyId(required=True)
-    email = _optional()
+    email = _optional(max_length=320)
     first_name = _optional()
     last_name = _optional()
     updated_at = _optional(Instant)
@@ -111,15 +160,15 @@ class _ConsentSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    state = _optional()
-    opt_in_level = _optional()
+    state = _optional(max_length=32)
+    opt_in_level = _optional(max_length=64)
     consent_updated_at = _optional(Instant)
 
 
 class ConsentUpdateSchema(PayloadSchema):
     model = ConsentUpdate
     customer_id = ShopifyId(required=True)
-    email_address = _optional()
+    email_address = _optional(max_length=320)
     email_marketing_consent = fields.Nested(_ConsentSchema, required=True)
 
     @post_load
@@ -142,12 +191,12 @@ class _AmountSchema(Schema):
         unknown = EXCLUDE
 
     amount = _money()
-    currencyCode = _optional()  # noqa: N815 (Shopify's spelling)
+    currencyCode = _optional(validate=validate.Length(equal=3))  # noqa: N815 (Shopify's spelling)
 
 
 class PurchasingSummarySchema(PayloadSchema):
     customer_id = ShopifyId(required=True, data_key="customerId")
-    number_of_orders = _optional(fields.Integer, data_key="numberOfOrders")
+    number_of_orders = _optional(_count, data_key="numberOfOrders")
     amount_spent = fields.Nested(_AmountSchema, allow_none=True, load_default=None, data_key="amountSpent")
     occurred_at = _optional(Instant, data_key="occurredAt")
 
@@ -169,7 +218,7 @@ class TagsChange:
 class TagsChangeSchema(PayloadSchema):
     model = TagsChange
     customer_id = ShopifyId(required=True, data_key="customerId")
-    tags = fields.List(fields.String(), required=True)
+    tags = fields.List(Text(), required=True)
     occurred_at = Instant(required=True, data_key="occurredAt")
 
 
@@ -185,7 +234,7 @@ class LineItemSchema(PayloadSchema):
     model = LineItem
     product_id = _optional(ShopifyId)
     variant_id = _optional(ShopifyId)
-    quantity = fields.Integer(load_default=1)
+    quantity = _count(load_default=1)
     price = _money()
 
 
@@ -243,7 +292,7 @@ class _DiscountCodeSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    code = fields.String(required=True)
+    code = Text(required=True)
 
 
 @dataclass
@@ -274,14 +323,14 @@ class OrderSchema(PayloadSchema):
     updated_at = _optional(Instant)
     processed_at = _optional(Instant)
     cancelled_at = _optional(Instant)
-    name = _optional()
-    email = _optional()
+    name = _optional(max_length=64)
+    email = _optional(max_length=320)
     customer = fields.Nested(CustomerRefSchema, allow_none=True, load_default=None)
     currency = _optional(validate=validate.Length(equal=3))
     total_price = _money()
-    financial_status = _optional()
-    fulfillment_status = _optional()
-    customer_locale = _optional()
+    financial_status = _optional(max_length=32)
+    fulfillment_status = _optional(max_length=32)
+    customer_locale = _optional(max_length=16)
     checkout_token = _optional()
     cart_token = _optional()
     line_items = fields.List(fields.Nested(LineItemSchema), load_default=list)
@@ -330,18 +379,18 @@ class CheckoutData:
 
 class CheckoutSchema(PayloadSchema):
     model = CheckoutData
-    token = fields.String(required=True)
+    token = Text(required=True)
     updated_at = Instant(required=True)
     id = _optional(ShopifyId)
     cart_token = _optional()
-    email = _optional()
+    email = _optional(max_length=320)
     customer = fields.Nested(CustomerRefSchema, allow_none=True, load_default=None)
     created_at = _optional(Instant)
     completed_at = _optional(Instant)
     closed_at = _optional(Instant)
-    abandoned_checkout_url = _optional()
-    customer_locale = _optional()
-    currency = _optional()
+    abandoned_checkout_url = _optional(max_length=2048)
+    customer_locale = _optional(max_length=16)
+    currency = _optional(validate=validate.Length(equal=3))
     total_price = _money()
     line_items = fields.List(fields.Nested(LineItemSchema), load_default=list)
 
@@ -355,7 +404,7 @@ class CartData:
 
 class CartSchema(PayloadSchema):
     model = CartData
-    token = fields.String(required=True)
+    token = Text(required=True)
     updated_at = Instant(required=True)
     line_items = fields.List(fields.Nested(LineItemSchema), load_default=list)
 
@@ -372,7 +421,7 @@ class InventoryLevelSchema(PayloadSchema):
     model = InventoryLevelData
     inventory_item_id = ShopifyId(required=True)
     location_id = ShopifyId(required=True)
-    available = _optional(fields.Integer)
+    available = _optional(_count)
     updated_at = _optional(Instant)
 
 
@@ -396,21 +445,24 @@ class _VariantSchema(Schema):
 class ProductSchema(PayloadSchema):
     model = ProductData
     id = ShopifyId(required=True)
-    title = _optional()
+    title = _optional(max_length=65535)
     updated_at = _optional(Instant)
     variants = fields.List(fields.Nested(_VariantSchema), load_default=list)
 
 
 @dataclass
 class ShopData:
-    id: int | None
-    myshopify_domain: str | None
+    """The shop object of app/uninstalled (and shop/update): `myshopify_domain` names the shop, never
+    `domain`, which is the merchant's custom domain."""
+
+    id: int
+    myshopify_domain: str
 
 
 class ShopSchema(PayloadSchema):
     model = ShopData
-    id = _optional(ShopifyId)
-    myshopify_domain = _optional()
+    id = ShopifyId(required=True)
+    myshopify_domain = Text(required=True)
 
 
 @dataclass
@@ -424,8 +476,8 @@ class BulkOperationFinish:
 
 class BulkOperationFinishSchema(PayloadSchema):
     model = BulkOperationFinish
-    admin_graphql_api_id = fields.String(required=True)
-    status = fields.String(required=True)
+    admin_graphql_api_id = Text(required=True)
+    status = Text(required=True)
     error_code = _optional()
     completed_at = _optional(Instant)
     type = _optional()
@@ -436,6 +488,7 @@ class ComplianceRequest:
     """customers/data_request, customers/redact or shop/redact (the customer is absent for shop/redact)."""
 
     shop_domain: str
+    shop_id: int | None = None
     customer_id: int | None = None
     orders: list[int] = field(default_factory=list)
     data_request_id: int | None = None
@@ -443,21 +496,31 @@ class ComplianceRequest:
     phone: str | None = None
 
 
+class _DataRequestSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    id = _optional(ShopifyId)
+
+
 class _ComplianceCustomerSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
     id = ShopifyId(required=True)
-    email = fields.String(load_default=None, allow_none=True)
-    phone = fields.String(load_default=None, allow_none=True)
+    email = _optional(max_length=320)
+    phone = _optional(max_length=64)
 
 
 class ComplianceSchema(PayloadSchema):
-    shop_domain = fields.String(required=True)
-    customer = fields.Nested(_ComplianceCustomerSchema, load_default=None)
+    """customers/data_request and customers/redact: they act on one customer, whose id is required."""
+
+    shop_domain = Text(required=True)
+    shop_id = _optional(ShopifyId)
+    customer = fields.Nested(_ComplianceCustomerSchema, required=True)
     orders_requested = fields.List(ShopifyId(), load_default=list)
     orders_to_redact = fields.List(ShopifyId(), load_default=list)
-    data_request = fields.Dict(load_default=None)
+    data_request = fields.Nested(_DataRequestSchema, load_default=None, allow_none=True)
 
     @post_load
     def _make(self, data, **_):
@@ -465,12 +528,24 @@ class ComplianceSchema(PayloadSchema):
         customer = data.get("customer") or {}
         return ComplianceRequest(
             shop_domain=data["shop_domain"],
+            shop_id=data.get("shop_id"),
             customer_id=customer.get("id"),
             email=customer.get("email"),
             phone=customer.get("phone"),
             orders=data["orders_requested"] or data["orders_to_redact"],
             data_request_id=request.get("id"),
         )
+
+
+class ShopRedactSchema(PayloadSchema):
+    """shop/redact: it acts on the whole shop, whose domain and id are required."""
+
+    shop_domain = Text(required=True)
+    shop_id = ShopifyId(required=True)
+
+    @post_load
+    def _make(self, data, **_):
+        return ComplianceRequest(shop_domain=data["shop_domain"], shop_id=data["shop_id"])
 
 
 SCHEMAS: dict[str, type[Schema]] = {
@@ -500,27 +575,45 @@ SCHEMAS: dict[str, type[Schema]] = {
     "bulk_operations/finish": BulkOperationFinishSchema,
     "customers/data_request": ComplianceSchema,
     "customers/redact": ComplianceSchema,
-    "shop/redact": ComplianceSchema,
+    "shop/redact": ShopRedactSchema,
 }
 COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
 _INSTANCES: dict[str, Schema] = {}
 
 
 def load(topic: str, body: bytes) -> Any:
-    """Parse and validate a webhook body for its topic; PayloadError says why it cannot be used."""
+    """Parse and validate a webhook body for its topic; PayloadError says why it cannot be used.
+
+    Raises UnknownTopicError when no schema is declared for the topic.
+    """
     schema_class = SCHEMAS.get(topic)
     if schema_class is None:
-        raise KeyError(topic)
-    try:
-        document = json.loads(body, parse_float=Decimal)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise PayloadError(f"body is not JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise PayloadError(f"body is a JSON {type(document).__name__}, not an object")
+        raise UnknownTopicError(topic)
+    document = _parse(body)
     schema = _INSTANCES.get(topic) or _INSTANCES.setdefault(topic, schema_class())
     try:
         return schema.load(document)
     except ValidationError as error:
         raise PayloadError(
-            f"body does not fit {topic}: {json.dumps(error.messages, sort_keys=True)}"
+            f"body does not fit {topic}: {json.dumps(error.messages, sort_keys=True, default=str)[:1000]}"
         ) from None
+
+
+def shop_of(payload: Any) -> str | None:
+    """The shop a body names for itself (`shop_domain` of the compliance topics, `myshopify_domain` of the
+    shop object), lower-cased; None for topics whose body does not name its shop."""
+    named = getattr(payload, "shop_domain", None) or getattr(payload, "myshopify_domain", None)
+    return named.strip().lower() if isinstance(named, str) else None
+
+
+def _parse(body: bytes) -> dict:
+    """The body as a JSON object (a nesting too deep for the parser is a PayloadError, not a crash)."""
+    try:
+        document = json.loads(body, parse_float=Decimal)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PayloadError(f"body is not JSON: {error}") from None
+    except (RecursionError, ValueError) as error:  # ValueError: an integer of more digits than int() reads
+        raise PayloadError(f"body is not usable JSON: {type(error).__name__}") from None
+    if not isinstance(document, dict):
+        raise PayloadError(f"body is a JSON {type(document).__name__}, not an object")
+    return document

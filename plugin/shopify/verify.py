@@ -1,19 +1,21 @@
-"""Webhook verification: HMAC-SHA256 of the raw body, checked by Shopify's `shopifyapp` package.
+"""Webhook verification: HMAC-SHA256 over the raw body, with the standard library only.
 
-`shopifyapp` compares in constant time and tries the previous secret during a rotation. It takes the body
-as text, so a body that is not UTF-8 (which Shopify never sends, but a signed one must still be accepted
-and quarantined, not dropped) is checked over its raw bytes here with the same constant-time comparison.
+Shopify signs the exact bytes it sends: `X-Shopify-Hmac-Sha256` is the base64 of the HMAC-SHA256 digest
+keyed with the app's secret (shopify.dev, "Verify webhooks"). We check those bytes as they are, before
+anything else reads them: nothing is decoded or parsed here, so a deeply nested or non-UTF-8 body costs
+one hash and never a crash. `shopifyapp`'s own webhook verifier decodes and re-encodes the body as JSON
+first (a cost on the hot path, and a RecursionError on a deeply nested body); we keep `shopifyapp` for
+session tokens, app-proxy signatures and token exchange.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
-
-from shopify_app import ShopifyApp
 
 from plugin.clock import ClockError, parse_instant
 from plugin.store.deliveries import WebhookHeaders
@@ -35,39 +37,43 @@ def sanitize_shop_domain(value: str | None) -> str | None:
     return domain if SHOP_DOMAIN.match(domain) else None
 
 
-class WebhookVerifier:
-    """Verifies webhooks for one app (its API key and current + previous secrets)."""
+def decode_signature(value: str | None) -> bytes | None:
+    """The 32 digest bytes a base64 signature header carries, or None when it is not one (non-ASCII,
+    not base64, or the wrong length)."""
+    if not value or not value.isascii():
+        return None
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return digest if len(digest) == hashlib.sha256().digest_size else None
 
-    def __init__(self, api_key: str, secrets: Sequence[str]):
+
+def signed_with(body: bytes, digest: bytes, secrets: Sequence[bytes]) -> bool:
+    """True when `digest` is the HMAC-SHA256 of `body` under one of `secrets` (every secret is tried,
+    each compare in constant time, so the answer's timing says nothing about which one matched)."""
+    valid = False
+    for secret in secrets:
+        valid |= hmac.compare_digest(hmac.new(secret, body, hashlib.sha256).digest(), digest)
+    return valid
+
+
+class WebhookVerifier:
+    """Verifies webhooks against the app's current and previous secrets (during a rotation)."""
+
+    def __init__(self, secrets: Sequence[str]):
         if not secrets:
             raise ValueError("at least one webhook secret is required")
-        self.secrets = tuple(str(s) for s in secrets)
-        previous = self.secrets[1] if len(self.secrets) > 1 else None
-        self.app = ShopifyApp(client_id=api_key, client_secret=self.secrets[0], old_client_secret=previous)
+        self.secrets = tuple(str(s).encode() for s in secrets)
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> WebhookHeaders:
-        """Check the signature, then read the identifying headers. Raises on either failure."""
-        header_map = {k: v for k, v in headers.items()}
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            self._verify_raw(body, header_map)
-        else:
-            result = self.app.verify_webhook_req(
-                {"method": "POST", "headers": header_map, "url": "/webhooks", "body": text}
-            )
-            if not result.ok:
-                raise WebhookVerificationError(result.log.code)
-        return read_headers(header_map)
-
-    def _verify_raw(self, body: bytes, headers: Mapping[str, str]) -> None:
-        received = _header(headers, "X-Shopify-Hmac-Sha256") or ""
-        valid = False
-        for secret in self.secrets:
-            digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-            valid |= hmac.compare_digest(received.encode(), base64.b64encode(digest))
-        if not valid:
+        """Check the signature over the raw bytes, then read the identifying headers. Raises on either."""
+        digest = decode_signature(_header(headers, "X-Shopify-Hmac-Sha256"))
+        if digest is None:
+            raise WebhookVerificationError("missing or malformed X-Shopify-Hmac-Sha256")
+        if not signed_with(body, digest, self.secrets):
             raise WebhookVerificationError("invalid_hmac")
+        return read_headers(headers)
 
 
 def oauth_hmac(params: Mapping[str, str], secret: str) -> str:
@@ -78,9 +84,9 @@ def oauth_hmac(params: Mapping[str, str], secret: str) -> str:
 
 def read_headers(headers: Mapping[str, str]) -> WebhookHeaders:
     """Read topic, shop, webhook id and the optional event metadata of a verified webhook."""
-    topic = _header(headers, "X-Shopify-Topic")
+    topic = _printable(_header(headers, "X-Shopify-Topic"), 128)
     shop_domain = sanitize_shop_domain(_header(headers, "X-Shopify-Shop-Domain"))
-    webhook_id = _header(headers, "X-Shopify-Webhook-Id")
+    webhook_id = _printable(_header(headers, "X-Shopify-Webhook-Id"), 255)
     missing = [
         name
         for name, value in (
@@ -92,19 +98,31 @@ def read_headers(headers: Mapping[str, str]) -> WebhookHeaders:
     ]
     if missing:
         raise WebhookHeaderError("missing or invalid " + ", ".join(missing))
-    triggered = _header(headers, "X-Shopify-Triggered-At")
-    try:
-        triggered_at = parse_instant(triggered) if triggered else None
-    except ClockError:
-        triggered_at = None  # informative only; never a reason to refuse a signed delivery
     return WebhookHeaders(
-        webhook_id=webhook_id[:255],
-        topic=topic[:128],
+        webhook_id=webhook_id,
+        topic=topic,
         shop_domain=shop_domain,
-        api_version=_header(headers, "X-Shopify-API-Version"),
-        event_id=_header(headers, "X-Shopify-Event-Id"),
-        triggered_at=triggered_at,
+        api_version=_printable(_header(headers, "X-Shopify-API-Version"), 32),
+        event_id=_printable(_header(headers, "X-Shopify-Event-Id"), 255),
+        triggered_at=_instant(_header(headers, "X-Shopify-Triggered-At")),
     )
+
+
+def _printable(value: str | None, limit: int) -> str | None:
+    """The header as stored: printable ASCII within the column's length, else None (Shopify sends
+    topics, ids and versions in ASCII; a NUL or a surrogate would only make the insert fail)."""
+    if not value or len(value) > limit or not value.isascii() or not value.isprintable():
+        return None
+    return value
+
+
+def _instant(value: str | None):
+    """X-Shopify-Triggered-At, when it is a usable timestamp: informative only, never a reason to refuse
+    a signed delivery."""
+    try:
+        return parse_instant(value) if value and value.isascii() else None
+    except (ClockError, OverflowError):  # OverflowError: year 1 with a positive offset, and the like
+        return None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -84,6 +84,10 @@ class Shop(Base):
     currency: Mapped[str | None] = mapped_column(String(3))
     installed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     uninstalled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A signed app/uninstalled pauses all sending at once; the uninstall is recorded (uninstalled_at, tokens
+    # forgotten) only once Shopify refuses the token, since the webhook's signature covers its body alone.
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pause_reason: Mapped[str | None] = mapped_column(Text)
     last_bulk_operation: Mapped[dict | None] = mapped_column(JSON)
     # Stage thresholds (the defaults); per shop so merchants can tune them.
     engaged_days: Mapped[int] = mapped_column(Integer, default=30)

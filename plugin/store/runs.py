@@ -205,6 +205,7 @@ def policy_snapshot(session: Session, shop: Shop, run: ActionRun, shopper: Shopp
     context = run.context or {}
     email = run.recipient_email or (shopper.email if shopper else None)
     values: dict = dict(
+        shop_paused=(shop.pause_reason or "the shop is paused") if shop.paused_at else None,
         cap_per_day=shop.cap_per_day,
         cap_per_week=shop.cap_per_week,
         quiet_start_hour=shop.quiet_start_hour,

@@ -50,6 +50,7 @@ def upsert_shop(session: Session, domain: str, access_token_encrypted: str | Non
         session.add(shop)
     shop.active = True
     shop.uninstalled_at = None
+    shop.paused_at = shop.pause_reason = None  # installed again (or a token exchange proves it installed)
     if access_token_encrypted:
         shop.access_token_encrypted = access_token_encrypted
     session.flush()
@@ -58,14 +59,29 @@ def upsert_shop(session: Session, domain: str, access_token_encrypted: str | Non
     return shop
 
 
-def deactivate_shop(session: Session, shop: Shop, now: datetime) -> None:
-    """Mark a shop uninstalled and forget its tokens."""
+def pause_shop(session: Session, shop: Shop, reason: str, now: datetime) -> None:
+    """Stop all sending for the shop at once (kept from the first pause, with its reason)."""
+    if shop.paused_at is None:
+        shop.paused_at, shop.pause_reason = now, reason
+
+
+def is_uninstalled(shop: Shop | None) -> bool:
+    """True when the uninstall is recorded (deactivated), or there is no shop row at all."""
+    return shop is None or (not shop.active and shop.uninstalled_at is not None)
+
+
+def deactivate_shop(
+    session: Session, shop: Shop, now: datetime, reason: str = "the app was uninstalled"
+) -> None:
+    """Record the uninstall: inactive, paused, tokens forgotten (once Shopify refused the token)."""
     session.execute(
         update(Shop)
         .where(Shop.id == shop.id)
         .values(
             active=False,
             uninstalled_at=now,
+            paused_at=shop.paused_at or now,
+            pause_reason=shop.pause_reason or reason,
             access_token_encrypted=None,
             access_token_expires_at=None,
             refresh_token_encrypted=None,

@@ -26,13 +26,13 @@ bp = Blueprint("oauth", __name__)
 
 
 def request_input() -> dict:
-    """The current request as `shopifyapp`'s verifiers read it."""
-    return {
-        "method": request.method,
-        "headers": dict(request.headers),
-        "url": request.url,
-        "body": request.get_data(as_text=True) if request.method != "GET" else "",
-    }
+    """The current request as `shopifyapp`'s verifiers read it, without its body.
+
+    None of them checks the body (a session token travels in a header or the query, an app-proxy
+    signature covers the query), but each decodes it as JSON to log it: a deeply nested body or a number
+    of 5,000 digits then raised (RecursionError, ValueError), a 500 before any signature was checked.
+    """
+    return {"method": request.method, "headers": dict(request.headers), "url": request.url, "body": ""}
 
 
 @bp.get("/auth/install")
@@ -102,5 +102,8 @@ def _seconds(value) -> timedelta | None:
 
 
 def _signed(params: dict, secrets_: tuple) -> bool:
-    received = params.get("hmac", "")
-    return any(hmac.compare_digest(oauth_hmac(params, str(secret)), received) for secret in secrets_)
+    received = request.args.getlist("hmac")
+    if len(received) != 1 or not received[0].isascii():
+        return False  # compare_digest raises TypeError on non-ASCII text: refuse it first
+    expected = received[0].encode()
+    return any(hmac.compare_digest(oauth_hmac(params, str(secret)).encode(), expected) for secret in secrets_)

@@ -49,14 +49,16 @@ class SubscribeSchema(Schema):
         unknown = EXCLUDE
 
     email = fields.Email(required=True, validate=validate.Length(max=320))
-    variant_id = fields.Integer(required=True, strict=False, validate=validate.Range(min=1))
+    variant_id = fields.Integer(required=True, strict=False, validate=validate.Range(min=1, max=2**63 - 1))
     locale = fields.String(load_default=None, validate=validate.Length(max=16))
 
 
 @bp.post("/proxy/back-in-stock")
 def subscribe():
-    result = verify_app_proxy_req(request_input(), app_config(current_app.config))
-    if not result.ok:
+    if (
+        not _signature_is_hex()
+        or not verify_app_proxy_req(request_input(), app_config(current_app.config)).ok
+    ):
         return jsonify({"ok": False, "error": "this request is not signed by Shopify"}), 401
     shop_domain = sanitize_shop_domain(request.args.get("shop"))
     if shop_domain is None:
@@ -69,7 +71,7 @@ def subscribe():
             {"Retry-After": str(limited)},
         )
     try:
-        form = SubscribeSchema().load(request.get_json(silent=True) or request.form.to_dict())
+        form = SubscribeSchema().load(_submitted())
     except ValidationError as error:
         return jsonify({"ok": False, "errors": error.messages}), 422
     customer = request.args.get("logged_in_customer_id") or None
@@ -84,7 +86,7 @@ def subscribe():
                 shop_id=shop.id,
                 variant_id=form["variant_id"],
                 email=form["email"].strip().lower(),
-                customer_id=int(customer) if customer and customer.isdigit() else None,
+                customer_id=_customer_id(customer),
                 locale=form["locale"],
                 created_at=clock.now(),
             )
@@ -95,6 +97,29 @@ def subscribe():
     return jsonify(
         {"ok": True, "status": state, "message": MESSAGES[state]}
     ), 201 if inserted is not None else 200
+
+
+def _submitted():
+    """The block's JSON, else its form fields (a body nested too deep to parse counts as no JSON)."""
+    try:
+        document = request.get_json(silent=True)
+    except RecursionError:
+        document = None
+    return document or request.form.to_dict()
+
+
+def _signature_is_hex() -> bool:
+    """Shopify's proxy signature is one hex digest: anything else (non-ASCII, repeated) is refused before
+    `shopifyapp` compares it (its compare raises TypeError on non-ASCII text)."""
+    values = request.args.getlist("signature")
+    return len(values) == 1 and len(values[0]) == 64 and all(c in "0123456789abcdef" for c in values[0])
+
+
+def _customer_id(value: str | None) -> int | None:
+    """The logged-in customer's id as Shopify's proxy passes it (ASCII digits of a 64-bit id), else None."""
+    if not value or not value.isascii() or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
 
 
 def _shopper_ip() -> str:

@@ -1,5 +1,8 @@
 """POST /webhooks: raw body → verify → record → enqueue → 200. Nothing is acknowledged before it is stored
 and queued; when the database or Redis is unreachable the answer is 503 and Shopify retries.
+
+The body is never parsed here: the HMAC covers the raw bytes, and a signed body that does not even start
+like a JSON object is refused by its first byte. Parsing (and every check of the content) is the worker's.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ def receive():
     except WebhookHeaderError as error:
         log.warning("rejected signed webhook: %s", error)
         return {"error": str(error)}, 400
+    if body.lstrip(b" \t\r\n")[:1] != b"{":
+        # Shopify sends JSON objects only; checking the first byte costs no parsing. Nothing is stored.
+        return {"error": "the body is not a JSON object"}, 400
 
     db: Database = current_app.extensions["lifecycle.db"]
     delivery = deliveries.record_delivery(db, headers, body, clock.now())

@@ -1,6 +1,6 @@
 """shop address: the postal address every marketing email carries in its footer
 
-Revision ID: 0006_shop_address
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-25 12:00:00
 """
@@ -8,7 +8,7 @@ Create Date: 2026-11-25 12:00:00
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_shop_address"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None

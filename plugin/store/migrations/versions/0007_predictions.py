@@ -1,15 +1,15 @@
 """predictions: a shop's purchase-model fits, each shopper's forecast, the personal-stages setting
 
-Revision ID: 0006_predictions
-Revises: 0006_shop_address
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-24 10:00:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_predictions"
-down_revision = "0006_shop_address"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
