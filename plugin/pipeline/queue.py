@@ -147,5 +147,32 @@ def enqueue_reconcile(connection: redis.Redis, shop_id: int) -> bool:
     )
 
 
+# A failed write-back job keeps its id (and so blocks the next) only this long; its runs stay on the ledger.
+STAGE_WRITEBACK_FAILURE_TTL = 15 * 60
+
+
+def enqueue_stage_writeback(connection: redis.Redis, shop_id: int) -> bool:
+    """Queue the shop's bulk stage write-back (its due stage_sync runs, 25 customers a call)."""
+    from rq.exceptions import DuplicateJobError
+
+    try:
+        get_queue(connection, MAINTENANCE).enqueue(
+            "plugin.pipeline.maintenance.write_back_stages",
+            shop_id,
+            job_id=f"stage-writeback-{shop_id}",
+            unique=True,
+            result_ttl=0,
+            failure_ttl=STAGE_WRITEBACK_FAILURE_TTL,
+            job_timeout=MAINTENANCE_TIMEOUT,
+        )
+    except DuplicateJobError:
+        return False  # one waits or runs: it claims until none is due
+    return True
+
+
 # What a handler may ask for after commit, by name (`HandlerContext.jobs` holds (name, shop id) pairs).
-MAINTENANCE_JOBS = {"backfill": enqueue_backfill, "reconcile": enqueue_reconcile}
+MAINTENANCE_JOBS = {
+    "backfill": enqueue_backfill,
+    "reconcile": enqueue_reconcile,
+    "stage_writeback": enqueue_stage_writeback,
+}
