@@ -192,6 +192,8 @@ def test_throttled_store_defers_then_succeeds(app, client, shop, worker, db, fak
     )
     customer(client)
     worker.work()
+    tick_at(app, monkeypatch, NOW + timedelta(minutes=10))  # the stage write-back's window ends
+    worker.work()
     [sync] = runs(db, "stage_sync")
     assert sync.status == "scheduled" and "ShopifyThrottled" in sync.deferred_reason
     # when the bucket is back and the tick runs after the retry time

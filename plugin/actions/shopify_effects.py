@@ -11,7 +11,7 @@ import hmac
 from datetime import timedelta
 
 from plugin.actions.base import ActionContext, PermanentActionError
-from plugin.shopify.client import ShopifyUserErrors
+from plugin.shopify.client import ShopifyClient, ShopifyUserErrors, aliased_document
 from plugin.store.models import ActionRun, RunStatus, Stage
 
 STAGE_TAG = "lifecycle:{stage}"
@@ -25,17 +25,75 @@ def tag_customer(ctx: ActionContext) -> None:
         ctx.require_client().execute("TagsAdd", {"id": ctx.customer_gid, "tags": tags})
 
 
+def stale_tags(stage: str) -> list[str]:
+    """Our stage tags other than this stage's: removed when the stage is written."""
+    return [STAGE_TAG.format(stage=s.value) for s in Stage if s.value != stage]
+
+
 def sync_stage(ctx: ActionContext) -> None:
-    """Write the shopper's current stage to Shopify: tag lifecycle:<stage> (others removed), metafield."""
+    """Write the shopper's current stage to Shopify: tag lifecycle:<stage> (others removed), metafield.
+
+    One run at a time, three calls: the path of a run sent through run_action. Due stage write-backs go
+    to the shop's bulk job instead (`plugin/actions/stage_writeback.py`, 25 customers a call).
+    """
     shopper = ctx.shopper
     if shopper is None or shopper.synced_stage == shopper.stage:
         return
     client, gid = ctx.require_client(), ctx.customer_gid
-    stale = [STAGE_TAG.format(stage=s.value) for s in Stage if s.value != shopper.stage]
-    client.execute("TagsRemove", {"id": gid, "tags": stale})
+    client.execute("TagsRemove", {"id": gid, "tags": stale_tags(shopper.stage)})
     client.execute("TagsAdd", {"id": gid, "tags": [STAGE_TAG.format(stage=shopper.stage)]})
     client.execute("MetafieldsSet", {"metafields": [dict(METAFIELD, ownerId=gid, value=shopper.stage)]})
     shopper.synced_stage = shopper.stage
+
+
+STAGES_PER_CALL = 25  # metafieldsSet takes 25 owners a call; with 2 tag mutations each, ~510 cost points
+WRITTEN, RETRY = "written", "retry"
+
+
+def write_stages(client: ShopifyClient, stages: list[tuple[str, str]]) -> list[str]:
+    """Write (customer gid, stage) pairs, at most STAGES_PER_CALL, in one call (StageWriteBack).
+
+    Returns one outcome per pair, in order: WRITTEN; RETRY when only another customer's refusal kept its
+    metafield out (metafieldsSet sets all or none); else the reason Shopify refused it (userErrors).
+    Raises the client's errors when the call as a whole fails (throttled, transient, auth, rejected).
+    """
+    if not 0 < len(stages) <= STAGES_PER_CALL:
+        raise ValueError(f"1 to {STAGES_PER_CALL} stages a call, not {len(stages)}")
+    variables: dict = {"metafields": [dict(METAFIELD, ownerId=gid, value=stage) for gid, stage in stages]}
+    for i, (gid, stage) in enumerate(stages):
+        variables |= {
+            f"id_{i}": gid,
+            f"stale_{i}": stale_tags(stage),
+            f"stage_{i}": [STAGE_TAG.format(stage=stage)],
+        }
+    text = aliased_document("StageWriteBack", len(stages))
+    data = client.execute("StageWriteBack", variables, text=text, user_errors=False)
+    refused = _metafield_refusals(data, len(stages))
+    outcomes = []
+    for i in range(len(stages)):
+        errors = [
+            e
+            for alias in (f"remove_{i}", f"add_{i}")
+            for e in (data.get(alias) or {}).get("userErrors") or []
+        ]
+        reason = "; ".join(str(e.get("message")) for e in errors) or refused.get(i)
+        outcomes.append(reason or (RETRY if refused else WRITTEN))
+    return outcomes
+
+
+def _metafield_refusals(data: dict, count: int) -> dict[int, str]:
+    """metafieldsSet's userErrors by the customer they name (field ["metafields", "<index>", ...]); one
+    naming none is everyone's."""
+    refused: dict[int, str] = {}
+    for error in (data.get("metafieldsSet") or {}).get("userErrors") or []:
+        field = error.get("field") or []
+        index = field[1] if len(field) > 1 else None
+        message = f"metafield refused: {error.get('message')}"
+        if index is not None and str(index).isdigit() and int(index) < count:
+            refused.setdefault(int(index), message)
+        else:
+            refused.update({i: message for i in range(count)} | refused)
+    return refused
 
 
 def sync_consent(ctx: ActionContext) -> None:

@@ -8,6 +8,10 @@ carries `extensions.cost` from a leaky bucket that throttles (`THROTTLED`) when 
 
 `GET /_fake/state` shows the store (customers' tags, metafields and consent; discount codes; calls), so a
 demo's effects are visible; `POST /_fake/control` sets failures and the bucket for tests.
+
+`calls` holds one entry per request, however many (aliased) mutations its document runs. The bucket keeps
+store time: `time_scale` runs it that many times faster (a test of a 30-minute burst takes seconds), and
+the restore rate it reports is the one a client sees in real seconds (restore_rate × time_scale).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class FakeStore(FakeOAuth, FakeBulk):
         shop_email: str = "merchant@example.com",
         contact_email: str = "support@example.com",
         development: bool = False,
+        time_scale: float = 1.0,
     ):
         self.access_token = access_token  # None: any non-empty token is accepted (else it or issued ones)
         self.shop_domain = shop_domain
@@ -82,7 +87,8 @@ class FakeStore(FakeOAuth, FakeBulk):
         self.calls: list[dict] = []
         self.invalid_documents: list[dict] = []
         self.fail_next: list[int] = []  # HTTP statuses to answer with before serving normally
-        self.maximum, self.restore_rate = maximum, restore_rate
+        self.maximum, self.restore_rate, self.time_scale = maximum, restore_rate, time_scale
+        self.missing_customers: set[str] = set()  # gids the store does not know: mutations refuse them
         self.available, self.refilled_at = maximum, time.monotonic()
         self.ids = itertools.count(1)
 
@@ -156,24 +162,27 @@ class FakeStore(FakeOAuth, FakeBulk):
                 ],
                 "extensions": self._cost(cost, None),
             }
-        data = {}
+        data, fields = {}, []
         for field in operation.selection_set.selections:
             args = {a.name.value: graphql.value_from_ast_untyped(a.value, variables) for a in field.arguments}
             resolved = getattr(self, "_" + field.name.value)(**args)
-            self.calls.append(
-                {
-                    "field": field.name.value,
-                    "operation": operation.name.value if operation.name else None,
-                    "variables": variables,
-                    "args": args,
-                }
-            )
+            fields.append((field.name.value, args))
             data[(field.alias or field.name).value] = project(resolved, field.selection_set, fragments)
+        self.calls.append(  # one call per request, whatever its aliases
+            {
+                "field": fields[0][0],
+                "fields": [name for name, _ in fields],
+                "operation": operation.name.value if operation.name else None,
+                "variables": variables,
+                "args": fields[0][1],
+            }
+        )
         return {"data": data, "extensions": self._cost(cost, cost)}
 
     def _spend(self, cost: int) -> bool:
         now = time.monotonic()
-        self.available = min(self.maximum, self.available + (now - self.refilled_at) * self.restore_rate)
+        restored = (now - self.refilled_at) * self.restore_rate * self.time_scale
+        self.available = min(self.maximum, self.available + restored)
         self.refilled_at = now
         if self.available < cost:
             return False
@@ -188,7 +197,7 @@ class FakeStore(FakeOAuth, FakeBulk):
                 "throttleStatus": {
                     "maximumAvailable": self.maximum,
                     "currentlyAvailable": round(self.available, 1),
-                    "restoreRate": self.restore_rate,
+                    "restoreRate": self.restore_rate * self.time_scale,
                 },
             }
         }
@@ -228,17 +237,31 @@ class FakeStore(FakeOAuth, FakeBulk):
     def _codeDiscountNodeByCode(self, code: str) -> dict | None:
         return next((n for c, n in self.discounts.items() if c.upper() == code.upper()), None)
 
+    def _not_found(self, field: list[str]) -> dict:
+        return {"field": field, "code": "NOT_FOUND", "message": "Customer does not exist"}
+
     def _tagsAdd(self, id: str, tags: list[str]) -> dict:  # noqa: A002 - Shopify's argument name
+        if id in self.missing_customers:
+            return {"node": None, "userErrors": [self._not_found(["id"])]}
         customer = self._customer(id)
         customer["tags"] = sorted(set(customer["tags"]) | set(tags))
         return {"node": customer, "userErrors": []}
 
     def _tagsRemove(self, id: str, tags: list[str]) -> dict:  # noqa: A002
+        if id in self.missing_customers:
+            return {"node": None, "userErrors": [self._not_found(["id"])]}
         customer = self._customer(id)
         customer["tags"] = sorted(set(customer["tags"]) - set(tags))
         return {"node": customer, "userErrors": []}
 
     def _metafieldsSet(self, metafields: list[dict]) -> dict:
+        refused = [
+            self._not_found(["metafields", str(i), "ownerId"])
+            for i, entry in enumerate(metafields)
+            if entry["ownerId"] in self.missing_customers
+        ]
+        if refused:  # Shopify sets all of them or none
+            return {"metafields": None, "userErrors": refused}
         stored = []
         for entry in metafields:
             field = {k: entry.get(k) for k in ("namespace", "key", "value", "type")}
@@ -266,6 +289,8 @@ class FakeStore(FakeOAuth, FakeBulk):
             self.fail_next = list(settings.get("fail_next", self.fail_next))
             self.maximum = float(settings.get("maximum", self.maximum))
             self.restore_rate = float(settings.get("restore_rate", self.restore_rate))
+            self.time_scale = float(settings.get("time_scale", self.time_scale))
+            self.missing_customers = set(settings.get("missing_customers", self.missing_customers))
             if "history" in settings:
                 self.history = {**self.history, **settings["history"]}
             if "bulk" in settings:

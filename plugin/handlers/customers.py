@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from plugin.core import facts
 from plugin.handlers import shopper_updates
 from plugin.handlers.context import HandlerContext, restage
@@ -43,14 +45,32 @@ def on_customers_email_marketing_consent_update(ctx: HandlerContext, consent: Co
         runs.skip_pending_marketing(ctx.session, shopper.id, "consent withdrawn", ctx.now)
 
 
+# Tags we write ourselves (lifecycle:<stage> by the stage write-back, lifecycle:vip by the VIP play) come
+# back as customer.tags_added|removed webhooks, thousands after a burst: they are not the merchant's, and
+# change nothing (no shopper row, no tag condition, no plan). A rule reads the stage, not our stage tag.
+OUR_TAG_PREFIX = "lifecycle:"
+OUR_TAGS_NOTE = "our own tags (lifecycle:*): nothing to do"
+
+
 @handles("customer.tags_added")
-def on_customer_tags_added(ctx: HandlerContext, change: TagsChange) -> None:
-    shopper_updates.apply_tags(shoppers.lock_shopper(ctx, change.customer_id), change, present=True)
+def on_customer_tags_added(ctx: HandlerContext, change: TagsChange) -> str | None:
+    """Record the merchant's tags added to a customer (ours are ignored)."""
+    return _apply_tags(ctx, change, present=True)
 
 
 @handles("customer.tags_removed")
-def on_customer_tags_removed(ctx: HandlerContext, change: TagsChange) -> None:
-    shopper_updates.apply_tags(shoppers.lock_shopper(ctx, change.customer_id), change, present=False)
+def on_customer_tags_removed(ctx: HandlerContext, change: TagsChange) -> str | None:
+    """Record the merchant's tags removed from a customer (ours are ignored)."""
+    return _apply_tags(ctx, change, present=False)
+
+
+def _apply_tags(ctx: HandlerContext, change: TagsChange, present: bool) -> str | None:
+    theirs = [tag for tag in change.tags if not tag.lower().startswith(OUR_TAG_PREFIX)]
+    if not theirs:
+        return OUR_TAGS_NOTE
+    shopper = shoppers.lock_shopper(ctx, change.customer_id)
+    shopper_updates.apply_tags(shopper, replace(change, tags=theirs), present=present)
+    return None
 
 
 @handles("customers/purchasing_summary")

@@ -1,8 +1,10 @@
 """Per-shop maintenance jobs: the history backfill's steps, the reconciliation with the Admin API, and the
-physical erasure after a redaction, and the daily fit of the purchase model."""
+physical erasure after a redaction, the daily fit of the purchase model, and the stage write-back in bulk."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from datetime import datetime, timedelta
 
 import redis
@@ -10,13 +12,16 @@ from flask import current_app
 from sqlalchemy import select
 
 from plugin import clock
+from plugin.actions import stage_writeback
 from plugin.pipeline import queue
 from plugin.pipeline.run_action import database, shop_client
-from plugin.shopify import backfill, reconcile
+from plugin.shopify import backfill, reconcile, tokens
 from plugin.store import predictions
 from plugin.store.db import Database
 from plugin.store.erasure import ERASED_TABLES
 from plugin.store.models import PurchaseFit, Shop
+
+WRITEBACK_SECONDS = 300  # a job claims batches for this long at most; what is left waits for the next
 
 
 def backfill_step(shop_id: int) -> dict:
@@ -95,3 +100,24 @@ def queue_due_fits(db: Database, connection: redis.Redis, now: datetime) -> int:
         if (shop.id, predictions.cutoff_of(now, predictions.shop_zone(shop))[0]) not in fitted
     ]
     return sum(queue.enqueue_fit(connection, shop_id) for shop_id in due)
+
+
+def write_back_stages(shop_id: int) -> dict:
+    """Write the shop's due stage write-backs in bulk, batch after batch until none is due (or the
+    store throttles: those wait on the ledger for the tick to bring them back)."""
+
+    db = database()
+    with db.session() as session:
+        shop = session.get(Shop, shop_id)
+        domain = shop.domain if shop is not None else None
+    try:
+        client = shop_client(db, shop_id, domain) if domain else None
+    except tokens.TokenError:
+        client = None  # the runs fail with the reason, as run_action fails them
+    done, deadline = Counter(), time.monotonic() + WRITEBACK_SECONDS
+    while time.monotonic() < deadline:
+        batch = stage_writeback.write_back_due(db, client, shop_id, clock.now())
+        done.update(batch)
+        if not batch or batch.get("scheduled"):
+            break
+    return dict(done)

@@ -114,7 +114,9 @@ def enqueue_action_run(connection: redis.Redis, run_id: int) -> bool:
 MAINTENANCE_TIMEOUT = 4 * 3600  # a backfill streams a whole store's history in one job
 
 
-def enqueue_maintenance(connection: redis.Redis, function: str, *args, job_id: str) -> bool:
+def enqueue_maintenance(
+    connection: redis.Redis, function: str, *args, job_id: str, failure_ttl: int = FAILURE_TTL
+) -> bool:
     """Queue a maintenance job unless the same one already waits (False then)."""
     from rq.exceptions import DuplicateJobError
 
@@ -125,7 +127,7 @@ def enqueue_maintenance(connection: redis.Redis, function: str, *args, job_id: s
             job_id=job_id,
             unique=True,
             result_ttl=0,
-            failure_ttl=FAILURE_TTL,
+            failure_ttl=failure_ttl,
             job_timeout=MAINTENANCE_TIMEOUT,
         )
     except DuplicateJobError:
@@ -161,10 +163,27 @@ def enqueue_fit(connection: redis.Redis, shop_id: int) -> bool:
     )
 
 
+# A failed write-back job keeps its id (and so blocks the next) only this long; its runs stay on the ledger.
+STAGE_WRITEBACK_FAILURE_TTL = 15 * 60
+
+
+def enqueue_stage_writeback(connection: redis.Redis, shop_id: int) -> bool:
+    """Queue the shop's bulk stage write-back (its due stage_sync runs, 25 customers a call); one waits or
+    runs at a time, and it claims until none is due."""
+    return enqueue_maintenance(
+        connection,
+        "plugin.pipeline.maintenance.write_back_stages",
+        shop_id,
+        job_id=f"stage-writeback-{shop_id}",
+        failure_ttl=STAGE_WRITEBACK_FAILURE_TTL,
+    )
+
+
 # What a handler may ask for after commit, by name (`HandlerContext.jobs` holds (name, shop id) pairs).
 MAINTENANCE_JOBS = {
     "backfill": enqueue_backfill,
     "reconcile": enqueue_reconcile,
     "erase_on_disk": enqueue_erase_on_disk,
     "fit": enqueue_fit,
+    "stage_writeback": enqueue_stage_writeback,
 }

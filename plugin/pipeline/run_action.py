@@ -35,10 +35,14 @@ def database() -> Database:
 
 
 def dispatch_due_runs(db: Database, now) -> int:
-    """Queue every scheduled run whose time has come (the tick calls this too)."""
+    """Queue every scheduled run whose time has come (the tick calls this too); due stage write-backs
+    go to their shop's bulk job instead, never one by one."""
     with db.session() as session:
+        writeback_shops = runs.route_due_stage_syncs(session, now)
         ids = runs.due_run_ids(session, now)
     connection = current_app.extensions["lifecycle.redis"]
+    for shop_id in writeback_shops:
+        queue.enqueue_stage_writeback(connection, shop_id)
     for run_id in ids:
         queue.enqueue_action_run(connection, run_id)
     return len(ids)

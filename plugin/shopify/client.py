@@ -10,6 +10,7 @@ are retried in-process with backoff a few times, then raised.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -69,6 +70,26 @@ def operations() -> list[str]:
     return sorted(p.stem for p in DOCUMENTS.glob("*.graphql"))
 
 
+EACH = "#each"  # a document line ending so is repeated per item, its `_0` suffixes renumbered
+
+
+@cache
+def aliased_document(operation: str, count: int) -> str:
+    """The document for `count` items: each line marked `#each` repeated with `_0` → `_1`, `_2`...
+
+    The stored document (one item) is itself valid, so the schema check of every document covers it;
+    the copies differ only in alias and variable names.
+    """
+    lines = []
+    for line in document(operation).splitlines():
+        if line.rstrip().endswith(EACH):
+            body = line.rstrip().removesuffix(EACH).rstrip()
+            lines += [re.sub(r"_0\b", f"_{i}", body) for i in range(count)]
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 @dataclass
 class Bucket:
     """The shop's cost bucket as the last response described it."""
@@ -102,9 +123,25 @@ class ShopifyClient:
         self.costs: dict[str, float] = {}  # operation -> last requested cost
         self.sleep = sleep
 
-    def execute(self, operation: str, variables: dict[str, Any] | None = None) -> dict:
-        """Run a named operation; return its `data`, raising one class of the error tree otherwise."""
-        payload = {"query": document(operation), "operationName": operation, "variables": variables or {}}
+    def execute(
+        self,
+        operation: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        text: str | None = None,
+        user_errors: bool = True,
+    ) -> dict:
+        """Run a named operation; return its `data`, raising one class of the error tree otherwise.
+
+        `text` replaces the stored document (an aliased one, `aliased_document`); `user_errors=False`
+        returns mutations' userErrors in the data instead of raising, for documents of many mutations
+        whose caller settles each one by its alias.
+        """
+        payload = {
+            "query": text or document(operation),
+            "operationName": operation,
+            "variables": variables or {},
+        }
         for attempt in range(TRIES):
             self._wait_for_bucket(operation)
             try:
@@ -112,7 +149,7 @@ class ShopifyClient:
             except requests.RequestException as error:
                 error_class, delay = ShopifyTransientError(f"{type(error).__name__}: {error}"), 2.0**attempt
             else:
-                outcome = self._read(operation, response)
+                outcome = self._read(operation, response, user_errors)
                 if isinstance(outcome, dict):
                     return outcome
                 error_class, delay = outcome
@@ -133,7 +170,7 @@ class ShopifyClient:
             raise ShopifyThrottled(wait)
         self.sleep(wait)
 
-    def _read(self, operation: str, response: requests.Response):
+    def _read(self, operation: str, response: requests.Response, user_errors: bool = True):
         """The data, or (error to raise, seconds to wait before a retry)."""
         if response.status_code in (401, 403):
             raise ShopifyAuthError(f"{response.status_code} from {self.shop_domain}")
@@ -153,7 +190,7 @@ class ShopifyClient:
         if errors:
             raise ShopifyUserErrors(errors)
         data = body.get("data") or {}
-        for result in data.values():
+        for result in data.values() if user_errors else ():
             if isinstance(result, dict) and result.get("userErrors"):
                 raise ShopifyUserErrors(result["userErrors"])
         return data
