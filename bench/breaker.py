@@ -68,7 +68,7 @@ def measure(runs: int, redis_url: str | None, breaker: bool) -> dict:
         SimpleWorker([webhooks], connection=connection, serializer=JSONSerializer).work(
             burst=True, logging_level="ERROR"
         )
-    actions = queue.get_queue(connection, queue.ACTIONS)
+    actions = queue.get_queue(connection, queue.RUNS)
     queued = actions.count
     run_action.BREAKER_SECONDS = 60 if breaker else 0  # 0: open until now, i.e. never open
     started = time.monotonic()

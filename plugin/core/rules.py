@@ -42,7 +42,7 @@ CONDITION_FIELDS = (
     "tags",
 )
 OPERATORS = ("==", "!=", ">", ">=", "<", "<=", "in", "contains")
-ACTIONS = ("send_email", "tag_customer")
+RULE_ACTIONS = ("send_email", "tag_customer")  # what a merchant's rule may do
 TEMPLATES = (
     "welcome",
     "abandoned_checkout",
@@ -183,7 +183,7 @@ class RuleSchema(Schema):
     trigger = fields.String(required=True, validate=validate.OneOf(TRIGGERS))
     conditions = fields.List(fields.Nested(ConditionSchema), load_default=list)
     delay_minutes = fields.Integer(load_default=0, validate=validate.Range(min=0, max=60 * 24 * 90))
-    action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
+    action = fields.String(required=True, validate=validate.OneOf(RULE_ACTIONS))
     params = fields.Nested(ParamsSchema, load_default=dict)
     priority = fields.Integer(load_default=50, validate=validate.Range(min=0, max=100))
     enabled = fields.Boolean(load_default=True)

@@ -16,6 +16,7 @@ from plugin.actions import stage_writeback
 from plugin.pipeline import queue
 from plugin.pipeline.run_action import database, shop_client
 from plugin.shopify import backfill, reconcile, tokens
+from plugin.shopify.client import ShopifyClient
 from plugin.store import predictions
 from plugin.store.db import Database
 from plugin.store.erasure import ERASED_TABLES
@@ -24,29 +25,30 @@ from plugin.store.models import PurchaseFit, Shop
 WRITEBACK_SECONDS = 300  # a job claims batches for this long at most; what is left waits for the next
 
 
-def backfill_step(shop_id: int) -> dict:
-    """Advance a shop's history backfill (launched on install, woken by bulk_operations/finish)."""
+NOT_INSTALLED = {"status": "skipped", "why": "shop not installed or without a token"}
 
-    db = database()
+
+def installed_client(db: Database, shop_id: int) -> ShopifyClient | None:
+    """An Admin API client for the shop while it is installed and has a token; None otherwise."""
     with db.session() as session:
         shop = session.get(Shop, shop_id)
         domain = shop.domain if shop and shop.active else None
-    client = shop_client(db, shop_id, domain) if domain else None
-    if client is None:
-        return {"status": "skipped", "why": "shop not installed or without a token"}
-    return backfill.step(db, client, shop_id)
+    return shop_client(db, shop_id, domain) if domain else None
+
+
+def backfill_step(shop_id: int) -> dict:
+    """Advance a shop's history backfill (launched on install, woken by bulk_operations/finish)."""
+    db = database()
+    client = installed_client(db, shop_id)
+    return backfill.step(db, client, shop_id) if client else dict(NOT_INSTALLED)
 
 
 def reconcile_shop(shop_id: int) -> dict:
     """Pull what changed since the last sync and drain it like webhooks (the tick schedules this)."""
-
     db = database()
-    with db.session() as session:
-        shop = session.get(Shop, shop_id)
-        domain = shop.domain if shop and shop.active else None
-    client = shop_client(db, shop_id, domain) if domain else None
+    client = installed_client(db, shop_id)
     if client is None:
-        return {"status": "skipped", "why": "shop not installed or without a token"}
+        return dict(NOT_INSTALLED)
     counts = reconcile.reconcile(db, client, shop_id)
     connection = current_app.extensions["lifecycle.redis"]
     for slot in sorted({queue.delivery_slot(i) for i in counts.pop("ids")}):

@@ -20,8 +20,8 @@ from rq.serializers import JSONSerializer
 
 log = logging.getLogger(__name__)
 
-WEBHOOKS, ACTIONS, MAINTENANCE = "webhooks", "actions", "maintenance"
-QUEUE_NAMES = (WEBHOOKS, ACTIONS, MAINTENANCE)
+WEBHOOKS, RUNS, MAINTENANCE = "webhooks", "actions", "maintenance"  # RUNS: action runs, one job each
+QUEUE_NAMES = (WEBHOOKS, RUNS, MAINTENANCE)
 
 DRAIN_SLOTS = 4  # how many drains may run side by side (more than the workers a shop usually runs)
 DRAIN_FLAG = "lifecycle:drain:{slot}"
@@ -98,7 +98,7 @@ def enqueue_action_run(connection: redis.Redis, run_id: int) -> bool:
     from rq.exceptions import DuplicateJobError
 
     try:
-        get_queue(connection, ACTIONS).enqueue(
+        get_queue(connection, RUNS).enqueue(
             "plugin.pipeline.run_action.run_action",
             run_id,
             job_id=f"run-{run_id}",

@@ -10,8 +10,8 @@ import redis
 from flask import current_app
 from sqlalchemy import select
 
-from plugin import clock
-from plugin.actions import ACTIONS, ActionContext
+from plugin import actions, clock
+from plugin.actions import ActionContext
 from plugin.actions.base import PermanentActionError, RetryableActionError
 from plugin.core import policy
 from plugin.pipeline import queue
@@ -94,7 +94,7 @@ def run_action(run_id: int) -> str:
         session.commit()
         started = time.monotonic()
         try:
-            ACTIONS[run.action](ctx)
+            actions.BY_NAME[run.action](ctx)
         except ShopifyTransientError as error:
             if breaker:
                 breaker.trip(now, error)
