@@ -30,7 +30,7 @@ from tests.conftest import NOW, SHOP, SHOP_TOKEN
 from tests.webhook_client import post_webhook
 
 DAY, MINUTE = timedelta(days=1), timedelta(minutes=1)
-EXAMPLES = 6  # per backend; each processes a history twice through HTTP and the worker
+EXAMPLES = 12  # per backend; each processes a history twice through HTTP and the worker
 
 
 @dataclass(frozen=True)
@@ -211,10 +211,6 @@ def shuffled_batches(events: list[Event], rng: random.Random) -> list[list[Event
     return [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True)]
 
 
-ORDER_DEPENDENT = pytest.mark.xfail(strict=True, reason="order-dependent planning (issue 13)")
-
-
-@ORDER_DEPENDENT
 def test_the_issues_history_in_its_natural_order_gets_its_win_back(harness):
     for batches in ([natural_history()], [[event] for event in natural_history()]):
         outcome = harness.run(batches)
@@ -224,9 +220,7 @@ def test_the_issues_history_in_its_natural_order_gets_its_win_back(harness):
         assert outcome["runs"][win_backs[0]] == "succeeded"
 
 
-@pytest.mark.parametrize(
-    "seed", [pytest.param(n, marks=ORDER_DEPENDENT) if n in (0, 3, 5) else n for n in range(EXAMPLES)]
-)
+@pytest.mark.parametrize("seed", range(EXAMPLES))
 def test_any_order_and_any_batches_give_the_outcome_of_event_time_order(harness, seed):
     events = draw_history(seed)
     expected = harness.run(by_event_time(events))

@@ -161,6 +161,7 @@ def _process(session, delivery: Delivery) -> tuple[str, HandlerContext | None]:
         delivery.triggered_at,
         delivery.id,
         delivery.shop_domain,
+        consent_wait=timedelta(hours=current_app.config["CONSENT_WAIT_HOURS"]),
     )
     note = handlers.dispatch(ctx, payload)
     return _finish(session, delivery, DeliveryStatus.PROCESSED, now, note), ctx
