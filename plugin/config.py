@@ -54,6 +54,9 @@ SETTINGS = (
     # Base of the Admin API instead of https://{shop} (the fake store in tests and the demo).
     Setting("SHOPIFY_ADMIN_ORIGIN", default=None),
     Setting("LIFECYCLE_LOG_LEVEL", default="INFO", key="LOG_LEVEL"),
+    # A marketing run planned without consent waits this long after its triggering event for consent,
+    # then ends skipped with the reason (the tick settles expired waits).
+    Setting("LIFECYCLE_CONSENT_WAIT_HOURS", default=48, cast=int, key="CONSENT_WAIT_HOURS"),
 )
 
 

@@ -40,13 +40,15 @@ def test_the_admin_cannot_switch_consent_off_for_a_marketing_play(client, shop, 
     for key in ("welcome", "thank_you"):
         answer = admin(client, "put", f"/rules/{key}", dict(saved_rule(client, key), marketing=False))
         assert answer.status_code == 200 and answer.get_json()["marketing"] is True
-    # a shopper without consent buys: no thank-you is planned, whatever the form said
+    # a shopper who refused consent buys: the thank-you is skipped for it, whatever the form said
     customer(client, customer_id=8, email="nora@example.com", consent="not_subscribed")
     post_webhook(client, "orders/paid", s.order_payload(21, 8, NOW, Decimal(50), email="nora@example.com"))
     # a consenting one gets the welcome as marketing: unsubscribe headers and link
     customer(client)
     worker.work()
-    assert runs(db, "thank_you") == []
+    assert [(r.marketing, r.status, r.skip_reason) for r in runs(db, "thank_you")] == [
+        (True, "skipped", "email marketing consent refused or withdrawn")
+    ]
     [welcome] = smtp.to(ANN)
     assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "/unsubscribe/" in welcome.get_body(("plain",)).get_content()
@@ -61,7 +63,9 @@ def test_a_stored_marketing_false_stops_mattering(client, shop, worker, smtp, db
     customer(client, consent="not_subscribed")
     post_webhook(client, "orders/paid", s.order_payload(11, ANN_ID, NOW, Decimal(50), email=ANN))
     worker.work()
-    assert runs(db, "thank_you") == []
+    assert [(r.marketing, r.status, r.skip_reason) for r in runs(db, "thank_you")] == [
+        (True, "skipped", "email marketing consent refused or withdrawn")
+    ]
     assert smtp.to(ANN) == []
 
 

@@ -153,3 +153,39 @@ def _zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
+
+
+CONSENT_WAIT = timedelta(hours=48)  # the default of LIFECYCLE_CONSENT_WAIT_HOURS
+
+
+@dataclass(frozen=True)
+class ConsentGate:
+    """Where a marketing run stands on consent: `scheduled` (may go), `waiting` (until wait_until), or
+    `skipped`; `why` explains the last two."""
+
+    status: str
+    why: str | None = None
+
+
+def consent_gate(
+    consents: bool, consent_at: datetime | None, event_at: datetime, wait_until: datetime
+) -> ConsentGate:
+    """A marketing run's standing, from the shopper's latest consent (whether it is consent, and when it
+    was recorded) and the run's event.
+
+    A function of the stored consent, not of when it was processed: consent given by `wait_until` lets the
+    run go whichever came first; a withdrawal (or a refusal) recorded after the event skips it; otherwise
+    it waits (the tick ends expired waits, `expire_wait`).
+    """
+    if consents:
+        if consent_at is None or consent_at <= wait_until:
+            return ConsentGate("scheduled")
+        return ConsentGate("skipped", f"consent came after the wait (until {wait_until.isoformat()})")
+    if consent_at is not None and consent_at >= event_at:
+        return ConsentGate("skipped", "email marketing consent refused or withdrawn")
+    return ConsentGate("waiting", f"waiting for email marketing consent until {wait_until.isoformat()}")
+
+
+def expire_wait(wait_until: datetime) -> str:
+    """The reason a run that waited for consent in vain ends skipped."""
+    return f"no email marketing consent by {wait_until.isoformat()}"

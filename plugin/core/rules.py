@@ -21,6 +21,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from plugin.core.policy import CONSENT_WAIT, ConsentGate, consent_gate
 from plugin.core.stages import Stage
 
 EVENTS = (
@@ -310,6 +311,7 @@ class Profile:
     last_order_at: datetime | None = None
     tags: tuple[str, ...] = ()
     email: str | None = None
+    consent_at: datetime | None = None  # when the latest email-marketing consent state was recorded
 
 
 @dataclass(frozen=True)
@@ -340,12 +342,25 @@ class PlannedRun:
     held_out: bool
     recipient_email: str | None = None
     error: str | None = None  # the rule raised while planning: stored as a failed run with this reason
+    event_at: datetime | None = None  # when the triggering event happened
+    wait_until: datetime | None = None  # marketing: consent by then (see policy.consent_gate)
+    gate: ConsentGate | None = None  # marketing: where it stands on consent when planned
 
 
 def plan_runs(
-    shop_id: int, rules: list[tuple[int, dict]], profile: Profile, trigger: Trigger, now: datetime
+    shop_id: int,
+    rules: list[tuple[int, dict]],
+    profile: Profile,
+    trigger: Trigger,
+    now: datetime,
+    consent_wait: timedelta = CONSENT_WAIT,
 ) -> list[PlannedRun]:
-    """The runs a trigger creates for one shopper: enabled rules on this trigger whose conditions hold."""
+    """The runs a trigger creates for one shopper: enabled rules on this trigger whose conditions hold.
+
+    `profile` holds the facts as of the trigger's time (the store computes them so), whatever order the
+    deliveries came in. Marketing runs are planned whatever the consent at this moment: a run without
+    consent waits for it until the event's time + `consent_wait` (policy.consent_gate).
+    """
     if now - trigger.at > MAX_TRIGGER_AGE:
         return []
     if trigger.at > now:  # a store clock ahead of ours: the event happened "now" as far as delays go
@@ -354,6 +369,10 @@ def plan_runs(
     for rule_id, rule in rules:
         try:
             run = _plan_one(shop_id, rule_id, rule, profile, trigger, now)
+            if run is not None and run.marketing:
+                until = trigger.at + consent_wait
+                gate = consent_gate(profile.accepts_marketing, profile.consent_at, trigger.at, until)
+                run = replace(run, wait_until=until, gate=gate)
         except Exception as error:  # a stored rule the schema never saw must not fail the delivery
             run = _failed(shop_id, rule_id, rule, profile, trigger, error)
         if run is not None:
@@ -368,8 +387,6 @@ def _plan_one(
         return None
     if not all(condition_holds(c, profile, now) for c in rule["conditions"]):
         return None
-    if is_marketing(rule) and not profile.accepts_marketing:
-        return None  # never plan marketing without consent (checked again at send time)
     return _planned(shop_id, rule_id, rule, profile, trigger)
 
 
@@ -395,6 +412,7 @@ def _planned(shop_id: int, rule_id: int, rule: dict, profile: Profile, trigger: 
         trigger=trigger.source,
         held_out=is_held_out(key, rule["holdout_percent"]),
         recipient_email=profile.email if profile.shopper_id is None else None,
+        event_at=trigger.at,
     )
 
 

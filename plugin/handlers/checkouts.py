@@ -32,7 +32,9 @@ def on_checkout(ctx: HandlerContext, checkout: CheckoutData) -> None:
         shopper.last_cart_at = _latest(shopper.last_cart_at, cart.source_updated_at)
     shoppers.refresh_checkout_open(ctx, shopper)
     restage(ctx, shopper)
-    if row.completed_at is None and row.closed_at is None and row.abandoned_checkout_url:
+    # From this payload, not the stored row: the order that completes the checkout may have come first;
+    # the send-time policy then skips the reminder ("the checkout was completed"), in any order.
+    if checkout.completed_at is None and checkout.closed_at is None and checkout.abandoned_checkout_url:
         ctx.trigger(
             shopper,
             "checkout_started",

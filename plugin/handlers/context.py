@@ -4,15 +4,17 @@ commit."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from plugin.core.policy import CONSENT_WAIT
 from plugin.core.rules import Trigger
 from plugin.core.stages import Thresholds, assess
 from plugin.store import predictions, runs, shoppers
 from plugin.store.db import Database
 from plugin.store.models import Shop, Shopper, StageTransition
+from plugin.store.runs import TIME_STAGES
 from plugin.store.shoppers import facts_of
 
 
@@ -30,9 +32,11 @@ class HandlerContext:
     shop_domain: str | None = None  # the verified header's, even when the shop is not installed
     planned_runs: list[int] = field(default_factory=list)  # queued after commit when due now
     jobs: list[tuple[str, int]] = field(default_factory=list)  # (queue.MAINTENANCE_JOBS name, shop id)
+    consent_wait: timedelta = CONSENT_WAIT  # LIFECYCLE_CONSENT_WAIT_HOURS
 
     def trigger(self, shopper: Shopper, name: str, at: datetime | None, cycle: str, **context) -> None:
-        """Plan the rules this event triggers for the shopper (at: when it happened in the store)."""
+        """Plan the rules this event triggers for the shopper (at: when it happened in the store), with
+        the shopper's order facts as of that time."""
 
         event = Trigger(
             name=name,
@@ -41,17 +45,28 @@ class HandlerContext:
             source=self.topic,
             context={k: v for k, v in context.items() if v is not None},
         )
+        self.session.flush()
+        profile = shoppers.profile_as_of(self.session, shopper, min(event.at, self.now))
         self.planned_runs += runs.plan(
-            self.db, self.session, self.shop, shoppers.profile_of(shopper), event, self.now
+            self.db, self.session, self.shop, profile, event, self.now, consent_wait=self.consent_wait
         )
 
 
 def restage(ctx: HandlerContext, shopper: Shopper) -> None:
-    """Reclassify the shopper as of ctx.now; record a transition when the stage changes."""
+    """Reclassify the shopper as of ctx.now; record a transition when the stage changes.
+
+    At risk or lapsed, the entry is counted from the last kept order (`runs.stage_cycle`): an older order
+    arriving late moves no stage but a newer one does move the entry, whose plays replace those of the
+    entry seen before."""
     prediction = predictions.personal_predictions(ctx.session, ctx.shop, [shopper.id]).get(shopper.id)
     assessment = assess(facts_of(shopper), ctx.now, Thresholds.of(ctx.shop), prediction=prediction)
     shopper.stage_reason = assessment.reason
     if shopper.stage == assessment.stage and shopper.stage_changed_at is not None:
+        if shopper.stage in TIME_STAGES:
+            ctx.session.flush()
+            ctx.planned_runs += runs.plan_stage_plays(
+                ctx.db, ctx.session, ctx.shop, shopper, ctx.now, ctx.topic, ctx.now, None, ctx.consent_wait
+            )
         return
     ctx.session.add(
         StageTransition(
@@ -69,5 +84,5 @@ def restage(ctx: HandlerContext, shopper: Shopper) -> None:
 
     ctx.session.flush()
     ctx.planned_runs += runs.plan_stage_entry(
-        ctx.db, ctx.session, ctx.shop, shopper, ctx.now, ctx.topic, ctx.now
+        ctx.db, ctx.session, ctx.shop, shopper, ctx.now, ctx.topic, ctx.now, consent_wait=ctx.consent_wait
     )

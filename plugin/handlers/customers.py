@@ -21,8 +21,6 @@ def on_customers_create(ctx: HandlerContext, customer: CustomerRef) -> None:
     restage(ctx, shopper)
     if ctx.topic == "customers/create":
         ctx.trigger(shopper, "customer_created", customer.created_at, "once")
-        if facts.accepts_marketing(shopper):  # the consent webhook came first
-            ctx.trigger(shopper, "consent_granted", customer.created_at, "once")
 
 
 @handles("customers/delete")
@@ -34,15 +32,18 @@ def on_customers_delete(ctx: HandlerContext, customer: CustomerDeleted) -> None:
 
 @handles("customers_email_marketing_consent/update")
 def on_customers_email_marketing_consent_update(ctx: HandlerContext, consent: ConsentUpdate) -> None:
-    """Record consent given or withdrawn; an older change never overrides a newer one."""
+    """Record consent given or withdrawn; an older change never overrides a newer one.
+
+    Consent given is the welcome's moment, whatever else has arrived: the trigger comes from this
+    payload (the cycle "once" makes redeliveries one welcome), its facts as of the consent's time. The
+    shopper's pending marketing runs then stand where the stored consent puts them (runs.apply_consent).
+    """
     shopper = shoppers.lock_shopper(ctx, consent.customer_id)
     applied = shopper_updates.apply_consent(shopper, consent, ctx.triggered_at)
-    if applied and facts.accepts_marketing(shopper) and shopper.customer_updated_at is not None:
-        # Known (customers/create seen) and now subscribed: the welcome's moment. If customers/create
-        # comes later, it fires this trigger itself; the cycle "once" makes the two one welcome.
-        ctx.trigger(shopper, "consent_granted", shopper.consent_updated_at, "once")
-    elif applied and not facts.accepts_marketing(shopper):
-        runs.skip_pending_marketing(ctx.session, shopper.id, "consent withdrawn", ctx.now)
+    if applied:
+        ctx.planned_runs += runs.apply_consent(ctx.session, shopper, ctx.now)
+    if (consent.state or "").lower() in facts.CONSENTING_STATES:
+        ctx.trigger(shopper, "consent_granted", consent.consent_updated_at or ctx.triggered_at, "once")
 
 
 # Tags we write ourselves (lifecycle:<stage> by the stage write-back, lifecycle:vip by the VIP play) come

@@ -11,7 +11,7 @@ from plugin.handlers import shopper_updates
 from plugin.handlers.context import HandlerContext, restage
 from plugin.handlers.registry import handles
 from plugin.shopify.payloads import FulfillmentData, OrderData, RefundData
-from plugin.store import shoppers
+from plugin.store import runs, shoppers
 from plugin.store.models import Checkout, Order, Refund
 
 
@@ -35,7 +35,19 @@ def on_order(ctx: HandlerContext, order: OrderData) -> None:
     if shopper.checkout_open:  # an order can close the shopper's checkout, never open one
         shoppers.refresh_checkout_open(ctx, shopper)
     restage(ctx, shopper)
+    revisit_later_plays(ctx, shopper, order.processed_at or order.created_at)
     trigger_order_plays(ctx, shopper, order)
+
+
+def revisit_later_plays(ctx: HandlerContext, shopper, placed_at) -> None:
+    """An order changes the facts as of every later event: plays planned on facts that no longer hold are
+    superseded, and the welcome is asked again (its "no order before the consent" may hold now that a
+    cancellation arrived); its cycle "once" keeps it one welcome."""
+    ctx.session.flush()
+    runs.recheck_conditions(ctx.session, ctx.shop, shopper, placed_at, ctx.now)
+    consent_at = shopper.consent_updated_at
+    if facts.accepts_marketing(shopper) and consent_at and placed_at < consent_at:
+        ctx.trigger(shopper, "consent_granted", consent_at, "once")
 
 
 def trigger_order_plays(ctx: HandlerContext, shopper, order: OrderData) -> None:
@@ -46,7 +58,8 @@ def trigger_order_plays(ctx: HandlerContext, shopper, order: OrderData) -> None:
         order_id=order.id, order_name=order.name, total=str(order.total_price or 0), currency=order.currency
     )
     if order.financial_status in ("paid", "partially_refunded", "refunded") or ctx.topic == "orders/paid":
-        first = shopper.orders_count <= 1
+        placed = order.processed_at or order.created_at  # first: no earlier kept order, as of this one
+        first = shoppers.profile_as_of(ctx.session, shopper, placed).orders_count == 0
         ctx.trigger(
             shopper,
             "order_paid",

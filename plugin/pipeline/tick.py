@@ -12,6 +12,7 @@ import redis
 from sqlalchemy import select
 
 from plugin import clock
+from plugin.core.policy import CONSENT_WAIT
 from plugin.pipeline import maintenance, queue
 from plugin.pipeline.run_action import dispatch_due_runs
 from plugin.shopify import tokens
@@ -32,6 +33,7 @@ class TickReport:
     dispatched: int = 0
     maintenance: dict[str, int] = field(default_factory=dict)
     pruned_bodies: int = 0  # webhook bodies past LIFECYCLE_WEBHOOK_RETENTION_DAYS replaced by a marker
+    expired_waits: int = 0  # marketing runs whose consent did not come in time, now skipped
 
     def as_dict(self) -> dict:
         return {
@@ -42,12 +44,22 @@ class TickReport:
             "requeued_deliveries": self.requeued,
             "maintenance": self.maintenance,
             "pruned_bodies": self.pruned_bodies,
+            "expired_waits": self.expired_waits,
         }
 
 
-def run_tick(db: Database, connection: redis.Redis | None, now: datetime, stuck_after: int) -> TickReport:
-    """Move stages for every active shop as of `now`, then re-queue deliveries stuck in `received`."""
+def run_tick(
+    db: Database,
+    connection: redis.Redis | None,
+    now: datetime,
+    stuck_after: int,
+    consent_wait: timedelta = CONSENT_WAIT,
+) -> TickReport:
+    """Settle expired consent waits, move stages for every active shop as of `now`, then re-queue
+    deliveries stuck in `received`."""
     report = TickReport(now=now)
+    with db.session() as session:
+        report.expired_waits = runs.settle_expired_waits(session, now)
     with db.session() as session:
         shops = list(session.scalars(select(Shop).where(Shop.active.is_(True)).order_by(Shop.id)))
     for shop in shops:
@@ -55,7 +67,7 @@ def run_tick(db: Database, connection: redis.Redis | None, now: datetime, stuck_
             for move, count in move_stages(session, shop, now, not db.is_sqlite).items():
                 report.moves[move] = report.moves.get(move, 0) + count
             if report.moves:
-                report.planned += runs.plan_tick_transitions(db, session, shop, now)
+                report.planned += runs.plan_tick_transitions(db, session, shop, now, consent_wait)
         log.info("tick moved stages for %s", shop.domain)
     if connection is not None:
         report.requeued = requeue_stuck(db, connection, now - timedelta(seconds=stuck_after), now)
@@ -72,6 +84,7 @@ def tick_app(app) -> TickReport:
         app.extensions["lifecycle.redis"],
         now,
         app.config["STUCK_AFTER_SECONDS"],
+        timedelta(hours=app.config["CONSENT_WAIT_HOURS"]),
     )
     with app.app_context():
         report.dispatched = dispatch_due_runs(app.extensions["lifecycle.db"], now)

@@ -321,6 +321,7 @@ class InventoryLevel(Base):
 
 
 class RunStatus(StrEnum):
+    WAITING = "waiting"  # a marketing run waiting for consent until wait_until; deferred_reason says so
     SCHEDULED = "scheduled"  # waiting for due_at (delays, deferrals by cap or quiet hours)
     QUEUED = "queued"
     RUNNING = "running"  # an attempt started; a crash leaves it here and the next attempt decides
@@ -383,6 +384,8 @@ class ActionRun(Base):
     discount_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     message_id: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when the triggering event happened
+    wait_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # marketing: consent by then, or skipped
 
     @property
     def play_stage(self) -> str | None:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from plugin.core import rules as rules_module
 from plugin.core.facts import accepts_marketing
-from plugin.core.policy import PolicySnapshot
+from plugin.core.policy import CONSENT_WAIT, PolicySnapshot, consent_gate, expire_wait
 from plugin.core.rules import PlannedRun, Profile, Trigger
 from plugin.store.db import Database
 from plugin.store.models import (
@@ -25,14 +25,14 @@ from plugin.store.models import (
     StageTransition,
     StockSubscription,
 )
-from plugin.store.shoppers import profile_of
+from plugin.store.shoppers import profile_as_of, profile_of
 from plugin.store.shops import shop_rules
 from plugin.store.suppressions import is_suppressed
 
 log = logging.getLogger(__name__)
 
 
-PENDING = (RunStatus.SCHEDULED, RunStatus.QUEUED)
+PENDING = (RunStatus.WAITING, RunStatus.SCHEDULED, RunStatus.QUEUED)
 
 
 def plan(
@@ -43,10 +43,16 @@ def plan(
     trigger: Trigger,
     now: datetime,
     rules: list[tuple[int, dict]] | None = None,
+    consent_wait: timedelta = CONSENT_WAIT,
 ) -> list[int]:
     """Plan and store the runs a trigger creates; return the ids of the runs created now (not duplicates)."""
     planned = rules_module.plan_runs(
-        shop.id, rules if rules is not None else shop_rules(session, shop.id), profile, trigger, now
+        shop.id,
+        rules if rules is not None else shop_rules(session, shop.id),
+        profile,
+        trigger,
+        now,
+        consent_wait,
     )
     return [run_id for run in planned if (run_id := store_run(db, session, shop.id, run, now)) is not None]
 
@@ -63,8 +69,11 @@ def store_run(db: Database, session: Session, shop_id: int, run: PlannedRun, now
     elif run.held_out:
         status, finished_at = RunStatus.HELD_OUT, now
         reason = "held out: in the rule's control group, nothing sent"
+    elif run.gate is not None and run.gate.status == RunStatus.SKIPPED:
+        status, finished_at, reason = RunStatus.SKIPPED, now, run.gate.why
     else:
         status, finished_at, reason = RunStatus.SCHEDULED, None, None
+    waiting = run.gate is not None and run.gate.status == RunStatus.WAITING and status == RunStatus.SCHEDULED
     values = dict(
         shop_id=shop_id,
         rule_id=run.rule_id,
@@ -82,12 +91,30 @@ def store_run(db: Database, session: Session, shop_id: int, run: PlannedRun, now
         created_at=now,
         due_at=max(run.due_at, now),
         attempts=0,
-        status=status,
+        status=RunStatus.WAITING if waiting else status,
         finished_at=finished_at,
         skip_reason=reason,
+        deferred_reason=run.gate.why if waiting else None,
+        event_at=run.event_at,
+        wait_until=run.wait_until,
     )
     statement = db.insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    return session.execute(statement.returning(table.c.id)).scalar()
+    created = session.execute(statement.returning(table.c.id)).scalar()
+    if created is not None:
+        return created
+    # The key exists. A run cancelled as superseded comes back when its trigger holds again (the shopper
+    # is in that stage entry again, a late cancellation restored a welcome's facts): one run per key.
+    revive = {k: values[k] for k in ("status", "finished_at", "skip_reason", "deferred_reason", "due_at")}
+    return session.execute(
+        update(table)
+        .where(
+            table.c.idempotency_key == run.idempotency_key,
+            table.c.status == RunStatus.CANCELLED,
+            table.c.skip_reason.like(SUPERSEDED + "%"),
+        )
+        .values(**revive)
+        .returning(table.c.id)
+    ).scalar()
 
 
 def plan_stage_entry(
@@ -99,23 +126,77 @@ def plan_stage_entry(
     source: str,
     now: datetime,
     rules=None,
+    consent_wait: timedelta = CONSENT_WAIT,
 ) -> list[int]:
-    """Plan the plays of entering the shopper's current stage, and the write-back of the stage to Shopify.
-
-    The cycle of a stage play is the order count at entry: a shopper who buys again and falls at risk
-    again is in a new cycle and may get a new win-back; the same fall seen twice is one.
-    """
-    trigger = Trigger(
-        name=f"stage:{shopper.stage}",
-        at=transition_at,
-        cycle=f"{shopper.stage}:{shopper.orders_count or 0}",
-        source=source,
-    )
-    created = plan(db, session, shop, profile_of(shopper), trigger, now, rules)
+    """Plan the plays of entering the shopper's current stage, and the write-back of the stage to Shopify."""
+    created = plan_stage_plays(db, session, shop, shopper, transition_at, source, now, rules, consent_wait)
     if not shop.access_token_encrypted:
         return created  # no token, no Admin API: nothing to write back
     sync = store_run(db, session, shop.id, stage_sync_run(shop.id, shopper, transition_at, source), now)
     return created + ([sync] if sync is not None else [])
+
+
+TIME_STAGES = ("at_risk", "lapsed")
+
+
+def stage_cycle(shopper: Shopper) -> str:
+    """The stage entry a stage play belongs to, from the shopper's facts (not from the order deliveries
+    came in): falling at risk or lapsing is counted from the last kept order, so a shopper who buys again
+    and falls again is in a new cycle, and the same fall seen twice (or seen while older orders were still
+    arriving) is one; other stages by the order count at entry."""
+    if shopper.stage in TIME_STAGES and shopper.last_order_at is not None:
+        return f"{shopper.stage}:{shopper.last_order_at.isoformat()}"
+    return f"{shopper.stage}:{shopper.orders_count or 0}"
+
+
+def plan_stage_plays(
+    db: Database,
+    session: Session,
+    shop: Shop,
+    shopper: Shopper,
+    at: datetime,
+    source: str,
+    now: datetime,
+    rules=None,
+    consent_wait: timedelta = CONSENT_WAIT,
+) -> list[int]:
+    """Plan the rules of the shopper's current stage entry; cancel pending plays of other entries."""
+    cycle = stage_cycle(shopper)
+    supersede_stage_plays(session, shopper, cycle, now)
+    trigger = Trigger(name=f"stage:{shopper.stage}", at=at, cycle=cycle, source=source)
+    return plan(db, session, shop, profile_of(shopper), trigger, now, rules, consent_wait)
+
+
+SUPERSEDED = "superseded: "
+
+
+def recheck_conditions(
+    session: Session, shop: Shop, shopper: Shopper, since: datetime, now: datetime
+) -> None:
+    """An order placed at `since` arrived (or changed): pending plays of the shopper's later events whose
+    rule's conditions no longer hold as of their event's time are cancelled as superseded (a welcome
+    planned before an order placed before the consent had arrived)."""
+    pending = list(
+        session.scalars(
+            select(ActionRun).where(
+                ActionRun.shopper_id == shopper.id,
+                ActionRun.status.in_(PENDING),
+                ActionRun.rule_id.is_not(None),
+                ActionRun.event_at > since,
+            )
+        )
+    )
+    if not pending:
+        return
+    rules = dict(shop_rules(session, shop.id))
+    for run in pending:
+        rule = rules.get(run.rule_id)
+        if rule is None or run.play_stage is not None or not rule["conditions"]:
+            continue
+        profile = profile_as_of(session, shopper, run.event_at)
+        if not all(rules_module.condition_holds(c, profile, now) for c in rule["conditions"]):
+            run.status, run.finished_at = RunStatus.CANCELLED, now
+            run.skip_reason = SUPERSEDED + "its conditions do not hold as of its event, with later orders"
 
 
 def system_run(
@@ -214,7 +295,9 @@ def claim_stage_syncs(
     return [tuple(row) for row in claimed.all()]
 
 
-def plan_tick_transitions(db: Database, session: Session, shop: Shop, now: datetime) -> int:
+def plan_tick_transitions(
+    db: Database, session: Session, shop: Shop, now: datetime, consent_wait: timedelta = CONSENT_WAIT
+) -> int:
     """Plan the stage plays of every move the tick just made in this shop (cause 'tick', at now)."""
     rules = shop_rules(session, shop.id)
     rows = session.execute(
@@ -223,7 +306,8 @@ def plan_tick_transitions(db: Database, session: Session, shop: Shop, now: datet
         .where(StageTransition.shop_id == shop.id, StageTransition.cause == "tick", StageTransition.at == now)
     ).all()
     return sum(
-        len(plan_stage_entry(db, session, shop, shopper, at, "tick", now, rules)) for at, shopper in rows
+        len(plan_stage_entry(db, session, shop, shopper, at, "tick", now, rules, consent_wait))
+        for at, shopper in rows
     )
 
 
@@ -256,14 +340,67 @@ def cancel_pending(session: Session, shop_id: int, reason: str, now: datetime) -
     return result.rowcount
 
 
+def apply_consent(session: Session, shopper: Shopper, now: datetime) -> list[int]:
+    """The shopper's consent changed: put each pending marketing run where `policy.consent_gate` says
+    (waiting → scheduled when consent came by its deadline, scheduled → skipped on a withdrawal after its
+    event, or back to waiting). Runs already queued to a worker are left to the send-time check. Returns
+    how many became scheduled (the caller dispatches them after commit)."""
+    released = []
+    pending = session.scalars(
+        select(ActionRun).where(
+            ActionRun.shopper_id == shopper.id,
+            ActionRun.marketing.is_(True),
+            ActionRun.status.in_((RunStatus.WAITING, RunStatus.SCHEDULED)),
+            ActionRun.event_at.is_not(None),
+            ActionRun.wait_until.is_not(None),
+        )
+    )
+    for run in pending:
+        consents = accepts_marketing(shopper) and shopper.deleted_at is None
+        gate = consent_gate(consents, shopper.consent_updated_at, run.event_at, run.wait_until)
+        if gate.status == RunStatus.SKIPPED:
+            run.status, run.skip_reason, run.finished_at = RunStatus.SKIPPED, gate.why, now
+        elif gate.status == RunStatus.WAITING:
+            run.status, run.deferred_reason = RunStatus.WAITING, gate.why
+        elif run.status == RunStatus.WAITING:
+            run.status, run.deferred_reason = RunStatus.SCHEDULED, None
+            released.append(run.id)
+    return released
+
+
+def settle_expired_waits(session: Session, now: datetime) -> int:
+    """Runs that waited for consent past their deadline end skipped, with the reason (one per run)."""
+    expired = session.scalars(
+        select(ActionRun).where(ActionRun.status == RunStatus.WAITING, ActionRun.wait_until < now)
+    )
+    count = 0
+    for run in expired:
+        run.status, run.skip_reason, run.finished_at = RunStatus.SKIPPED, expire_wait(run.wait_until), now
+        count += 1
+    return count
+
+
+def supersede_stage_plays(session: Session, shopper: Shopper, cycle: str, now: datetime) -> None:
+    """Pending stage plays of the shopper planned for another stage entry than `cycle` (the current one)
+    are cancelled before they act: seen whole, the shopper's history never had that entry (a win-back
+    planned while only the oldest of three orders had arrived)."""
+    pending = session.scalars(
+        select(ActionRun).where(ActionRun.shopper_id == shopper.id, ActionRun.status.in_(PENDING))
+    )
+    for run in pending:
+        if run.play != "stage_sync" and run.play_stage is not None and run.cycle != cycle:
+            run.status, run.finished_at = RunStatus.CANCELLED, now
+            run.skip_reason = f"{SUPERSEDED}the shopper's stage entry is now {cycle}"
+
+
 def skip_pending_marketing(session: Session, shopper_id: int, reason: str, now: datetime) -> None:
-    """Consent withdrawn: pending marketing runs of the shopper will not be sent (recorded why)."""
+    """The address unsubscribed: pending marketing runs of the shopper will not be sent (recorded why)."""
     session.execute(
         update(ActionRun)
         .where(
             ActionRun.shopper_id == shopper_id,
             ActionRun.marketing.is_(True),
-            ActionRun.status == RunStatus.SCHEDULED,
+            ActionRun.status.in_((RunStatus.WAITING, RunStatus.SCHEDULED)),
         )
         .values(status=RunStatus.SKIPPED, skip_reason=reason, finished_at=now)
     )

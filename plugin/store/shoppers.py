@@ -8,10 +8,12 @@ arriving in any order settles to the same totals.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from sqlalchemy import and_, case, exists, func, select, text, update
+from sqlalchemy import and_, case, exists, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from plugin.clock import aware
@@ -153,6 +155,38 @@ def profile_of(shopper: Shopper) -> Profile:
         last_order_at=shopper.last_order_at,
         tags=tuple(shopper.tags),
         email=shopper.email,
+        consent_at=shopper.consent_updated_at,
+    )
+
+
+def profile_as_of(session: Session, shopper: Shopper, at: datetime) -> Profile:
+    """The shopper's profile with its order facts as of `at` (an event's time), from the stored orders:
+    orders placed before `at` and not cancelled by then, net of refunds made by then. A function of the
+    stored data, so a play reads the same facts whatever order the deliveries came in."""
+    refunded = (
+        select(func.coalesce(func.sum(Refund.amount), 0))
+        .where(Refund.shop_id == Order.shop_id, Refund.order_id == Order.order_id, Refund.created_at < at)
+        .scalar_subquery()
+    )
+    net = Order.total_price - refunded
+    with session.no_autoflush:
+        count, spent, last = session.execute(
+            select(
+                func.count(Order.id),
+                func.coalesce(func.sum(case((net > 0, net), else_=0)), 0),
+                func.max(Order.placed_at),
+            ).where(
+                Order.shop_id == shopper.shop_id,
+                Order.customer_id == shopper.customer_id,
+                Order.placed_at < at,
+                or_(Order.cancelled_at.is_(None), Order.cancelled_at > at),
+            )
+        ).one()
+    return replace(
+        profile_of(shopper),
+        orders_count=count,
+        total_spent=Decimal(spent).quantize(Decimal("0.01")),
+        last_order_at=aware(last),
     )
 
 

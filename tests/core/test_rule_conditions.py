@@ -109,12 +109,14 @@ def test_marketing_is_the_plays_not_the_rules_field():
     assert rule(marketing=False)["marketing"] is True  # posted `marketing: false` is ignored
     defaults = {r["key"]: load_rule(r)["marketing"] for r in DEFAULT_RULES}
     assert [key for key, marketing in defaults.items() if not marketing] == ["back_in_stock"]
-    # a stored welcome that says it is not marketing is still planned as marketing, and needs consent
+    # a stored welcome that says it is not marketing is still planned as marketing, and needs consent:
+    # without it, the run waits for consent (issue 13) instead of going
     welcome = load_rule(next(r for r in DEFAULT_RULES if r["key"] == "welcome"))
     stored = dict(welcome, marketing=False, trigger="order_paid", conditions=[])
     [run] = plan_runs(1, [(1, stored)], ANN, trigger(), NOW)
     assert run.marketing is True
-    assert plan_runs(1, [(1, stored)], Profile(shopper_id=8), trigger(), NOW) == []
+    [waiting] = plan_runs(1, [(1, stored)], Profile(shopper_id=8), trigger(), NOW)
+    assert (waiting.marketing, waiting.gate.status) == (True, "waiting")
     # the asked-for play stays transactional only while it is that play: moved to a stage, it is marketing
     asked = load_rule(dict(next(r for r in DEFAULT_RULES if r["key"] == "back_in_stock")))
     assert load_rule(dict(asked, trigger="stage:at_risk"))["marketing"] is True

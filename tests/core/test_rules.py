@@ -372,18 +372,18 @@ def test_welcome_goes_only_to_shoppers_without_an_order(orders, planned):
 
 
 @pytest.mark.parametrize(
-    ("key", "trigger_name", "consents", "marketing", "planned"),
+    ("key", "trigger_name", "consents", "marketing", "gate"),
     [
-        ("win_back", "stage:at_risk", True, True, True),
-        ("win_back", "stage:at_risk", False, True, False),  # marketing is never planned without consent
-        ("back_in_stock", "back_in_stock", True, False, True),
-        ("back_in_stock", "back_in_stock", False, False, True),  # the shopper asked for it
+        ("win_back", "stage:at_risk", True, True, "scheduled"),
+        ("win_back", "stage:at_risk", False, True, "waiting"),  # marketing without consent waits for it
+        ("back_in_stock", "back_in_stock", True, False, None),
+        ("back_in_stock", "back_in_stock", False, False, None),  # the shopper asked for it
     ],
 )
-def test_marketing_needs_consent_and_carries_the_flag(key, trigger_name, consents, marketing, planned):
+def test_marketing_needs_consent_and_carries_the_flag(key, trigger_name, consents, marketing, gate):
     shopper = Profile(shopper_id=7, accepts_marketing=consents)
     runs = plan_runs(SHOP_ID, [(1, default_rule(key))], shopper, trigger(trigger_name), NOW)
-    assert [run.marketing for run in runs] == ([marketing] if planned else [])
+    assert [(run.marketing, run.gate and run.gate.status) for run in runs] == [(marketing, gate)]
 
 
 def test_a_marketing_play_cannot_be_made_transactional():
@@ -391,7 +391,8 @@ def test_a_marketing_play_cannot_be_made_transactional():
     if refused:
         return
     no_consent = Profile(shopper_id=7, accepts_marketing=False)
-    assert plan_runs(SHOP_ID, [(1, rule)], no_consent, trigger("stage:at_risk"), NOW) == []
+    [run] = plan_runs(SHOP_ID, [(1, rule)], no_consent, trigger("stage:at_risk"), NOW)
+    assert (run.marketing, run.gate.status) == (True, "waiting")
 
 
 @pytest.mark.parametrize(
