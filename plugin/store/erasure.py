@@ -27,6 +27,7 @@ from plugin.store.models import (
     Order,
     Shop,
     Shopper,
+    ShopperPrediction,
     StageTransition,
     StockSubscription,
     Suppression,
@@ -37,7 +38,7 @@ REDACTED_BODY = b'{"redacted": true}'
 # Where erasure deletes or overwrites personal values: the tables whose freed space is cleared afterwards.
 ERASED_TABLES = (
     "shoppers", "stage_transitions", "deliveries", "action_runs", "action_attempts", "orders", "checkouts",
-    "carts", "stock_subscriptions", "data_exports",
+    "carts", "stock_subscriptions", "data_exports", "shopper_predictions",
 )  # fmt: skip
 SCAN_CHUNK = 500
 
@@ -58,6 +59,7 @@ def export_shopper(session: Session, shop: Shop, customer_id: int, email: str | 
         "customer_id": customer_id,
         "generated_at": now.isoformat(),
         "profile": _profile(shopper),
+        "prediction": _prediction(session, shopper),
         "orders": [
             {
                 "order_id": o.order_id,
@@ -338,3 +340,16 @@ def _bodies(session: Session, shop_domain: str) -> Iterator[tuple[int, bytes]]:
         for delivery_id, body in rows:
             yield delivery_id, bytes(body or b"")
         after = rows[-1][0]
+
+
+def _prediction(session: Session, shopper: Shopper | None) -> dict | None:
+    """The shopper's latest forecast of the purchase model, as the data request shows it."""
+    row = session.get(ShopperPrediction, shopper.id) if shopper is not None else None
+    if row is None:
+        return None
+    return {
+        "p_alive": row.p_alive,
+        "expected_orders_90d": row.expected_orders_90d,
+        "predicted_next_order_at": iso(row.predicted_next_order_at),
+        "predicted_clv_365d": row.predicted_clv_365d,
+    }
