@@ -30,6 +30,7 @@ from plugin.shopify.ids import consent_state, gid_number
 from plugin.store import stage_sql
 from plugin.store.db import Database
 from plugin.store.models import Order, Refund, Shop, Shopper
+from plugin.store.shoppers import net_spend
 
 BATCH = 2000
 STEPS = ("customers", "orders")
@@ -266,7 +267,6 @@ def finish(db: Database, shop_id: int) -> dict[str, int]:
         live = and_(
             Order.shop_id == shop_id, Order.customer_id == Shopper.customer_id, Order.cancelled_at.is_(None)
         )
-        net = Order.total_price - Order.refunded
 
         def of_orders(expression):
             return select(expression).where(live).scalar_subquery()
@@ -276,7 +276,7 @@ def finish(db: Database, shop_id: int) -> dict[str, int]:
             .where(Shopper.shop_id == shop_id)
             .values(
                 orders_count=of_orders(func.count(Order.id)),
-                total_spent=of_orders(func.coalesce(func.sum(case((net > 0, net), else_=0)), 0)),
+                total_spent=of_orders(net_spend()),
                 first_order_at=of_orders(func.min(Order.placed_at)),
                 last_order_at=of_orders(func.max(Order.placed_at)),
             )

@@ -31,6 +31,13 @@ class ShopWork(Protocol):
     shop: Shop
 
 
+def net_spend(refunded=Order.refunded):
+    """The SQL sum of the kept orders' net value (total less `refunded`; an order refunded in full or more
+    counts 0), shared by the recount, the as-of-an-event facts and the history import."""
+    net = Order.total_price - refunded
+    return func.coalesce(func.sum(case((net > 0, net), else_=0)), 0)
+
+
 def lock_shopper(ctx: ShopWork, customer_id: int) -> Shopper:
     """Fetch the shopper (creating it if new) with a row lock held until commit.
 
@@ -81,12 +88,11 @@ def recount_orders(ctx: ShopWork, shopper: Shopper) -> None:
 
     Orders are flushed when stored and refunds inserted directly, so nothing pending matters here: no
     autoflush (which would only write the shopper row early, and again later)."""
-    net = Order.total_price - Order.refunded
     with ctx.session.no_autoflush:
         row = ctx.session.execute(
             select(
                 func.count(Order.id),
-                func.coalesce(func.sum(case((net > 0, net), else_=0)), 0),
+                net_spend(),
                 func.min(Order.placed_at),
                 func.max(Order.placed_at),
             ).where(
@@ -168,12 +174,11 @@ def profile_as_of(session: Session, shopper: Shopper, at: datetime) -> Profile:
         .where(Refund.shop_id == Order.shop_id, Refund.order_id == Order.order_id, Refund.created_at < at)
         .scalar_subquery()
     )
-    net = Order.total_price - refunded
     with session.no_autoflush:
         count, spent, last = session.execute(
             select(
                 func.count(Order.id),
-                func.coalesce(func.sum(case((net > 0, net), else_=0)), 0),
+                net_spend(refunded),
                 func.max(Order.placed_at),
             ).where(
                 Order.shop_id == shopper.shop_id,
