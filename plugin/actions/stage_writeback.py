@@ -33,7 +33,7 @@ RETRY_DELAYS = (60, 300, 1800, 7200)  # as run_action's: after these, a failing 
 # A call of 25 customers costs ~510 points: on a 50-points/s store the bucket takes ~10 s to afford it,
 # past the client's own in-process wait. The job waits that long itself (it is the shop's only writer);
 # a longer wait ends the job and the runs wait on the ledger.
-THROTTLE_PATIENCE, THROTTLE_TRIES = 60.0, 5
+THROTTLE_PATIENCE, THROTTLE_TRIES = 12.0, 3  # a job sleeps ~24 s at most; longer waits go back on the ledger
 
 
 @dataclass
