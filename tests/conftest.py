@@ -203,3 +203,30 @@ def worker(app, redis_connection):
                 )
 
     return Drain()
+
+
+@pytest.fixture
+def run(database_url, monkeypatch, fake_store, smtp):
+    """The `lifecycle` command, run in-process with the test's services in its environment."""
+    from click.testing import CliRunner
+
+    from plugin.cli import main
+
+    for name, value in {
+        "SHOPIFY_ADMIN_ORIGIN": fake_store.origin,
+        "SMTP_URL": smtp.url,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "SHOPIFY_API_KEY": API_KEY,
+        "SHOPIFY_API_SECRET": SECRET,
+        "LIFECYCLE_SECRET_KEY": "k",
+        "LIFECYCLE_NOW": NOW.isoformat(),
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    def invoke(*args: str) -> str:
+        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    return invoke

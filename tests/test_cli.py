@@ -6,37 +6,14 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 
-import pytest
 from click.testing import CliRunner
 
 from plugin.cli import main
 from plugin.demo import synthetic as s
-from tests.conftest import API_KEY, NOW, REDIS_URL, SECRET, SHOP
+from tests.conftest import NOW, SHOP
 from tests.webhook_client import post_webhook
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def run(database_url, monkeypatch, fake_store, smtp):
-    for name, value in {
-        "SHOPIFY_ADMIN_ORIGIN": fake_store.origin,
-        "SMTP_URL": smtp.url,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
-        "SHOPIFY_API_KEY": API_KEY,
-        "SHOPIFY_API_SECRET": SECRET,
-        "LIFECYCLE_SECRET_KEY": "k",
-        "LIFECYCLE_NOW": NOW.isoformat(),
-    }.items():
-        monkeypatch.setenv(name, value)
-
-    def invoke(*args: str) -> str:
-        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        return result.output
-
-    return invoke
 
 
 def test_missing_secrets_stop_with_one_message(monkeypatch):

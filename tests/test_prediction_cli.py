@@ -8,38 +8,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 
-from plugin.cli import main
 from plugin.core.lift import newcombe_interval
 from plugin.store.models import ActionRun, Order, Rule, Shopper
-from tests.conftest import API_KEY, NOW, REDIS_URL, SECRET, SHOP
+from tests.conftest import NOW, SHOP
 from tests.test_predictions import END_DAY, simulated, store_orders
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def run(database_url, monkeypatch, fake_store, smtp):
-    for name, value in {
-        "SHOPIFY_ADMIN_ORIGIN": fake_store.origin,
-        "SMTP_URL": smtp.url,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
-        "SHOPIFY_API_KEY": API_KEY,
-        "SHOPIFY_API_SECRET": SECRET,
-        "LIFECYCLE_SECRET_KEY": "k",
-        "LIFECYCLE_NOW": NOW.isoformat(),
-    }.items():
-        monkeypatch.setenv(name, value)
-
-    def invoke(*args: str) -> str:
-        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        return result.output
-
-    return invoke
 
 
 def day_after_history() -> str:

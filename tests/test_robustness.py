@@ -24,7 +24,6 @@ from plugin.store.runs import store_run
 from plugin.web.unsubscribe import consent_run
 from tests.conftest import NOW, SHOP, free_port
 from tests.test_backfill import deliver_shopify_webhooks
-from tests.test_cli import run  # noqa: F401 - the CLI fixture (environment and all)
 from tests.test_install import open_app_home
 from tests.webhook_client import post_webhook
 
