@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 API_VERSION = "2026-10"  # the Admin API version we pin; bumped on purpose, never implicitly
@@ -88,6 +89,7 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
     if missing:
         raise ConfigError("missing required environment variables: " + ", ".join(missing))
     config.update(overrides)
+    config["CONSENT_WAIT"] = timedelta(hours=config["CONSENT_WAIT_HOURS"])
     config["WEBHOOK_SECRETS"] = tuple(
         s for s in (config["SHOPIFY_API_SECRET"], config["SHOPIFY_API_SECRET_PREVIOUS"]) if s
     )

@@ -17,7 +17,7 @@ from plugin import clock, emails
 from plugin.core.rules import TEMPLATES
 from plugin.pipeline.run_action import shop_client
 from plugin.shopify.client import ShopifyError
-from plugin.shopify.shop_contact import ShopContact, fetch_shop_contact
+from plugin.shopify.shop_contact import ShopContact, cached_shop_contact
 from plugin.store.models import EmailTemplate, Shop
 
 SAMPLE = {
@@ -151,7 +151,7 @@ def _shop_contact(shop: Shop) -> ShopContact:
         client = shop_client(db(), shop.id, shop.domain)
         if client is None:
             raise ShopifyError("the shop has no access token")
-        return fetch_shop_contact(client)
+        return cached_shop_contact(current_app.extensions["lifecycle.redis"], shop.id, client)
     except ShopifyError as error:
         abort(refused(502, f"could not read the shop's addresses from Shopify: {error}"))
 

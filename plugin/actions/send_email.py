@@ -12,8 +12,6 @@ first, which does not exist yet.
 
 from __future__ import annotations
 
-import json
-
 from flask import current_app
 from sqlalchemy import select
 
@@ -21,7 +19,7 @@ from plugin import emails, links
 from plugin.actions.base import ActionContext, PermanentActionError, RetryableActionError
 from plugin.actions.shopify_effects import issue_discount, tag_customer
 from plugin.shopify.client import ShopifyThrottled, ShopifyTransientError
-from plugin.shopify.shop_contact import ShopContact, fetch_shop_contact
+from plugin.shopify.shop_contact import cached_shop_contact
 from plugin.store.models import EmailTemplate, StockSubscription
 
 
@@ -57,34 +55,18 @@ def run(ctx: ActionContext) -> None:
             subscription.notified_at = ctx.now
 
 
-CONTACT_CACHE_SECONDS = 600  # how long a shop's addresses and plan, read from the Admin API, are reused
-
-
 def only_own_addresses_on_development_stores(ctx: ActionContext, to: str) -> None:
     """A development store (`shop.plan.partnerDevelopment`) mails only the shop's own addresses: anyone can
     open one for free, so it must not become a way to mail strangers. Fails the run with the reason."""
     if ctx.client is None:
         return  # no Admin API access: no plan to read (and nothing else this run does can reach Shopify)
-    contact = shop_contact(ctx)
-    if contact.development and not contact.allows(to):
-        raise PermanentActionError("a development store emails only the shop's own addresses")
-
-
-def shop_contact(ctx: ActionContext) -> ShopContact:
-    """The shop's addresses and plan, cached in Redis for a few minutes (a query per shop, not per email)."""
     connection = current_app.extensions["lifecycle.redis"]
-    key = f"lifecycle:shop-contact:{ctx.shop.id}"
-    cached = connection.get(key)
-    if cached is not None:
-        stored = json.loads(cached)
-        return ShopContact(tuple(stored["addresses"]), stored["development"])
     try:
-        contact = fetch_shop_contact(ctx.client)
+        contact = cached_shop_contact(connection, ctx.shop.id, ctx.client)
     except (ShopifyThrottled, ShopifyTransientError) as error:
         raise RetryableActionError(f"could not read the shop's plan: {error}") from None
-    payload = {"addresses": list(contact.addresses), "development": contact.development}
-    connection.set(key, json.dumps(payload), ex=CONTACT_CACHE_SECONDS)
-    return contact
+    if contact.development and not contact.allows(to):
+        raise PermanentActionError("a development store emails only the shop's own addresses")
 
 
 def sender(ctx: ActionContext) -> tuple[str, str]:

@@ -163,7 +163,7 @@ def _process(session, delivery: Delivery) -> tuple[str, HandlerContext | None]:
         delivery.triggered_at,
         delivery.id,
         delivery.shop_domain,
-        consent_wait=timedelta(hours=current_app.config["CONSENT_WAIT_HOURS"]),
+        consent_wait=current_app.config["CONSENT_WAIT"],
     )
     try:
         note = handlers.dispatch(ctx, payload)

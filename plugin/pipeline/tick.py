@@ -84,7 +84,7 @@ def tick_app(app) -> TickReport:
         app.extensions["lifecycle.redis"],
         now,
         app.config["STUCK_AFTER_SECONDS"],
-        timedelta(hours=app.config["CONSENT_WAIT_HOURS"]),
+        app.config["CONSENT_WAIT"],
     )
     with app.app_context():
         report.dispatched = dispatch_due_runs(app.extensions["lifecycle.db"], now)
