@@ -116,11 +116,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread)")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--port", type=int, default=8799)
     args = parser.parse_args()
 
-    servers = Servers(SHOP, SECRET, args.database_url, args.port, "bench.bare_app:create()")
+    app = "bench.bare_app:create()"
+    servers = Servers(SHOP, SECRET, args.database_url, args.port, app, args.gunicorn_workers, args.threads)
     try:
         items = bodies(args.requests)
         half = len(items) // 2

@@ -19,8 +19,18 @@ ROOT = Path(__file__).resolve().parent.parent
 class Servers:
     """The processes of one benchmark run; `stop()` ends them all."""
 
-    def __init__(self, shop: str, secret: str, database_url: str | None, port: int, app: str):
+    def __init__(
+        self,
+        shop: str,
+        secret: str,
+        database_url: str | None,
+        port: int,
+        app: str,
+        web_workers: int = 2,
+        threads: int = 1,
+    ):
         self.port = port
+        self.web_workers, self.threads = web_workers, threads
         self.env = dict(
             os.environ,
             SHOPIFY_API_KEY="bench",
@@ -50,7 +60,8 @@ class Servers:
         return holder.stdout.readline().strip()
 
     def _start_web(self, app: str) -> None:
-        command = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{self.port}"]
+        command = [sys.executable, "-m", "gunicorn", "--workers", str(self.web_workers)]
+        command += ["--threads", str(self.threads), "--bind", f"127.0.0.1:{self.port}"]
         command += ["--log-level", "warning", app]
         self.processes.append(subprocess.Popen(command, env=self.env, cwd=ROOT))
         for _ in range(150):

@@ -31,6 +31,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = Tru
     from plugin.store.db import Database, database_url
     from plugin.store.db import migrate as migrate_database
     from plugin.web import install, storefront, unsubscribe, webhooks
+    from plugin.web.ledger_writer import LedgerWriter
 
     app = Flask(__name__, instance_relative_config=True, instance_path=instance_path())
     app.config.update(load_config(overrides=test_config))
@@ -46,6 +47,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = Tru
     app.extensions["lifecycle.db"] = Database(url)
     app.extensions["lifecycle.redis"] = queue.connect(app.config["REDIS_URL"], app.instance_path)
     app.extensions["lifecycle.verifier"] = WebhookVerifier(app.config["WEBHOOK_SECRETS"])
+    app.extensions["lifecycle.ledger"] = LedgerWriter(app.extensions)
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(unsubscribe.bp)

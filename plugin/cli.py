@@ -76,7 +76,14 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
-def serve(host: str, port: int, workers: int) -> None:
+@click.option(
+    "--threads",
+    default=4,
+    show_default=True,
+    type=int,
+    help="threads per worker: concurrent webhooks share their database writes (web.ledger_writer)",
+)
+def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the HTTP endpoints under gunicorn."""
     app = build_app()  # migrates, and starts the embedded Redis when REDIS_URL is unset
     runtime.hand_down(app)  # gunicorn's workers use this instance, database and Redis, wherever started
@@ -90,6 +97,8 @@ def serve(host: str, port: int, workers: int) -> None:
             runtime.PACKAGE_ROOT,
             "--workers",
             str(workers),
+            "--threads",
+            str(threads),
             "--bind",
             f"{host}:{port}",
             "--access-logfile",

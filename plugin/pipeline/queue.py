@@ -62,6 +62,21 @@ def enqueue_delivery(connection: redis.Redis, delivery_id: int) -> bool:
     return enqueue_drain(connection, delivery_slot(delivery_id))
 
 
+def enqueue_deliveries(connection: redis.Redis, delivery_ids: list[int]) -> None:
+    """`enqueue_delivery` for several committed deliveries at once: their slots' flags raised in one
+    round trip, a drain queued for each flag that was down."""
+    slots = sorted({delivery_slot(delivery_id) for delivery_id in delivery_ids})
+    if len(slots) == 1:
+        enqueue_drain(connection, slots[0])
+        return
+    pipeline = connection.pipeline(transaction=False)
+    for slot in slots:
+        pipeline.set(DRAIN_FLAG.format(slot=slot), 1, ex=DRAIN_FLAG_TTL, nx=True)
+    for slot, raised in zip(slots, pipeline.execute(), strict=True):
+        if raised:
+            enqueue_drain(connection, slot, force=True)  # our flag is up: queue its drain
+
+
 def enqueue_drain(connection: redis.Redis, slot: int, force: bool = False) -> bool:
     """Queue `drain_deliveries(slot)` unless one is already pending (force: queue one regardless)."""
     flag = DRAIN_FLAG.format(slot=slot)

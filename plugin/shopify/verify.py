@@ -68,6 +68,7 @@ class WebhookVerifier:
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> WebhookHeaders:
         """Check the signature over the raw bytes, then read the identifying headers. Raises on either."""
+        headers = _lowered(headers)
         digest = decode_signature(_header(headers, "X-Shopify-Hmac-Sha256"))
         if digest is None:
             raise WebhookVerificationError("missing or malformed X-Shopify-Hmac-Sha256")
@@ -84,6 +85,7 @@ def oauth_hmac(params: Mapping[str, str], secret: str) -> str:
 
 def read_headers(headers: Mapping[str, str]) -> WebhookHeaders:
     """Read topic, shop, webhook id and the optional event metadata of a verified webhook."""
+    headers = _lowered(headers)
     topic = _printable(_header(headers, "X-Shopify-Topic"), 128)
     shop_domain = sanitize_shop_domain(_header(headers, "X-Shopify-Shop-Domain"))
     webhook_id = _printable(_header(headers, "X-Shopify-Webhook-Id"), 255)
@@ -125,9 +127,20 @@ def _instant(value: str | None):
         return None
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
+class _Lowered(dict):
+    """Headers keyed by their lower-cased names (HTTP header names are case-insensitive)."""
+
+
+def _lowered(headers: Mapping[str, str]) -> _Lowered:
+    """One pass over the request's headers, so each lookup after it is a dict lookup (the first
+    occurrence of a repeated header wins)."""
+    if isinstance(headers, _Lowered):
+        return headers
+    lowered = _Lowered()
     for key, value in headers.items():
-        if key.lower() == wanted:
-            return value
-    return None
+        lowered.setdefault(key.lower(), value)
+    return lowered
+
+
+def _header(headers: _Lowered, name: str) -> str | None:
+    return headers.get(name.lower())

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, make_url, text
@@ -27,8 +28,12 @@ def database_url(configured: str | None, instance_path: str) -> str:
     return "sqlite:///" + os.path.join(instance_path, "lifecycle.sqlite3")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, autocommit: bool = False) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout, write-locking transactions and secure deletes.
+
+    `autocommit` makes the engine of one-statement writes (`Database.autocommit_engine`): every statement
+    commits on its own, with no BEGIN and COMMIT round trips, and PostgreSQL connections are not pinged
+    on checkout (the caller retries once on a connection found dead instead).
 
     Bound parameters (emails, names) never appear in an error's text, so neither in logs nor in a
     delivery's stored reason: `hide_parameters`, and PostgreSQL's DETAIL line (which quotes the row's
@@ -38,7 +43,11 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url, connect_args={"timeout": 60, "check_same_thread": False}, hide_parameters=True
         )
-        _serialise_sqlite_writers(engine)
+        _serialise_sqlite_writers(engine, begin_immediate=not autocommit)
+    elif autocommit:
+        engine = create_engine(
+            url, isolation_level="AUTOCOMMIT", pool_size=5, max_overflow=10, hide_parameters=True
+        )
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True)
     event.listen(engine, "handle_error", _without_row_values)
@@ -59,7 +68,7 @@ def _without_row_values(context) -> None:
         wrapped.args = (f"({name}) {original}", *wrapped.args[1:])
 
 
-def _serialise_sqlite_writers(engine: Engine) -> None:
+def _serialise_sqlite_writers(engine: Engine, begin_immediate: bool = True) -> None:
     # pysqlite's own transaction handling starts transactions lazily (and deferred), so two workers can both
     # read a shopper and then race to write it. BEGIN IMMEDIATE takes the write lock up front instead: the
     # SQLite equivalent of PostgreSQL's SELECT ... FOR UPDATE that lock_shopper() uses there.
@@ -74,6 +83,9 @@ def _serialise_sqlite_writers(engine: Engine) -> None:
         # find after a customers/redact (the erasure job then truncates the write-ahead log too).
         cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
+
+    if not begin_immediate:  # autocommit: the driver runs each statement in a transaction of its own
+        return
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
@@ -132,6 +144,13 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @cached_property
+    def autocommit_engine(self) -> Engine:
+        """A second small pool for single-statement writes that must be durable at once (the webhook
+        endpoint's ledger row): one round trip per statement instead of four (ping, BEGIN, the
+        statement, COMMIT)."""
+        return make_engine(self.url, autocommit=True)
 
     @property
     def is_sqlite(self) -> bool:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from plugin.store.db import Database
@@ -38,28 +41,102 @@ def record_delivery(
     db: Database, headers: WebhookHeaders, body: bytes, received_at: datetime
 ) -> RecordedDelivery:
     """Store a delivery once per webhook id (committed before returning); say whether it was new."""
+    return record_deliveries(db, [(headers, body)], received_at)[0]
+
+
+def record_deliveries(
+    db: Database, arrived: list[tuple[WebhookHeaders, bytes]], received_at: datetime
+) -> list[RecordedDelivery]:
+    """Store deliveries once per webhook id, committed before returning, in one INSERT; one result per
+    item of `arrived`, in its order (the same webhook id twice gets the same row, new only once).
+
+    The webhook endpoint's whole database work (see `web.ledger_writer`): one statement that commits by
+    itself on `db.autocommit_engine`, a second only for duplicates. A pooled connection the server dropped
+    (a restart) is found dead by the INSERT, not by a ping before it; the statement is then retried once
+    on a fresh connection, and a second failure propagates (the endpoint answers 503, Shopify retries).
+    """
+    rows: dict[str, dict] = {}
+    for headers, body in arrived:
+        rows.setdefault(
+            headers.webhook_id,
+            dict(
+                webhook_id=headers.webhook_id,
+                shop_domain=headers.shop_domain,
+                topic=headers.topic,
+                api_version=headers.api_version,
+                event_id=headers.event_id,
+                triggered_at=headers.triggered_at,
+                received_at=received_at,
+                body=body,
+                status=DeliveryStatus.RECEIVED,
+                attempts=0,
+            ),
+        )
+    try:
+        stored = _insert_deliveries(db, list(rows.values()))
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        stored = _insert_deliveries(db, list(rows.values()))
+    results, told = [], set()
+    for headers, _body in arrived:
+        delivery_id, status, created = stored[headers.webhook_id]
+        results.append(RecordedDelivery(delivery_id, status, created and headers.webhook_id not in told))
+        told.add(headers.webhook_id)
+    return results
+
+
+def _insert_deliveries(db: Database, rows: list[dict]) -> dict[str, tuple[int, str, bool]]:
+    """webhook id → (row id, status, inserted now)."""
     table = Delivery.__table__
-    values = dict(
-        webhook_id=headers.webhook_id,
-        shop_domain=headers.shop_domain,
-        topic=headers.topic,
-        api_version=headers.api_version,
-        event_id=headers.event_id,
-        triggered_at=headers.triggered_at,
-        received_at=received_at,
-        body=body,
-        status=DeliveryStatus.RECEIVED,
-        attempts=0,
+    statement = _insert_statement(db.is_sqlite)
+    with db.autocommit_engine.connect() as connection:
+        if len(rows) == 1:  # the common case, and the compiled-statement cache's: parameters only
+            inserted = connection.execute(statement, rows[0]).all()
+        else:
+            inserted = connection.execute(
+                _multi_insert(db.is_sqlite).values(rows).returning(table.c.id, table.c.webhook_id)
+            ).all()
+        stored = {row.webhook_id: (row.id, DeliveryStatus.RECEIVED, True) for row in inserted}
+        known = [row["webhook_id"] for row in rows if row["webhook_id"] not in stored]
+        if known:
+            for row in connection.execute(
+                select(table.c.id, table.c.webhook_id, table.c.status).where(table.c.webhook_id.in_(known))
+            ):
+                stored[row.webhook_id] = (row.id, row.status, False)
+    return stored
+
+
+@lru_cache(maxsize=2)
+def _insert_statement(is_sqlite: bool):
+    """INSERT … ON CONFLICT (webhook_id) DO NOTHING RETURNING id, webhook_id, built once: its values come
+    as parameters, so SQLAlchemy's compiled-statement cache serves every webhook after the first."""
+    table = Delivery.__table__
+    return (
+        _multi_insert(is_sqlite)
+        .values({column: bindparam(column) for column in ACK_COLUMNS})
+        .returning(table.c.id, table.c.webhook_id)
     )
-    statement = db.insert(table).values(**values).on_conflict_do_nothing(index_elements=["webhook_id"])
-    with db.engine.begin() as connection:
-        new_id = connection.execute(statement.returning(table.c.id)).scalar()
-        if new_id is not None:
-            return RecordedDelivery(new_id, DeliveryStatus.RECEIVED, True)
-        row = connection.execute(
-            select(table.c.id, table.c.status).where(table.c.webhook_id == headers.webhook_id)
-        ).one()
-    return RecordedDelivery(row.id, row.status, False)
+
+
+def _multi_insert(is_sqlite: bool):
+    table = Delivery.__table__
+    insert = sqlite.insert if is_sqlite else postgresql.insert
+    return insert(table).on_conflict_do_nothing(index_elements=["webhook_id"])
+
+
+ACK_COLUMNS = (
+    "webhook_id",
+    "shop_domain",
+    "topic",
+    "api_version",
+    "event_id",
+    "triggered_at",
+    "received_at",
+    "body",
+    "status",
+    "attempts",
+)
 
 
 def finish_delivery(

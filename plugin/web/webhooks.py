@@ -1,5 +1,6 @@
-"""POST /webhooks: raw body → verify → record → enqueue → 200. Nothing is acknowledged before it is stored
-and queued; when the database or Redis is unreachable the answer is 503 and Shopify retries.
+"""POST /webhooks: raw body → verify → record and enqueue (`ledger_writer`) → 200. Nothing is
+acknowledged before it is stored and queued; when the database or Redis is unreachable the answer is 503
+and Shopify retries.
 
 The body is never parsed here: the HMAC covers the raw bytes, and a signed body that does not even start
 like a JSON object is refused by its first byte. Parsing (and every check of the content) is the worker's.
@@ -14,12 +15,7 @@ from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from plugin import clock
-from plugin.pipeline import queue
 from plugin.shopify.verify import WebhookHeaderError, WebhookVerificationError
-from plugin.store import deliveries
-from plugin.store.db import Database
-from plugin.store.models import DeliveryStatus
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
@@ -41,10 +37,7 @@ def receive():
         # Shopify sends JSON objects only; checking the first byte costs no parsing. Nothing is stored.
         return {"error": "the body is not a JSON object"}, 400
 
-    db: Database = current_app.extensions["lifecycle.db"]
-    delivery = deliveries.record_delivery(db, headers, body, clock.now())
-    if delivery.created or delivery.status == DeliveryStatus.RECEIVED:
-        queue.enqueue_delivery(current_app.extensions["lifecycle.redis"], delivery.id)
+    current_app.extensions["lifecycle.ledger"].record(headers, body)  # stored and queued, or raises
     return "", 200
 
 

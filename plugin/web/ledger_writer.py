@@ -1,0 +1,93 @@
+"""Group commit for the webhook endpoint: concurrent requests of one process share one INSERT and one
+wake-up signal, and each is answered only once its own row is committed.
+
+A request hands its delivery to `LedgerWriter.record` and waits. If no write is in flight it becomes the
+leader: it takes every delivery waiting at that moment (its own included), stores them with one statement
+(`store.deliveries.record_deliveries`), raises the drain's wake-up signal once, and hands each waiting
+request its own result (or the batch's exception, which the endpoint turns into a 503: nothing is
+acknowledged that is not stored). Deliveries arriving while a write is in flight wait for it to end, and
+one of them leads the next write. A lone request (a sync worker, a quiet store) writes at once, alone:
+nothing waits for a batch to fill.
+
+This is what threads buy the endpoint (gunicorn `--threads`): each statement and each Redis round trip
+serves every request that arrived meanwhile, instead of one.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from plugin import clock
+from plugin.pipeline import queue
+from plugin.store import deliveries
+from plugin.store.db import Database
+from plugin.store.deliveries import RecordedDelivery, WebhookHeaders
+from plugin.store.models import DeliveryStatus
+
+
+@dataclass
+class _Waiting:
+    headers: WebhookHeaders
+    body: bytes
+    woken: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False  # set when this request is to write the next batch
+    result: RecordedDelivery | None = None
+    error: BaseException | None = None
+
+
+class LedgerWriter:
+    """One per app (per process): the webhook endpoint's way to the delivery ledger."""
+
+    def __init__(self, extensions: dict):
+        self.extensions = extensions  # the app's: its database and Redis, read at each write
+        self._lock = threading.Lock()
+        self._waiting: list[_Waiting] = []
+        self._writing = False
+
+    def record(self, headers: WebhookHeaders, body: bytes) -> RecordedDelivery:
+        """Store the delivery and make sure a drain will process it; return its ledger row.
+
+        Raises what storing or queueing raised (SQLAlchemyError, redis.RedisError) for this request's
+        batch: the caller answers 503 and Shopify retries.
+        """
+        mine = _Waiting(headers, body)
+        with self._lock:
+            self._waiting.append(mine)
+            if not self._writing:
+                self._writing = mine.lead = True
+        if not mine.lead:
+            mine.woken.wait()  # with our result, or told to lead the next write
+        if mine.lead:
+            with self._lock:
+                batch, self._waiting = self._waiting, []
+            self._write(batch)  # never raises: each member gets its result or the batch's error
+            with self._lock:
+                if self._waiting:  # arrived during our write: the first of them writes them
+                    self._waiting[0].lead = True
+                    self._waiting[0].woken.set()
+                else:
+                    self._writing = False
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+    def _write(self, batch: list[_Waiting]) -> None:
+        """Store and signal one batch; every member gets its result or the batch's error."""
+        try:
+            db: Database = self.extensions["lifecycle.db"]
+            arrived = [(item.headers, item.body) for item in batch]
+            stored = deliveries.record_deliveries(db, arrived, clock.now())
+            waking = [r.id for r in stored if r.created or r.status == DeliveryStatus.RECEIVED]
+            if waking:
+                queue.enqueue_deliveries(self.extensions["lifecycle.redis"], waking)
+        except Exception as error:  # noqa: BLE001 - handed to every request of the batch, each answers 503
+            for item in batch:
+                item.error = error
+                item.lead = False
+                item.woken.set()
+            return
+        for item, result in zip(batch, stored, strict=True):
+            item.result = result
+            item.lead = False
+            item.woken.set()
