@@ -104,7 +104,7 @@ def test_constant_folding_is_bounded_at_compile_time():
     finally:
         tracemalloc.stop()
     assert peak < 20 * 1024 * 1024
-    with pytest.raises(emails.TemplateLimitError), emails._limits():
+    with pytest.raises(emails.TemplateLimitError), emails.render_limits():
         "".join(template.generate())
 
 

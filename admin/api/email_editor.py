@@ -69,8 +69,8 @@ def get_template(template: str, locale: str):
     return jsonify(
         {
             "subject": "{{ subject }}",
-            "html": emails._default("message.html"),
-            "text": emails._default("message.txt"),
+            "html": emails.default_template("message.html"),
+            "text": emails.default_template("message.txt"),
             "custom": False,
         }
     )

@@ -1,0 +1,84 @@
+"""The message as it leaves: sender, headers mailbox providers expect of bulk mail (List-Unsubscribe,
+one-click), and delivery over SMTP or into the outbox folder."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from urllib.parse import unquote, urlsplit
+
+from plugin.emails.render import RenderedEmail
+
+
+def shop_name(domain: str) -> str:
+    """A shop's name for emails, from its domain (`linen-house.myshopify.com` → "Linen House")."""
+    return domain.split(".")[0].replace("-", " ").title()
+
+
+def shop_sender(shop, mail_from: str) -> tuple[str, str]:
+    """(display name, address) of a shop's emails: its name at the app's own sending address (a From on
+    the merchant's domain would need its SPF and DKIM checked first); answers go to its Reply-To."""
+    return shop.sender_name or shop_name(shop.domain), mail_from
+
+
+def build_message(
+    rendered: RenderedEmail,
+    sender: tuple[str, str],
+    to: str,
+    message_id: str,
+    unsubscribe_url: str | None,
+    now: datetime,
+    reply_to: str | None = None,
+) -> EmailMessage:
+    """A multipart/alternative message with the headers mailbox providers expect of bulk mail."""
+    message = EmailMessage()
+    message["Subject"] = rendered.subject
+    message["From"] = formataddr(sender)
+    message["To"] = to
+    if reply_to:
+        message["Reply-To"] = reply_to
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = message_id
+    if unsubscribe_url:
+        message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    message["Content-Language"] = rendered.locale  # after the body: set_content drops Content-* headers
+    return message
+
+
+class EmailDeliveryError(Exception):
+    """The mail server refused or could not be reached (retryable)."""
+
+
+def send_email(message: EmailMessage, smtp_url: str | None, outbox: str) -> None:
+    """Send over SMTP (smtp:// with STARTTLS when offered, smtps:// over TLS), or write to the outbox."""
+    if not smtp_url:
+        os.makedirs(outbox, exist_ok=True)
+        name = message["Message-ID"].strip("<>").replace("@", "_").replace("/", "_") + ".eml"
+        with open(os.path.join(outbox, name), "wb") as handle:
+            handle.write(bytes(message))
+        return
+    parts = urlsplit(smtp_url)
+    try:
+        if parts.scheme == "smtps":
+            client = smtplib.SMTP_SSL(
+                parts.hostname, parts.port or 465, timeout=30, context=ssl.create_default_context()
+            )
+        else:
+            client = smtplib.SMTP(parts.hostname, parts.port or 587, timeout=30)
+            client.ehlo()
+            if client.has_extn("starttls"):
+                client.starttls(context=ssl.create_default_context())
+                client.ehlo()
+        with client:
+            if parts.username:
+                client.login(unquote(parts.username), unquote(parts.password or ""))
+            client.send_message(message)
+    except (smtplib.SMTPException, OSError) as error:
+        raise EmailDeliveryError(f"{type(error).__name__}: {error}") from None
