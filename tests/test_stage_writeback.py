@@ -200,3 +200,40 @@ def test_a_merchant_tag_beside_ours_is_still_recorded(client, db, shop, worker):
     with db.session() as session:
         [shopper] = session.scalars(select(Shopper))
     assert shopper.tags == ["wholesale"]
+
+
+def test_an_unreachable_store_opens_the_breaker_and_the_write_back_waits_for_it(
+    app, db, shop, worker, fake_store, monkeypatch, redis_connection
+):
+    from plugin.pipeline.run_action import Breaker
+    from plugin.store.models import ActionAttempt
+    from tests.conftest import free_port
+
+    first_timers_falling_at_risk(db, shop, 30)
+    tick_at(app, monkeypatch, NOW)
+    # given a store that does not answer when the window ends
+    app.config["SHOPIFY_ADMIN_ORIGIN"] = f"http://127.0.0.1:{free_port()}"
+    tick_at(app, monkeypatch, NOW + WINDOW)
+    worker.work()
+    # then the runs wait on the ledger with the reason, and the shop's breaker is open
+    assert {r.status for r in stage_syncs(db)} == {"scheduled"}
+    assert all("ShopifyTransientError" in r.deferred_reason for r in stage_syncs(db))
+    breaker = Breaker(redis_connection, shop.id)
+    assert breaker.open_until(NOW + WINDOW) is not None
+    breaker.trip(
+        NOW + WINDOW, RuntimeError("still down")
+    )  # a second trip: open for longer than the runs wait
+    until, _why = breaker.open_until(NOW + WINDOW)
+    assert max(r.due_at for r in stage_syncs(db)) < until - timedelta(seconds=1)
+    with db.session() as session:
+        tries = session.scalar(select(func.count()).select_from(ActionAttempt))
+    # when the runs come due again while the breaker is open: nothing is claimed, no attempt is made
+    tick_at(app, monkeypatch, until - timedelta(seconds=1))
+    worker.work()
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(ActionAttempt)) == tries
+    # and once it closes and the store is back, the next tick writes them all
+    app.config["SHOPIFY_ADMIN_ORIGIN"] = fake_store.origin
+    tick_at(app, monkeypatch, until + 2 * WINDOW)
+    worker.work()
+    assert {r.status for r in stage_syncs(db)} == {"succeeded"}

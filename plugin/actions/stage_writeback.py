@@ -44,6 +44,7 @@ class Settlement:
     outcomes: dict[tuple, list[int]] = field(default_factory=lambda: defaultdict(list))
     durations: dict[int, int] = field(default_factory=dict)
     synced: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    unreachable: ShopifyTransientError | None = None  # the store did not answer (the job opens the breaker)
 
     def settle(self, run_ids, status: str, reason: str | None = None, due_at=None, untried=False) -> None:
         self.outcomes[(status, reason, due_at, untried)] += list(run_ids)
@@ -98,9 +99,10 @@ def _settle_statement(ids, status, reason, due_at, untried, now):
     )
 
 
-def write_back_due(db: Database, client: ShopifyClient | None, shop_id: int, now: datetime) -> Counter:
-    """Claim up to CLAIM_SIZE due write-backs of the shop, write them in bulk, settle them; return
-    how many runs ended how ("succeeded", "failed", "skipped", "scheduled"), empty when none was due."""
+def write_back_due(db: Database, client: ShopifyClient | None, shop_id: int, now: datetime) -> Settlement:
+    """Claim up to CLAIM_SIZE due write-backs of the shop, write them in bulk, settle them; return the
+    settlement: `counts()` says how many runs ended how ("succeeded", "failed", "skipped", "scheduled"),
+    empty when none was due, and `unreachable` the error when the store did not answer."""
     with db.session() as session:
         claimed = runs.claim_stage_syncs(db, session, shop_id, now, CLAIM_SIZE)
         shoppers = _shoppers(session, {shopper_id for _, shopper_id, _ in claimed})
@@ -119,7 +121,7 @@ def write_back_due(db: Database, client: ShopifyClient | None, shop_id: int, now
     if by_shopper:
         _write(client, [(shoppers[i], by_shopper[i]) for i in sorted(by_shopper)], settlement, now)
     settlement.write(db)
-    return settlement.counts()
+    return settlement
 
 
 def _shoppers(session, ids: set[int]) -> dict[int, Shopper]:
@@ -141,6 +143,8 @@ def _write(client: ShopifyClient, targets: list, settlement: Settlement, now: da
         try:
             outcomes = _send(client, [(CUSTOMER_GID.format(s.customer_id), s.stage) for s, _ in chunk])
         except (ShopifyThrottled, ShopifyTransientError) as error:
+            if isinstance(error, ShopifyTransientError):
+                settlement.unreachable = error
             _retry(chunk, settlement, now, error, untried=False)
             for later in chunks[position + 1 :]:
                 _retry(later, settlement, now, error, untried=True)

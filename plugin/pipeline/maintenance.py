@@ -14,7 +14,7 @@ from sqlalchemy import select
 from plugin import clock
 from plugin.actions import stage_writeback
 from plugin.pipeline import queue
-from plugin.pipeline.run_action import database, shop_client
+from plugin.pipeline.run_action import Breaker, database, shop_client
 from plugin.shopify import backfill, reconcile, tokens
 from plugin.shopify.client import ShopifyClient
 from plugin.store import predictions
@@ -106,8 +106,16 @@ def queue_due_fits(db: Database, connection: redis.Redis, now: datetime) -> int:
 
 def write_back_stages(shop_id: int) -> dict:
     """Write the shop's due stage write-backs in bulk, batch after batch until none is due (or the
-    store throttles: those wait on the ledger for the tick to bring them back)."""
+    store throttles: those wait on the ledger for the tick to bring them back).
 
+    The shop's breaker (`run_action.Breaker`) is the single runs': while it is open nothing is claimed
+    (the runs stay due, and the tick brings them back once it closes), and a store that does not answer
+    opens it."""
+
+    breaker = Breaker(current_app.extensions["lifecycle.redis"], shop_id)
+    tripped = breaker.open_until(clock.now())
+    if tripped:
+        return {"breaker_open": tripped[0].isoformat()}
     db = database()
     with db.session() as session:
         shop = session.get(Shop, shop_id)
@@ -118,8 +126,11 @@ def write_back_stages(shop_id: int) -> dict:
         client = None  # the runs fail with the reason, as run_action fails them
     done, deadline = Counter(), time.monotonic() + WRITEBACK_SECONDS
     while time.monotonic() < deadline:
-        batch = stage_writeback.write_back_due(db, client, shop_id, clock.now())
+        settlement = stage_writeback.write_back_due(db, client, shop_id, clock.now())
+        batch = settlement.counts()
         done.update(batch)
+        if settlement.unreachable is not None:
+            breaker.trip(clock.now(), settlement.unreachable)
         if not batch or batch.get("scheduled"):
             break
     return dict(done)
