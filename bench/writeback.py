@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +32,7 @@ from sqlalchemy import func, select  # noqa: E402
 from plugin import create_app  # noqa: E402
 from plugin.crypto import encrypt_token  # noqa: E402
 from plugin.demo.fake_store import MUTATION_COST, QUERY_COST, FakeStore, FakeStoreServer  # noqa: E402
+from plugin.demo.synthetic import first_timer_rows  # noqa: E402
 from plugin.store import runs, shops  # noqa: E402
 from plugin.store.models import ActionRun, RunStatus, Shopper  # noqa: E402
 from plugin.store.stage_sql import move_stages  # noqa: E402
@@ -48,23 +48,7 @@ def seed(db, domain: str, count: int, first_id: int) -> int:
         shop = shops.upsert_shop(session, domain, encrypt_token("shpat_bench", SECRET_KEY), NOW)
         shop.last_reconciled_at = NOW + timedelta(days=1)
         shop_id = shop.id
-    ordered = NOW - timedelta(days=100)
-    rows = [
-        dict(
-            shop_id=shop_id,
-            customer_id=first_id + i,
-            orders_count=1,
-            total_spent=Decimal(40),
-            first_order_at=ordered,
-            last_order_at=ordered,
-            stage="first_time",
-            stage_changed_at=ordered,
-            synced_stage="first_time",
-            tag_events={},
-            checkout_open=False,
-        )
-        for i in range(count)
-    ]
+    rows = first_timer_rows(shop_id, count, NOW - timedelta(days=100), first_id)
     with db.session() as session:
         for start in range(0, count, 5000):
             session.execute(db.insert(Shopper.__table__), rows[start : start + 5000])

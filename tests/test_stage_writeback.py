@@ -56,23 +56,7 @@ def stage_syncs(db) -> list[ActionRun]:
 def first_timers_falling_at_risk(db, shop: Shop, count: int) -> None:
     """`count` shoppers, inserted in one statement, whose one order is 100 days old: the tick moves them
     all to at_risk (as the app would, planning a write-back each)."""
-    ordered = NOW - timedelta(days=100)
-    rows = [
-        dict(
-            shop_id=shop.id,
-            customer_id=1000 + i,
-            orders_count=1,
-            total_spent=Decimal(40),
-            first_order_at=ordered,
-            last_order_at=ordered,
-            stage="first_time",
-            stage_changed_at=ordered,
-            synced_stage="first_time",
-            tag_events={},
-            checkout_open=False,
-        )
-        for i in range(count)
-    ]
+    rows = s.first_timer_rows(shop.id, count, NOW - timedelta(days=100))
     with db.session() as session:
         session.execute(db.insert(Shopper.__table__), rows)
 

@@ -341,3 +341,26 @@ def redact_payload(shop_domain: str, customer_id: int, email: str, orders: list[
         "customer": {"id": customer_id, "email": email, "phone": None},
         "orders_to_redact": orders,
     }
+
+
+def first_timer_rows(
+    shop_id: int, count: int, ordered: datetime, first_customer_id: int = 1000
+) -> list[dict]:
+    """`count` rows of the shoppers table: first-time buyers whose one order was placed at `ordered`, their
+    stage written back already (a bulk seed for the tick's time moves and the write-back's benchmark)."""
+    return [
+        dict(
+            shop_id=shop_id,
+            customer_id=first_customer_id + i,
+            orders_count=1,
+            total_spent=Decimal(40),
+            first_order_at=ordered,
+            last_order_at=ordered,
+            stage="first_time",
+            stage_changed_at=ordered,
+            synced_stage="first_time",
+            tag_events={},
+            checkout_open=False,
+        )
+        for i in range(count)
+    ]
