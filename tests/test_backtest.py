@@ -4,13 +4,25 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
 
-from plugin.core.rules import load_rule
+from plugin.core.backtest import Replay, ShopPolicy, summarise
+from plugin.core.backtest_timeline import (
+    NOT_REPLAYABLE,
+    CheckoutFact,
+    OrderFact,
+    ShopperHistory,
+    ceil_hour,
+    event_triggers,
+    stage_triggers,
+)
+from plugin.core.policy import CONSENT_WAIT
+from plugin.core.rules import DEFAULT_RULES, load_rule
 from plugin.store.models import Base, Checkout, Order, Rule, Shop, Shopper, Suppression
 from plugin.store.suppressions import email_hash
 from tests.conftest import SHOP
@@ -216,3 +228,92 @@ def test_an_unknown_rule_is_404_and_the_default_period_is_90_days(client, header
 
 def test_the_backtest_needs_the_session_token(client, history):
     assert client.post("/app/api/rules/win_back/backtest", json=PERIOD).status_code == 401
+
+
+class HourlyReplay(Replay):
+    """The replay as the hourly loop the event-driven one claims to equal: every whole hour from the
+    warm-up to now, plan the triggers up to that hour, then dispatch the runs due then, highest priority
+    first (the same plan and dispatch: only the scheduling differs)."""
+
+    def push(self, run, due):
+        self.due.setdefault(ceil_hour(due), []).append((-run.priority, next(self.order), run))
+
+    def run(self):
+        self.due = {}
+        names = {rule["trigger"] for _, rule in self.rules} - set(NOT_REPLAYABLE)
+        triggers = [
+            (history, trigger)
+            for history in self.histories.values()
+            for trigger in event_triggers(history, names, self.warm_up, self.end)
+            + stage_triggers(self.timelines[history.shopper_id], names, self.warm_up, self.end)
+        ]
+        triggers.sort(key=lambda pair: pair[1].at)  # stable: same-instant triggers in the same order
+        hour, next_trigger = ceil_hour(self.warm_up), 0
+        while hour <= self.now:
+            while next_trigger < len(triggers) and triggers[next_trigger][1].at <= hour:
+                self.plan(*triggers[next_trigger])
+                next_trigger += 1
+            for *_, run in sorted(self.due.pop(hour, []), key=lambda item: item[:2]):
+                self.dispatch(run, hour)
+            hour += timedelta(hours=1)
+
+
+def _random_histories(seed: int, count: int) -> list[ShopperHistory]:
+    """Shoppers with random orders (some cancelled), checkouts, consent, suppression and time zones."""
+    rng = random.Random(seed)
+    first = at("2025-01-01T00:00:00")
+
+    def moment() -> datetime:
+        return first + timedelta(minutes=rng.randrange(0, 670 * 24 * 60))
+
+    histories = []
+    for shopper_id in range(1, count + 1):
+        orders = []
+        for n in range(rng.choice((0, 1, 1, 2, 3, 5))):
+            placed = moment()
+            cancelled = placed + timedelta(hours=5) if rng.random() < 0.1 else None
+            total = Decimal(rng.randrange(10, 400))
+            orders.append(OrderFact(shopper_id * 100 + n, placed, total, cancelled, paid=rng.random() < 0.9))
+        checkouts = []
+        for n in range(rng.choice((0, 0, 1, 2))):
+            updated = moment()
+            done = updated + timedelta(hours=rng.randrange(1, 30)) if rng.random() < 0.4 else None
+            checkouts.append(CheckoutFact(f"c{shopper_id}-{n}", updated, completed_at=done))
+        histories.append(
+            ShopperHistory(
+                shopper_id=shopper_id,
+                email=f"s{shopper_id}@example.com",
+                consents=rng.random() < 0.6,
+                consent_at=moment(),
+                suppressed=rng.random() < 0.05,
+                timezone=rng.choice((None, "America/New_York", "Asia/Tokyo")),
+                orders=tuple(sorted(orders, key=lambda o: o.placed_at)),
+                checkouts=tuple(checkouts),
+            )
+        )
+    return histories
+
+
+@pytest.mark.parametrize("key", ["win_back", "abandoned_checkout", "thank_you", "vip_reward", "welcome"])
+def test_the_event_driven_replay_equals_an_hourly_one(key):
+    # given: random shoppers and the default rules, a cap of 1 a day shared by all, quiet hours in Rome
+    rules = [
+        (n, load_rule(dict(rule, delay_minutes=rule["delay_minutes"] + 30)))
+        for n, rule in enumerate(DEFAULT_RULES)
+    ]
+    policy = ShopPolicy(timezone="Europe/Rome")
+    args = (_random_histories(seed=15, count=250), rules, key, at("2025-06-01T00:00:00"))
+    end, now = at("2026-09-01T00:00:00"), at("2026-11-01T12:00:00")
+    # when
+    replays = [kind(*args, end, now, policy, CONSENT_WAIT) for kind in (Replay, HourlyReplay)]
+    for replay in replays:
+        replay.run()
+    # then
+    event_driven, hourly = (summarise(replay, timedelta(days=7)).as_dict() for replay in replays)
+    assert event_driven == hourly
+    assert event_driven["messages_allowed"] > 0
+    outcomes = [
+        {r.planned.idempotency_key: (r.outcome, r.sent_at) for r in replay.runs if r.counted}
+        for replay in replays
+    ]
+    assert outcomes[0] == outcomes[1]
