@@ -14,7 +14,7 @@ from sqlalchemy import select
 from plugin import clock, create_app, runtime
 from plugin.clock import iso
 from plugin.config import ConfigError
-from plugin.core.backtest import PeriodError, period
+from plugin.core.backtest_period import PeriodError, period
 from plugin.core.facts import accepts_marketing
 from plugin.core.lift import NotEnoughData
 from plugin.crypto import encrypt_token

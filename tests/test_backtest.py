@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from plugin.core.backtest import Replay, ShopPolicy, summarise
+from plugin.core.backtest_period import period
 from plugin.core.backtest_timeline import (
     NOT_REPLAYABLE,
     CheckoutFact,
@@ -317,3 +318,17 @@ def test_the_event_driven_replay_equals_an_hourly_one(key):
         for replay in replays
     ]
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        (None, None, ("2026-08-03T12:00:00+00:00", "2026-11-01T12:00:00+00:00")),
+        ("2026-10-01", "2026-10-01", ("2026-09-30T22:00:00+00:00", "2026-10-01T22:00:00+00:00")),
+        ("2026-10-01", None, ("2026-09-30T22:00:00+00:00", "2026-11-01T12:00:00+00:00")),
+        (None, "2026-10-31", ("2026-08-02T23:00:00+00:00", "2026-10-31T23:00:00+00:00")),
+    ],
+)
+def test_a_period_is_whole_days_in_the_shops_time_zone(start, end, expected):
+    since, until = period(start, end, at("2026-11-01T12:00:00"), "Europe/Rome")
+    assert (since.isoformat(), until.isoformat()) == expected

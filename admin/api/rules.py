@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from admin import insights
 from admin.api.base import bp, db, json_object, load_or_422
 from plugin import clock
-from plugin.core.backtest import PeriodError, period
+from plugin.core.backtest_period import PeriodError, period
 from plugin.core.rules import RuleSchema
 from plugin.store.backtest_history import UnknownRuleError, backtest_rule
 from plugin.store.models import Rule, Shop

@@ -20,10 +20,10 @@ import heapq
 import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import date, datetime, timedelta
 
 from plugin.core.backtest_notes import notes
+from plugin.core.backtest_period import shop_zone
 from plugin.core.backtest_timeline import (
     NOT_REPLAYABLE,
     ShopperHistory,
@@ -39,39 +39,6 @@ from plugin.core.rules import PlannedRun, Profile, Trigger, plan_runs
 from plugin.core.stages import Thresholds
 
 CAP_WINDOW = timedelta(days=7)  # the longest window of the frequency cap
-DEFAULT_PERIOD = timedelta(days=90)
-
-
-class PeriodError(ValueError):
-    """The dates asked for are not dates, or `from` comes after `to`."""
-
-
-def period(start: str | None, end: str | None, now: datetime, timezone: str) -> tuple[datetime, datetime]:
-    """[start, end) from two dates YYYY-MM-DD (whole days in the shop's timezone, `end` included); without
-    them, the DEFAULT_PERIOD up to `now`.
-
-    Raises:
-        PeriodError: a date that is not YYYY-MM-DD, or `start` after `end`.
-    """
-    zone = _zone(timezone)
-    stop = _midnight(_day(end, "to"), zone) + timedelta(days=1) if end else now
-    begin = _midnight(_day(start, "from"), zone) if start else stop - DEFAULT_PERIOD
-    if begin >= stop:
-        raise PeriodError(f"from ({begin.date().isoformat()}) must not come after to")
-    return begin, stop
-
-
-def _day(text, name: str) -> date:
-    if isinstance(text, str) and len(text) == 10:
-        try:
-            return date.fromisoformat(text)
-        except ValueError:
-            pass
-    raise PeriodError(f"{name} must be a date, YYYY-MM-DD (got {text!r})")
-
-
-def _midnight(day: date, zone: ZoneInfo) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -391,16 +358,9 @@ def _ordered_within(history: ShopperHistory, sends: list[datetime], attribution:
 
 def _by_week(times: list[datetime], timezone: str) -> list[tuple[date, int]]:
     """Messages per week, weeks from Monday in the shop's timezone."""
-    zone = _zone(timezone)
+    zone = shop_zone(timezone)
     weeks: Counter = Counter()
     for at in times:
         day = at.astimezone(zone).date()
         weeks[day - timedelta(days=day.weekday())] += 1
     return sorted(weeks.items())
-
-
-def _zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
