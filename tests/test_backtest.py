@@ -159,13 +159,21 @@ def test_the_backtest_counts_what_the_rule_would_have_done(client, headers, hist
     assert "2 message(s) left out" in notes  # nina and sam
 
 
-def test_a_backtest_writes_nothing(db, client, headers, history, redis_connection, run):
+def test_a_backtest_writes_sends_and_calls_nothing(
+    db, client, headers, history, redis_connection, run, smtp, fake_store, tmp_path
+):
+    # given
     before = _counts(db, redis_connection)
-    client.post("/app/api/rules/win_back/backtest", json=PERIOD, headers=headers)
+    calls = fake_store.store.state()["calls"]
+    # when
+    answer = client.post("/app/api/rules/win_back/backtest", json=PERIOD, headers=headers)
     run("backtest", "--shop", SHOP, "--rule", "win_back", "--from", PERIOD["from"], "--to", PERIOD["to"])
-    after = _counts(db, redis_connection)
-    assert after == before
+    # then: not a row, not a Redis key, not an email (SMTP or outbox), not an Admin API call
+    assert answer.get_json()["messages_allowed"] == 2
+    assert _counts(db, redis_connection) == before
     assert before["orders"] == 9 and before["action_runs"] == 0
+    assert smtp.messages == [] and not list(tmp_path.rglob("*.eml"))
+    assert fake_store.store.state()["calls"] == calls
 
 
 def test_the_cli_prints_the_figures_and_the_same_json(client, headers, history, run):

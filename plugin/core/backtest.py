@@ -56,7 +56,16 @@ class ShopPolicy:
 
 @dataclass(frozen=True)
 class BacktestResult:
-    """What the rule would have done in [start, end) (the JSON the CLI and the admin give)."""
+    """What the rule would have done with the triggers of [start, end) (the JSON the CLI and the admin give).
+
+    `messages_triggered`: runs the rule planned (trigger and conditions held). Each then was `allowed`
+    (sent, perhaps later than due), `capped` (held back by the frequency cap and never sent: the shopper
+    had moved on when the cap let it go, or it was still held when the history ends), left out (no
+    consent now, no address, unsubscribed, deleted), or no longer applied when due; the notes give the
+    last two. `messages_quiet_hours_delayed`: runs quiet hours pushed to the morning at least once.
+    `shoppers_reached`: shoppers sent at least one; `ordered_within_window`: those of them with a kept
+    order within `attribution_days` after one of their messages.
+    """
 
     rule: str
     start: datetime
@@ -247,7 +256,7 @@ class Replay:
         heapq.heappush(self.heap, (ceil_hour(due), 1, -run.priority, next(self.order), run))
 
     def supersede(self, shopper_id: int, cycle: str) -> None:
-        """A new stage entry cancels the shopper's pending stage plays of other entries (as the store does)"""
+        """A new stage entry cancels the shopper's pending stage plays of other entries, as the store does."""
         for run in self.pending_stage_runs.pop(shopper_id, []):
             if run.outcome is None and run.cycle != cycle:
                 self.settle(run, "superseded")
@@ -323,12 +332,12 @@ def summarise(replay: Replay, attribution: timedelta) -> BacktestResult:
     """Count the backtested rule's runs of the period: reached, allowed, held back, and the baseline."""
     counted = [run for run in replay.runs if run.counted]
     sent = [run for run in counted if run.outcome == "sent"]
-    first_sends: dict[int, list[datetime]] = defaultdict(list)
+    sends_by_shopper: dict[int, list[datetime]] = defaultdict(list)
     for run in sent:
-        first_sends[run.shopper.shopper_id].append(run.sent_at)
+        sends_by_shopper[run.shopper.shopper_id].append(run.sent_at)
     ordered = sum(
         1
-        for shopper_id, times in first_sends.items()
+        for shopper_id, times in sends_by_shopper.items()
         if _ordered_within(replay.histories[shopper_id], times, attribution)
     )
     times = sorted(run.sent_at for run in sent)
@@ -336,7 +345,7 @@ def summarise(replay: Replay, attribution: timedelta) -> BacktestResult:
         rule=replay.key,
         start=replay.start,
         end=replay.end,
-        shoppers_reached=len(first_sends),
+        shoppers_reached=len(sends_by_shopper),
         messages_triggered=len(counted),
         messages_allowed=len(sent),
         messages_capped=sum(1 for run in counted if run.capped and run.outcome != "sent"),
