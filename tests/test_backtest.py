@@ -157,6 +157,10 @@ def test_the_backtest_counts_what_the_rule_would_have_done(client, headers, hist
     notes = " ".join(body["notes"])
     assert "Consent is taken as it is now" in notes
     assert "2 message(s) left out" in notes  # nina and sam
+    # the review request (order_fulfilled) shares the cap but cannot be replayed: said; the back-in-stock
+    # alert asked for is transactional (never capped): not said
+    assert "except those of review_request (order_fulfilled)," in notes
+    assert "back_in_stock (" not in notes
 
 
 def test_a_backtest_writes_sends_and_calls_nothing(

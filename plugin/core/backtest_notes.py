@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from plugin.core.backtest_timeline import NOT_REPLAYABLE
+from plugin.core.rules import is_marketing
 
 NOW_ONLY_FIELDS = ("tags", "locale", "accepts_marketing")
 
@@ -34,8 +35,8 @@ def _not_replayable(rule: dict, replay) -> list[str]:
     others = sorted(
         f"{other['key']} ({other['trigger']})"
         for _, other in replay.rules
-        if other["key"] != replay.key and other["trigger"] in NOT_REPLAYABLE
-    )
+        if other["key"] != replay.key and other["trigger"] in NOT_REPLAYABLE and is_marketing(other)
+    )  # a transactional play (the back-in-stock alert asked for) is not capped
     if others:
         said.append(
             "The frequency cap counts the other enabled rules' simulated messages, except those of "
