@@ -14,6 +14,7 @@ from sqlalchemy import select
 from plugin import clock, create_app, runtime
 from plugin.clock import iso
 from plugin.config import ConfigError
+from plugin.core.backtest_period import PeriodError, period
 from plugin.core.facts import accepts_marketing
 from plugin.core.lift import NotEnoughData
 from plugin.crypto import encrypt_token
@@ -24,6 +25,7 @@ from plugin.shopify.verify import sanitize_shop_domain
 from plugin.store import deliveries as delivery_rows
 from plugin.store import predictions
 from plugin.store import shops as shop_rows
+from plugin.store.backtest_history import UnknownRuleError, backtest_rule
 from plugin.store.models import (
     ActionRun,
     DataExport,
@@ -425,6 +427,53 @@ def lift_row(measured) -> dict:
         },
         "reason": None,
     }
+
+
+@main.command()
+@click.option("--shop", "shop_domain", required=True)
+@click.option("--rule", "key", required=True, help="The rule's key (it need not be on).")
+@click.option("--from", "start", default=None, help="First day, YYYY-MM-DD (default: 90 days before --to).")
+@click.option("--to", "end", default=None, help="Last day, YYYY-MM-DD, included (default: now).")
+@click.option("--json", "as_json", is_flag=True)
+def backtest(shop_domain: str, key: str, start: str | None, end: str | None, as_json: bool) -> None:
+    """Replay the stored history through a rule: whom it would have reached, what the cap let through,
+    and how many of them ordered anyway. Sends and writes nothing."""
+    with build_app().extensions["lifecycle.db"].session() as session:
+        shop = shop_rows.get_shop(session, shop_domain)
+        if shop is None:
+            raise click.ClickException(f"no such shop: {shop_domain}")
+        try:
+            since, until = period(start, end, clock.now(), shop.timezone)
+            result = backtest_rule(session, shop, key, since, until, clock.now()).as_dict()
+        except PeriodError as error:
+            raise click.BadParameter(str(error)) from None
+        except UnknownRuleError as error:
+            raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo("\n".join(backtest_lines(result)))
+
+
+def backtest_lines(result: dict) -> list[str]:
+    """A backtest's figures as a merchant reads them."""
+    rate = result["baseline_conversion"]
+    lines = [
+        f"{result['rule']}: {result['from']} to {result['to']}",
+        f"  shoppers reached       {result['shoppers_reached']}",
+        f"  messages triggered     {result['messages_triggered']}",
+        f"  allowed by the cap     {result['messages_allowed']}",
+        f"  held back by the cap   {result['messages_capped']}",
+        f"  delayed by quiet hours {result['messages_quiet_hours_delayed']}",
+        f"  ordered within {result['attribution_days']} days {result['ordered_within_window']}"
+        + (f" ({rate:.1%}: the baseline a play has to beat)" if rate is not None else ""),
+        f"  first / last message   {result['first_at'] or '-'} / {result['last_at'] or '-'}",
+    ]
+    if result["by_week"]:
+        lines.append("  messages per week      " + ", ".join(
+            f"{week['week_start']}: {week['messages']}" for week in result["by_week"]
+        ))  # fmt: skip
+    return lines + [f"note: {note}" for note in result["notes"]]
 
 
 @main.command()

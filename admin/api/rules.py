@@ -1,17 +1,21 @@
-"""The Rules page: the shop's rules, saved through the server's own `RuleSchema`, switched on and off, and
-how many shoppers one would reach now. (The page's email editor is `email_editor`.)"""
+"""The Rules page: the shop's rules, saved through the server's own `RuleSchema`, switched on and off, how
+many shoppers one would reach now, and a backtest over the stored history. (The page's email editor is
+`email_editor`.)"""
 
 from __future__ import annotations
 
 from flask import g, jsonify
+from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from admin import insights
 from admin.api.base import bp, db, json_object, load_or_422
 from plugin import clock
+from plugin.core.backtest_period import PeriodError, period
 from plugin.core.rules import RuleSchema
-from plugin.store.models import Rule
+from plugin.store.backtest_history import UnknownRuleError, backtest_rule
+from plugin.store.models import Rule, Shop
 
 
 @bp.get("/rules")
@@ -50,6 +54,32 @@ def audience():
     rule = load_or_422(RuleSchema())
     with db().session() as session:
         return jsonify(insights.audience(session, g.shop_id, rule, clock.now()))
+
+
+@bp.post("/rules/<key>/backtest")
+def backtest(key: str):
+    """Replay the stored history through the rule (stored, or the editor's unsaved `rule`) over
+    {"from", "to"} (YYYY-MM-DD, both optional: the last 90 days). Sends and writes nothing."""
+    body, rule = json_object(), None
+    if body.get("rule") is not None:
+        if not isinstance(body["rule"], dict):
+            return jsonify(
+                {"error": "rule must be a JSON object", "errors": {"rule": ["Not an object."]}}
+            ), 422
+        try:
+            rule = RuleSchema().load(dict(body["rule"], key=key))
+        except ValidationError as error:
+            return jsonify({"error": "the rule is not valid", "errors": error.messages}), 422
+    now = clock.now()
+    with db().session() as session:
+        shop = session.get(Shop, g.shop_id)
+        try:
+            since, until = period(body.get("from"), body.get("to"), now, shop.timezone)
+            return jsonify(backtest_rule(session, shop, key, since, until, now, rule).as_dict())
+        except PeriodError as error:
+            return jsonify({"error": str(error)}), 422
+        except UnknownRuleError as error:
+            return jsonify({"error": str(error)}), 404
 
 
 def _rule(session: Session, key: str) -> Rule | None:
