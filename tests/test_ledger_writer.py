@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import event, func, select
 from werkzeug.serving import make_server
 
@@ -112,3 +113,41 @@ def test_a_failed_write_answers_503_to_every_request_in_it_and_keeps_nothing_hal
         server.shutdown()
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Delivery)) == 24
+
+
+def test_an_interrupted_leader_hands_over_and_the_next_webhook_is_stored(app, db, monkeypatch):
+    """Whatever stops a leader (here an interrupt inside its write), its batch is answered and the next
+    request becomes a leader: no webhook waits forever."""
+    from plugin.shopify.verify import read_headers
+    from plugin.store import deliveries
+    from plugin.web.ledger_writer import LedgerWriter
+
+    real, calls = deliveries.record_deliveries, []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(deliveries, "record_deliveries", interrupted_once)
+    writer = LedgerWriter(app.extensions)
+    (first_id, first_body), (second_id, second_body) = _bodies(2)
+    with pytest.raises(KeyboardInterrupt):
+        writer.record(
+            read_headers(webhook_headers("orders/paid", SHOP, first_id, first_body, SECRET)), first_body
+        )
+    stored = {}
+    second = threading.Thread(
+        target=lambda: stored.update(
+            row=writer.record(
+                read_headers(webhook_headers("orders/paid", SHOP, second_id, second_body, SECRET)),
+                second_body,
+            )
+        ),
+        daemon=True,
+    )
+    second.start()
+    second.join(10)
+    assert not second.is_alive(), "the second webhook waited for a leader that was gone"
+    assert stored["row"].created

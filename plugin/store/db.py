@@ -77,7 +77,10 @@ def _serialise_sqlite_writers(engine: Engine, begin_immediate: bool = True) -> N
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # The webhook endpoint's acknowledgements (the autocommit engine) reach the disk before the 200:
+        # FULL syncs the write-ahead log at each commit (one per group of webhooks). Workers' commits keep
+        # NORMAL: durable when a process dies, not always when the machine loses power.
+        cursor.execute("PRAGMA synchronous=NORMAL" if begin_immediate else "PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         # Deleted and overwritten content is zeroed on disk, not left in free pages for a file search to
         # find after a customers/redact (the erasure job then truncates the write-ahead log too).

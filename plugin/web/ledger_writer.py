@@ -18,12 +18,22 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from plugin import clock
 from plugin.pipeline import queue
 from plugin.store import deliveries
 from plugin.store.db import Database
 from plugin.store.deliveries import RecordedDelivery, WebhookHeaders
 from plugin.store.models import DeliveryStatus
+
+
+class LedgerUnavailable(Exception):
+    """The delivery could not be stored or queued (its cause says why): answer 503, Shopify retries."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(f"{type(cause).__name__}")
+        self.database = isinstance(cause, SQLAlchemyError)
 
 
 @dataclass
@@ -48,8 +58,8 @@ class LedgerWriter:
     def record(self, headers: WebhookHeaders, body: bytes) -> RecordedDelivery:
         """Store the delivery and make sure a drain will process it; return its ledger row.
 
-        Raises what storing or queueing raised (SQLAlchemyError, redis.RedisError) for this request's
-        batch: the caller answers 503 and Shopify retries.
+        Raises LedgerUnavailable (the database's or Redis's error as its cause) when this request's batch
+        could not be stored or queued: the caller answers 503 and Shopify retries.
         """
         mine = _Waiting(headers, body)
         with self._lock:
@@ -59,17 +69,19 @@ class LedgerWriter:
         if not mine.lead:
             mine.woken.wait()  # with our result, or told to lead the next write
         if mine.lead:
-            with self._lock:
-                batch, self._waiting = self._waiting, []
-            self._write(batch)  # never raises: each member gets its result or the batch's error
-            with self._lock:
-                if self._waiting:  # arrived during our write: the first of them writes them
-                    self._waiting[0].lead = True
-                    self._waiting[0].woken.set()
-                else:
-                    self._writing = False
-        if mine.error is not None:
-            raise mine.error
+            try:
+                with self._lock:
+                    batch, self._waiting = self._waiting, []
+                self._write(batch)  # each member gets its result or the batch's error
+            finally:  # whatever happened, the next batch gets a leader or the writer goes idle
+                with self._lock:
+                    if self._waiting:  # arrived during our write: the first of them writes them
+                        self._waiting[0].lead = True
+                        self._waiting[0].woken.set()
+                    else:
+                        self._writing = False
+        if mine.error is not None:  # a fresh exception per request; the batch's own is its cause
+            raise LedgerUnavailable(mine.error) from mine.error
         return mine.result
 
     def _write(self, batch: list[_Waiting]) -> None:
@@ -81,11 +93,13 @@ class LedgerWriter:
             waking = [r.id for r in stored if r.created or r.status == DeliveryStatus.RECEIVED]
             if waking:
                 queue.enqueue_deliveries(self.extensions["lifecycle.redis"], waking)
-        except Exception as error:  # noqa: BLE001 - handed to every request of the batch, each answers 503
+        except BaseException as error:  # handed to every request of the batch, each answers 503
             for item in batch:
                 item.error = error
                 item.lead = False
                 item.woken.set()
+            if not isinstance(error, Exception):
+                raise  # an interrupt: the batch is answered, the leader's thread stops
             return
         for item, result in zip(batch, stored, strict=True):
             item.result = result

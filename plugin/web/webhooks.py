@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from flask import Blueprint, current_app, request
-from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from plugin.shopify.verify import WebhookHeaderError, WebhookVerificationError
+from plugin.web.ledger_writer import LedgerUnavailable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
@@ -41,16 +40,13 @@ def receive():
     return "", 200
 
 
-@bp.errorhandler(SQLAlchemyError)
-def database_unavailable(error):
-    log.error("webhook not recorded, database error: %s", type(error).__name__)
-    return {"error": "database unavailable; retry later"}, 503
-
-
-@bp.errorhandler(redis.RedisError)
-def queue_unavailable(error):
+@bp.errorhandler(LedgerUnavailable)
+def ledger_unavailable(error: LedgerUnavailable):
+    if error.database:
+        log.error("webhook not recorded, database error: %s", error)
+        return {"error": "database unavailable; retry later"}, 503
     # The delivery row is stored as `received`: Shopify's retry (or the tick) queues it again.
-    log.error("webhook recorded but not queued, Redis error: %s", type(error).__name__)
+    log.error("webhook recorded but not queued, Redis error: %s", error)
     return {"error": "queue unavailable; retry later"}, 503
 
 
