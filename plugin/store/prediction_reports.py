@@ -55,7 +55,8 @@ def holdout_report(check: HoldoutCheck | str) -> dict:
 def holdout_weeks(check: HoldoutCheck) -> list[dict]:
     """Repeat orders per week of the holdout check, forecast against actual (the plot's points).
 
-    Each entry is the week ending on `week_end`; `holdout` is true for weeks after the calibration end.
+    Each entry is the period of `days` days (7, the last one maybe fewer) ending on `week_end`; `holdout`
+    is true for periods after the calibration end.
     """
     ends = check.week_end_day.tolist()
     forecast = check.forecast_cumulative.tolist()
@@ -63,6 +64,7 @@ def holdout_weeks(check: HoldoutCheck) -> list[dict]:
     return [
         {
             "week_end": day_iso(ends[i]),
+            "days": ends[i] - ends[i - 1],
             "forecast": round(forecast[i] - forecast[i - 1], 2),
             "actual": int(actual[i] - actual[i - 1]),
             "holdout": ends[i] > check.calibration_end_day,

@@ -152,10 +152,12 @@ const signedPercent = (x) => `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed
 const money = (x, currency) => `${Number(x).toFixed(2)}${currency ? " " + currency : ""}`;
 
 // Weekly repeat orders, forecast (dashed) against actual (solid, with points); the held-out weeks shaded.
-function fitChart(weeks, calibrationEnd) {
-  const width = 560, height = 200, left = 36, top = 12, bottom = 40;
+// A last period shorter than a week is left out of the plot (its orders are in the totals below it).
+function fitChart(allWeeks) {
+  const weeks = allWeeks.filter((w) => w.days === 7);
+  const width = 640, height = 220, left = 40, right = 16, top = 16, bottom = 44;
   const max = Math.max(1, ...weeks.map((w) => Math.max(w.forecast, w.actual)));
-  const x = (i) => left + ((width - left - 8) * i) / Math.max(1, weeks.length - 1);
+  const x = (i) => left + ((width - left - right) * i) / Math.max(1, weeks.length - 1);
   const y = (v) => top + height - (height * v) / max;
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${top + height + bottom}`);
@@ -167,33 +169,34 @@ function fitChart(weeks, calibrationEnd) {
   const first = weeks.findIndex((w) => w.holdout);
   if (first >= 0) {
     const x0 = x(Math.max(0, first - 1));
-    svg.insertAdjacentHTML("beforeend", `<rect class="holdout" x="${x0}" y="${top}" width="${x(weeks.length - 1) - x0}" height="${height}" fill="#f1f1f1"></rect>` +
-      `<text x="${x0 + 4}" y="${top + 12}" font-size="11" fill="#616161">${T("holdout_period")}</text>`);
+    svg.insertAdjacentHTML("beforeend", `<rect class="holdout" x="${x0}" y="${top}" width="${x(weeks.length - 1) - x0}" height="${height}" fill="#ececec"></rect>` +
+      `<text x="${x(weeks.length - 1) - 6}" y="${top + 16}" font-size="13" fill="#616161" text-anchor="end">${T("holdout_period")}</text>`);
   }
   for (const v of [0, max / 2, max]) {
-    svg.insertAdjacentHTML("beforeend", `<line x1="${left}" x2="${width - 8}" y1="${y(v)}" y2="${y(v)}" stroke="#e3e3e3"></line>` +
-      `<text x="${left - 4}" y="${y(v) + 4}" font-size="10" text-anchor="end">${Math.round(v)}</text>`);
+    svg.insertAdjacentHTML("beforeend", `<line x1="${left}" x2="${width - right}" y1="${y(v)}" y2="${y(v)}" stroke="#d4d4d4"></line>` +
+      `<text x="${left - 6}" y="${y(v) + 4}" font-size="12" text-anchor="end">${Math.round(v)}</text>`);
   }
   const line = (key) => weeks.map((w, i) => `${x(i).toFixed(1)},${y(w[key]).toFixed(1)}`).join(" ");
   svg.insertAdjacentHTML("beforeend",
-    `<polyline data-series="forecast" points="${line("forecast")}" fill="none" stroke="#005bd3" stroke-width="2" stroke-dasharray="6 4"></polyline>` +
-    `<polyline data-series="actual" points="${line("actual")}" fill="none" stroke="#303030" stroke-width="2"></polyline>`);
+    `<polyline data-series="forecast" points="${line("forecast")}" fill="none" stroke="#005bd3" stroke-width="2.5" stroke-dasharray="7 4"></polyline>` +
+    `<polyline data-series="actual" points="${line("actual")}" fill="none" stroke="#303030" stroke-width="1.5"></polyline>`);
   weeks.forEach((w, i) => svg.insertAdjacentHTML("beforeend",
     `<circle data-week="${w.week_end}" data-actual="${w.actual}" data-forecast="${w.forecast}" cx="${x(i)}" cy="${y(w.actual)}" r="2.5" fill="#303030"><title>${w.week_end}: ${T("actual")} ${w.actual}, ${T("forecast")} ${w.forecast.toFixed(1)}</title></circle>`));
-  const labels = [0, Math.max(0, first - 1), weeks.length - 1].filter((v, i, a) => a.indexOf(v) === i);
-  for (const i of labels) svg.insertAdjacentHTML("beforeend", `<text x="${x(i)}" y="${top + height + 14}" font-size="10" text-anchor="middle">${weeks[i].week_end}</text>`);
-  const ly = top + height + 30;
+  const ticks = [[0, "start"], [Math.max(0, first - 1), "middle"], [weeks.length - 1, "end"]];
+  ticks.filter(([i], n) => ticks.findIndex(([j]) => j === i) === n).forEach(([i, anchor]) => svg.insertAdjacentHTML("beforeend",
+    `<text x="${x(i)}" y="${top + height + 16}" font-size="12" text-anchor="${anchor}">${weeks[i].week_end}</text>`));
+  const ly = top + height + 34;
   svg.insertAdjacentHTML("beforeend",
-    `<line x1="${left}" x2="${left + 24}" y1="${ly}" y2="${ly}" stroke="#005bd3" stroke-width="2" stroke-dasharray="6 4"></line><text x="${left + 30}" y="${ly + 4}" font-size="11">${T("forecast")}</text>` +
-    `<line x1="${left + 110}" x2="${left + 134}" y1="${ly}" y2="${ly}" stroke="#303030" stroke-width="2"></line><text x="${left + 140}" y="${ly + 4}" font-size="11">${T("actual")}</text>`);
+    `<line x1="${left}" x2="${left + 26}" y1="${ly}" y2="${ly}" stroke="#005bd3" stroke-width="2.5" stroke-dasharray="7 4"></line><text x="${left + 32}" y="${ly + 4}" font-size="12">${T("forecast")}</text>` +
+    `<line x1="${left + 130}" x2="${left + 156}" y1="${ly}" y2="${ly}" stroke="#303030" stroke-width="1.5"></line><text x="${left + 162}" y="${ly + 4}" font-size="12">${T("actual")}</text>`);
   return svg;
 }
 
 function modelCard(model) {
-  const card = el("div", { class: "card", id: "model-card" }, el("h2", {}, T("model_fit")));
+  const card = el("div", { class: "card wide", id: "model-card" }, el("h2", {}, T("model_fit")));
   if (!model.fitted) { card.append(el("p", { id: "model-not-fitted" }, `${T("not_fitted")}: ${model.reason}`)); return card; }
   const holdout = model.holdout || {};
-  if (holdout.weeks) card.append(fitChart(holdout.weeks, holdout.calibration_end_day));
+  if (holdout.weeks) card.append(fitChart(holdout.weeks));
   const bg = model.bg_nbd, gg = model.gamma_gamma, f = (v) => Number(v).toFixed(3);
   card.append(table([T("what"), T("value")], [
     [T("holdout_totals"), holdout.reason ? holdout.reason
@@ -207,7 +210,7 @@ function modelCard(model) {
 }
 
 function liftCard(rows) {
-  const card = el("div", { class: "card", id: "lift-card" }, el("h2", {}, T("lift_per_rule")));
+  const card = el("div", { class: "card wide", id: "lift-card" }, el("h2", {}, T("lift_per_rule")));
   if (!rows.length) { card.append(el("p", { class: "muted" }, T("no_holdout_rules"))); return card; }
   const arm = (a) => `${a.conversions} / ${a.runs}`;
   card.append(table([T("rule"), T("sent"), T("held_out"), T("lift"), T("interval_95"), T("incremental_revenue")], rows.map((r) => {
