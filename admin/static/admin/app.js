@@ -213,12 +213,15 @@ function liftCard(rows) {
   const card = el("div", { class: "card wide", id: "lift-card" }, el("h2", {}, T("lift_per_rule")));
   if (!rows.length) { card.append(el("p", { class: "muted" }, T("no_holdout_rules"))); return card; }
   const arm = (a) => `${a.conversions} / ${a.runs}`;
-  card.append(table([T("rule"), T("sent"), T("held_out"), T("lift"), T("interval_95"), T("incremental_revenue")], rows.map((r) => {
-    const cells = [r.rule, arm(r.sent), arm(r.held_out)];
-    if (!r.lift) return [...cells, el("span", { class: "muted", "data-rule": r.rule }, r.reason), "", ""];
-    return [...cells, el("strong", { "data-rule": r.rule }, signedPercent(r.lift.absolute_lift)),
-      `${signedPercent(r.lift.low)} … ${signedPercent(r.lift.high)}`, money(r.lift.incremental_revenue)];
-  })), el("p", { class: "muted" }, `${T("sent")} / ${T("held_out")}: ${T("ordered_in_window")} ${rows[0].attribution_days} ${T("days")}`));
+  const head = [T("rule"), T("sent"), T("held_out"), T("lift"), T("interval_95"), T("incremental_revenue")];
+  const body = rows.map((r) => {
+    const cells = [r.rule, arm(r.sent), arm(r.held_out)].map((c) => el("td", {}, c));
+    if (!r.lift) return el("tr", {}, cells, el("td", { colspan: 3, class: "reason muted", "data-rule": r.rule }, r.reason));
+    return el("tr", {}, cells, el("td", {}, el("strong", { "data-rule": r.rule }, signedPercent(r.lift.absolute_lift))),
+      el("td", {}, `${signedPercent(r.lift.low)} … ${signedPercent(r.lift.high)}`), el("td", {}, money(r.lift.incremental_revenue)));
+  });
+  card.append(el("table", {}, el("thead", {}, el("tr", {}, head.map((h) => el("th", { scope: "col" }, h)))), el("tbody", {}, body)),
+    el("p", { class: "muted" }, `${T("sent")} / ${T("held_out")}: ${T("ordered_in_window")} ${rows[0].attribution_days} ${T("days")}`));
   return card;
 }
 
