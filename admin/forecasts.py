@@ -79,8 +79,19 @@ def at_risk_value(session: Session, shop: Shop) -> dict:
         "shoppers": shoppers,
         "with_forecast": forecast,
         "predicted_clv_365d": round(float(value), 2),
-        "currency": shop.currency,
+        "currency": shop.currency or _one_currency(session, shop.id),
     }
+
+
+def _one_currency(session: Session, shop_id: int) -> str | None:
+    """The shoppers' currency when they all spend in one (the shop's own is known once Shopify sent it)."""
+    found = session.scalars(
+        select(Shopper.currency)
+        .where(current_shoppers(shop_id), Shopper.currency.is_not(None))
+        .distinct()
+        .limit(2)
+    ).all()
+    return found[0] if len(found) == 1 else None
 
 
 def shopper_forecast(session: Session, shopper: Shopper) -> dict:
