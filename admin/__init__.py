@@ -12,7 +12,7 @@ from shopify_app import app_home_patch_id_token
 
 from admin import i18n
 from admin.auth import NO_SHOP, keep_private, refused, session_token_required, verify_app_home
-from plugin import emails
+from plugin import clock, emails
 from plugin.core import rules
 from plugin.pipeline import queue
 from plugin.shopify import tokens
@@ -49,6 +49,7 @@ def home():
         "operators": list(rules.OPERATORS),
         "locales": list(emails.LOCALES),
         "language_names": {lang: i18n.language_name(lang) for lang in emails.LOCALES},
+        "today": clock.now().date().isoformat(),  # the one clock's day (backtest dates), not the browser's
     }
     page = render_template(
         "admin/home.html",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import timedelta
 from decimal import Decimal
 
 import click
@@ -16,7 +15,6 @@ from plugin.clock import iso
 from plugin.config import ConfigError
 from plugin.core.backtest_period import PeriodError, period
 from plugin.core.facts import accepts_marketing
-from plugin.core.lift import NotEnoughData
 from plugin.crypto import encrypt_token
 from plugin.pipeline import queue
 from plugin.pipeline.tick import tick_app
@@ -36,7 +34,8 @@ from plugin.store.models import (
     ShopperPrediction,
     Stage,
 )
-from plugin.store.rule_lift import ATTRIBUTION, lift_by_rule
+from plugin.store.prediction_reports import holdout_report, lift_row, model_report
+from plugin.store.rule_lift import lift_by_rule
 from plugin.store.status import shop_status
 
 
@@ -303,48 +302,6 @@ def predict(shop_domain: str, unit: str, now: str | None, as_json: bool) -> None
         click.echo(line)
 
 
-def model_report(fit) -> dict:
-    report = {
-        "model": "BG/NBD (purchases) + Gamma-Gamma (spend)",
-        "cutoff_day": fit.cutoff_day.isoformat(),
-        "fitted": fit.reason is None,
-        "reason": fit.reason,
-        "shoppers": fit.shoppers,
-        "repeat_buyers": fit.repeat_buyers,
-    }
-    if fit.reason is None:
-        report["bg_nbd"] = {
-            "r": fit.r,
-            "alpha": fit.alpha,
-            "a": fit.a,
-            "b": fit.b,
-            "unit": fit.unit,
-            "log_likelihood": fit.log_likelihood,
-        }
-        report["gamma_gamma"] = {
-            "p": fit.p,
-            "q": fit.q,
-            "gamma": fit.gamma,
-            "log_likelihood": fit.spend_log_likelihood,
-        }
-    return report
-
-
-def holdout_report(check) -> dict:
-    if isinstance(check, str):
-        return {"reason": check}
-    return {
-        "calibration_end_day": _day(check.calibration_end_day),
-        "end_day": _day(check.end_day),
-        "forecast_repeat_orders": round(check.holdout_forecast, 1),
-        "actual_repeat_orders": check.holdout_actual,
-    }
-
-
-def _day(number: int) -> str:
-    return (predictions.EPOCH + timedelta(days=number)).isoformat()
-
-
 def model_lines(report: dict) -> list[str]:
     lines = [f"model: {report['model']}, orders up to {report['cutoff_day']}"]
     if not report["fitted"]:
@@ -399,34 +356,6 @@ def lift(shop_domain: str, as_json: bool) -> None:
                 f"(95 % CI {found['low']:+.1%} to {found['high']:+.1%}), "
                 f"incremental revenue {found['incremental_revenue']:.2f}"
             )
-
-
-def _arm(counts) -> dict:
-    return {"runs": counts.n, "conversions": counts.conversions, "revenue": round(counts.revenue, 2)}
-
-
-def lift_row(measured) -> dict:
-    row = {
-        "rule": measured.key,
-        "holdout_percent": measured.holdout_percent,
-        "attribution_days": ATTRIBUTION.days,
-        "sent": _arm(measured.sent),
-        "held_out": _arm(measured.held_out),
-    }
-    result = measured.result
-    if isinstance(result, NotEnoughData):
-        return row | {"lift": None, "reason": result.reason}
-    return row | {
-        "lift": {
-            "absolute_lift": result.absolute_lift,
-            "low": result.low,
-            "high": result.high,
-            "sent_rate": result.sent_rate,
-            "held_out_rate": result.held_out_rate,
-            "incremental_revenue": round(result.incremental_revenue, 2),
-        },
-        "reason": None,
-    }
 
 
 @main.command()

@@ -192,3 +192,123 @@ def test_the_page_refuses_a_forged_token(served, browser_page, shop):
     # a document request with a bad token is bounced to Shopify's patch page (never the app's data)
     assert "patch-id-token" in page.url
     assert answer.status == 200
+
+
+# The backtest endpoint is another change's (`admin/api/rules.py`); until it is merged, this test answers
+# the button from a stand-in on the test app that keeps the agreed contract, and checks what it was sent.
+BACKTEST_ANSWER = {
+    "rule": "win_back",
+    "from": "2026-08-03",
+    "to": "2026-11-01",
+    "shoppers_reached": 41,
+    "messages_triggered": 44,
+    "messages_allowed": 37,
+    "messages_capped": 7,
+    "messages_quiet_hours_delayed": 12,
+    "ordered_within_window": 5,
+    "baseline_conversion": 0.1219,
+    "attribution_days": 7,
+    "first_at": "2026-08-04T09:00:00+00:00",
+    "last_at": "2026-10-30T08:00:00+00:00",
+    "by_week": [{"week_start": "2026-08-03", "messages": 4}, {"week_start": "2026-08-10", "messages": 6}],
+    "notes": ["consent before install is unknown: today's consent is used for the whole period"],
+}
+
+
+def stand_in_backtest(app, asked: list) -> None:
+    from flask import jsonify, request
+
+    def backtest(key):
+        body = request.get_json()
+        asked.append((key, body, request.headers.get("Authorization", "")))
+        if body["from"] > body["to"]:
+            return jsonify({"error": "from must not be after to"}), 422
+        return jsonify(BACKTEST_ANSWER)
+
+    app.add_url_rule("/app/api/rules/<key>/backtest", "backtest_stand_in", backtest, methods=["POST"])
+
+
+def test_merchant_reads_predictions_and_proof(served, browser_page, app, client, db, shop, redis_connection):
+    from playwright.sync_api import expect
+
+    from plugin.pipeline.tick import run_tick
+    from plugin.store import predictions
+    from tests.test_admin_insights import held_out_runs, simulated_store
+
+    # given: a store with a fitted model, stages from the tick, and a win-back with a hold-out group
+    asked: list = []
+    stand_in_backtest(app, asked)
+    simulated_store(db, shop.id, 900)
+    predictions.fit_shop(db, shop.id, NOW)
+    run_tick(db, redis_connection, NOW, 300)
+    held_out_runs(db, shop.id, "win_back", 30, 400, NOW - timedelta(days=40))
+    headers = {"Authorization": f"Bearer {session_token()}"}
+    api = client.get("/app/api/overview/predictions", headers=headers).get_json()
+    page = browser_page
+    page.goto(f"{served}/app/?shop={SHOP}&host=YWRtaW4&embedded=1&id_token={session_token(expires_in=3600)}")
+
+    # the overview: the fit plotted week by week, with the holdout totals and the parameters of the API
+    holdout = api["model"]["holdout"]
+    weeks = [w for w in holdout["weeks"] if w["days"] == 7]  # a last, shorter period is not plotted
+    expect(page.locator("#fit-chart circle")).to_have_count(len(weeks))
+    last = weeks[-1]
+    assert page.locator("#fit-chart circle").last.get_attribute("data-actual") == str(last["actual"])
+    expect(page.locator("#holdout-totals")).to_contain_text(
+        f"Forecast {holdout['forecast_repeat_orders']}, Actual {holdout['actual_repeat_orders']}"
+    )
+    expect(page.locator("#bg-nbd")).to_contain_text(f"r {api['model']['bg_nbd']['r']:.3f}")
+    # lift per rule with its interval, as a merchant reads it
+    win_back = next(row for row in api["lift"] if row["rule"] == "win_back")["lift"]
+    lift = f"{'+' if win_back['absolute_lift'] >= 0 else '−'}{abs(win_back['absolute_lift'] * 100):.1f} %"
+    expect(page.locator('#lift-card [data-rule="win_back"]')).to_have_text(lift)
+    expect(page.locator("#lift-card")).to_contain_text(f"{win_back['incremental_revenue']:.2f}")
+    # the predicted value of the at-risk stage
+    at_risk = api["at_risk"]
+    currency = f" {at_risk['currency']}" if at_risk["currency"] else ""
+    assert at_risk["predicted_clv_365d"] > 0
+    expect(page.locator("#at-risk-value")).to_have_text(f"{at_risk['predicted_clv_365d']:.2f}{currency}")
+    expect(page.locator("#at-risk-count")).to_contain_text(f"{at_risk['shoppers']} At risk")
+    shot(page, "insights")
+
+    # a shopper's forecast and the reason for the stage, in words
+    page.get_by_role("tab", name="Shoppers").click()
+    page.locator("#shopper-results button").first.click()
+    expect(page.locator("#prediction")).to_be_visible()
+    shopper_id = client.get("/app/api/shoppers?q=", headers=headers).get_json()[0]["id"]
+    shopper = client.get(f"/app/api/shoppers/{shopper_id}", headers=headers).get_json()
+    expect(page.locator('#prediction [data-field="p_alive"]')).to_have_text(
+        f"{round(shopper['p_alive'] * 100)} %"
+    )
+    expect(page.locator('#prediction [data-field="expected_orders_90d"]')).to_have_text(
+        f"{shopper['expected_orders_90d']:.2f}"
+    )
+    expect(page.locator("#stage-reason")).to_contain_text(shopper["stage_reason"])
+
+    # settings: personal stages off; ticking it says first how many would move
+    page.get_by_role("tab", name="Settings").click()
+    expect(page.locator("#setting-personal_stages")).not_to_be_checked()
+    impact = client.post(
+        "/app/api/settings/impact", json={"personal_stages": True}, headers=headers
+    ).get_json()
+    page.check("#setting-personal_stages")
+    expect(page.locator("#settings-impact")).to_contain_text(
+        f"would move {impact['would_move']} shoppers now"
+    )
+
+    # the rule editor's backtest: the draft rule and the dates go out, the figures and notes come back
+    page.get_by_role("tab", name="Rules").click()
+    page.get_by_role("button", name="Edit Win-back", exact=True).click()
+    expect(page.locator("#backtest-to")).to_have_value("2026-11-01")  # the one clock's day
+    page.fill("#rule-delay", "120")
+    page.get_by_role("button", name="Backtest").click()
+    expect(page.locator('#backtest-result [data-figure="messages_capped"]')).to_have_text("7")
+    expect(page.locator('#backtest-result [data-figure="baseline_conversion"]')).to_have_text("12.2 %")
+    expect(page.locator("#backtest-notes")).to_contain_text("consent before install is unknown")
+    key, body, authorization = asked[-1]
+    assert key == "win_back" and body["from"] == "2026-08-03" and body["to"] == "2026-11-01"
+    assert body["rule"]["key"] == "win_back" and body["rule"]["delay_minutes"] == 120
+    assert authorization.startswith("Bearer ")
+    # an error is shown plainly
+    page.fill("#backtest-from", "2026-12-01")
+    page.get_by_role("button", name="Backtest").click()
+    expect(page.locator("#backtest-error")).to_have_text("from must not be after to")

@@ -1,10 +1,12 @@
-"""The Settings page: stage thresholds (with how many shoppers a change would move, counted by the tick's
-own SQL before anything is saved), frequency cap, quiet hours, sender, timezone and email languages."""
+"""The Settings page: stage thresholds and personal stages (with how many shoppers a change would move,
+counted by the tick's own SQL before anything is saved), frequency cap, quiet hours, sender, timezone and
+email languages."""
 
 from __future__ import annotations
 
 from dataclasses import fields as dataclass_fields
 from dataclasses import replace
+from types import SimpleNamespace
 
 from flask import g, jsonify
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
@@ -14,8 +16,9 @@ from admin.api.base import bp, db, load_or_422, refuse
 from plugin import clock, emails
 from plugin.core.stages import Thresholds
 from plugin.store.models import Shop, Shopper
+from plugin.store.predictions import current_fit
 from plugin.store.shoppers import current_shoppers
-from plugin.store.stage_sql import stage_case
+from plugin.store.stage_sql import personal_fit, stage_case
 
 
 class SettingsSchema(Schema):
@@ -36,6 +39,8 @@ class SettingsSchema(Schema):
     postal_address = fields.String(allow_none=True, validate=validate.Length(max=500))
     timezone = fields.String(validate=validate.Length(max=64))
     # Email languages in order; the first is for shoppers whose locale is not among them.
+    # Personal at-risk: each shopper's own purchase rhythm (the fitted model) instead of the fixed days.
+    personal_stages = fields.Boolean()
     languages = fields.List(
         fields.String(validate=validate.OneOf(emails.LOCALES)), validate=validate.Length(min=1)
     )
@@ -65,20 +70,32 @@ def settings():
 
 @bp.post("/settings/impact")
 def settings_impact():
-    """How many shoppers new stage thresholds would move now, per move (the tick's own SQL, not applied)."""
+    """How many shoppers new stage thresholds (or personal stages switched) would move now, per move: the
+    tick's own SQL (`stage_sql.stage_case`, with the fit it would read), counted, not applied."""
     draft = load_or_422(SettingsSchema())
     with db().session() as session:
-        saved = Thresholds.of(session.get(Shop, g.shop_id))
-        new_stage = stage_case(
-            replace(saved, **{n: v for n, v in draft.items() if n in THRESHOLDS}), clock.now()
-        )
+        shop = session.get(Shop, g.shop_id)
+        thresholds = replace(Thresholds.of(shop), **{n: v for n, v in draft.items() if n in THRESHOLDS})
+        personal = draft.get("personal_stages", shop.personal_stages)
+        fit = personal_fit(session, SimpleNamespace(id=shop.id, personal_stages=personal))
+        new_stage = stage_case(thresholds, clock.now(), fit, not db().is_sqlite)
         rows = session.execute(
             select(Shopper.stage, new_stage, func.count(Shopper.id))
             .where(current_shoppers(g.shop_id), new_stage != Shopper.stage)
             .group_by(Shopper.stage, new_stage)
         ).all()
+        personal_model = _personal_model(session, shop.id, personal, fit is not None)
     moves = [{"move": f"{old}→{new}", "count": n} for old, new, n in rows]
-    return jsonify({"would_move": sum(m["count"] for m in moves), "moves": moves})
+    return jsonify({"would_move": sum(m["count"] for m in moves), "moves": moves, "personal": personal_model})
+
+
+def _personal_model(session, shop_id: int, wanted: bool, fitted: bool) -> dict:
+    """Whether personal stages would apply: on and fitted, or why the fixed thresholds stay."""
+    if not wanted or fitted:
+        return {"on": wanted, "applies": wanted, "reason": None}
+    fit = current_fit(session, shop_id)
+    why = fit.reason if fit is not None else "the model has not been fitted yet"
+    return {"on": True, "applies": False, "reason": why}
 
 
 @bp.put("/settings")

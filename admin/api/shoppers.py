@@ -1,12 +1,12 @@
-"""The Shoppers page: search by email or name, one shopper's timeline, stop marketing to a shopper, and
-try a failed message again."""
+"""The Shoppers page: search by email or name, one shopper's forecast and timeline, stop marketing to a
+shopper, and try a failed message again."""
 
 from __future__ import annotations
 
 from flask import g, jsonify, request
 from sqlalchemy import or_, select
 
-from admin import insights
+from admin import forecasts, insights
 from admin.api.base import bp, db
 from plugin import clock
 from plugin.store import suppressions
@@ -34,7 +34,11 @@ def shopper(shopper_id: int):
         found = session.get(Shopper, shopper_id)
         if found is None or found.shop_id != g.shop_id:
             return jsonify({"error": "no such shopper"}), 404
-        return jsonify(dict(_shopper_row(found), timeline=insights.timeline(session, found)))
+        return jsonify(
+            _shopper_row(found)
+            | forecasts.shopper_forecast(session, found)
+            | {"timeline": insights.timeline(session, found)}
+        )
 
 
 @bp.post("/shoppers/<int(max=9223372036854775807):shopper_id>/suppress")

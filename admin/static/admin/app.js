@@ -143,6 +143,98 @@ async function loadOverview() {
         [T("last_reconciliation"), fresh.last_reconciled_at || "—"],
         [T("backfill"), `${backfill.status || "—"} ${backfill.orders ? `(${backfill.orders} ${T("orders")})` : ""}`],
       ]))));
+  loadPredictions(root.querySelector(".cards"));
+}
+
+// --- predictions and proof: the model's fit, lift per rule, the value at risk -----------------------------
+const percent = (x, digits = 0) => `${(x * 100).toFixed(digits)} %`;
+const signedPercent = (x) => `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed(1)} %`;
+const money = (x, currency) => `${Number(x).toFixed(2)}${currency ? " " + currency : ""}`;
+
+// Weekly repeat orders, forecast (dashed) against actual (solid, with points); the held-out weeks shaded.
+// A last period shorter than a week is left out of the plot (its orders are in the totals below it).
+function fitChart(allWeeks) {
+  const weeks = allWeeks.filter((w) => w.days === 7);
+  const width = 640, height = 220, left = 40, right = 16, top = 16, bottom = 44;
+  const max = Math.max(1, ...weeks.map((w) => Math.max(w.forecast, w.actual)));
+  const x = (i) => left + ((width - left - right) * i) / Math.max(1, weeks.length - 1);
+  const y = (v) => top + height - (height * v) / max;
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${top + height + bottom}`);
+  svg.setAttribute("role", "img");
+  svg.id = "fit-chart";
+  const held = weeks.filter((w) => w.holdout);
+  const sum = (list, key) => list.reduce((a, w) => a + w[key], 0);
+  svg.setAttribute("aria-label", `${T("repeat_orders_week")}, ${T("holdout_period")}: ${T("forecast")} ${sum(held, "forecast").toFixed(1)}, ${T("actual")} ${sum(held, "actual")}`);
+  const first = weeks.findIndex((w) => w.holdout);
+  if (first >= 0) {
+    const x0 = x(Math.max(0, first - 1));
+    svg.insertAdjacentHTML("beforeend", `<rect class="holdout" x="${x0}" y="${top}" width="${x(weeks.length - 1) - x0}" height="${height}" fill="#ececec"></rect>` +
+      `<text x="${x(weeks.length - 1) - 6}" y="${top + 16}" font-size="13" fill="#616161" text-anchor="end">${T("holdout_period")}</text>`);
+  }
+  for (const v of [0, max / 2, max]) {
+    svg.insertAdjacentHTML("beforeend", `<line x1="${left}" x2="${width - right}" y1="${y(v)}" y2="${y(v)}" stroke="#d4d4d4"></line>` +
+      `<text x="${left - 6}" y="${y(v) + 4}" font-size="12" text-anchor="end">${Math.round(v)}</text>`);
+  }
+  const line = (key) => weeks.map((w, i) => `${x(i).toFixed(1)},${y(w[key]).toFixed(1)}`).join(" ");
+  svg.insertAdjacentHTML("beforeend",
+    `<polyline data-series="forecast" points="${line("forecast")}" fill="none" stroke="#005bd3" stroke-width="2.5" stroke-dasharray="7 4"></polyline>` +
+    `<polyline data-series="actual" points="${line("actual")}" fill="none" stroke="#303030" stroke-width="1.5"></polyline>`);
+  weeks.forEach((w, i) => svg.insertAdjacentHTML("beforeend",
+    `<circle data-week="${w.week_end}" data-actual="${w.actual}" data-forecast="${w.forecast}" cx="${x(i)}" cy="${y(w.actual)}" r="2.5" fill="#303030"><title>${w.week_end}: ${T("actual")} ${w.actual}, ${T("forecast")} ${w.forecast.toFixed(1)}</title></circle>`));
+  const ticks = [[0, "start"], [Math.max(0, first - 1), "middle"], [weeks.length - 1, "end"]];
+  ticks.filter(([i], n) => ticks.findIndex(([j]) => j === i) === n).forEach(([i, anchor]) => svg.insertAdjacentHTML("beforeend",
+    `<text x="${x(i)}" y="${top + height + 16}" font-size="12" text-anchor="${anchor}">${weeks[i].week_end}</text>`));
+  const ly = top + height + 34;
+  svg.insertAdjacentHTML("beforeend",
+    `<line x1="${left}" x2="${left + 26}" y1="${ly}" y2="${ly}" stroke="#005bd3" stroke-width="2.5" stroke-dasharray="7 4"></line><text x="${left + 32}" y="${ly + 4}" font-size="12">${T("forecast")}</text>` +
+    `<line x1="${left + 130}" x2="${left + 156}" y1="${ly}" y2="${ly}" stroke="#303030" stroke-width="1.5"></line><text x="${left + 162}" y="${ly + 4}" font-size="12">${T("actual")}</text>`);
+  return svg;
+}
+
+function modelCard(model) {
+  const card = el("div", { class: "card wide", id: "model-card" }, el("h2", {}, T("model_fit")));
+  if (!model.fitted) { card.append(el("p", { id: "model-not-fitted" }, `${T("not_fitted")}: ${model.reason}`)); return card; }
+  const holdout = model.holdout || {};
+  if (holdout.weeks) card.append(fitChart(holdout.weeks));
+  const bg = model.bg_nbd, gg = model.gamma_gamma, f = (v) => Number(v).toFixed(3);
+  card.append(table([T("what"), T("value")], [
+    [T("holdout_totals"), holdout.reason ? holdout.reason
+      : el("span", { id: "holdout-totals" }, `${T("forecast")} ${holdout.forecast_repeat_orders}, ${T("actual")} ${holdout.actual_repeat_orders} (${T("calibrated_until")} ${holdout.calibration_end_day}, → ${holdout.end_day})`)],
+    ["BG/NBD", el("span", { id: "bg-nbd" }, `r ${f(bg.r)}, α ${f(bg.alpha)} (${bg.unit}), a ${f(bg.a)}, b ${f(bg.b)}`)],
+    ["Gamma-Gamma", el("span", { id: "gamma-gamma" }, `p ${f(gg.p)}, q ${f(gg.q)}, γ ${f(gg.gamma)}`)],
+    [T("model_cutoff"), model.cutoff_day],
+    [T("shoppers_used"), `${model.shoppers} (${T("repeat_buyers")}: ${model.repeat_buyers})`],
+  ]));
+  return card;
+}
+
+function liftCard(rows) {
+  const card = el("div", { class: "card wide", id: "lift-card" }, el("h2", {}, T("lift_per_rule")));
+  if (!rows.length) { card.append(el("p", { class: "muted" }, T("no_holdout_rules"))); return card; }
+  const arm = (a) => `${a.conversions} / ${a.runs}`;
+  const head = [T("rule"), T("sent"), T("held_out"), T("lift"), T("interval_95"), T("incremental_revenue")];
+  const body = rows.map((r) => {
+    const cells = [r.rule, arm(r.sent), arm(r.held_out)].map((c) => el("td", {}, c));
+    if (!r.lift) return el("tr", {}, cells, el("td", { colspan: 3, class: "reason muted", "data-rule": r.rule }, r.reason));
+    return el("tr", {}, cells, el("td", {}, el("strong", { "data-rule": r.rule }, signedPercent(r.lift.absolute_lift))),
+      el("td", {}, `${signedPercent(r.lift.low)} … ${signedPercent(r.lift.high)}`), el("td", {}, money(r.lift.incremental_revenue)));
+  });
+  card.append(el("table", {}, el("thead", {}, el("tr", {}, head.map((h) => el("th", { scope: "col" }, h)))), el("tbody", {}, body)),
+    el("p", { class: "muted" }, `${T("sent")} / ${T("held_out")}: ${T("ordered_in_window")} ${rows[0].attribution_days} ${T("days")}`));
+  return card;
+}
+
+function atRiskCard(atRisk) {
+  return el("div", { class: "card", id: "at-risk-card" }, el("h2", {}, T("at_risk_value")),
+    el("p", { class: "figure", id: "at-risk-value" }, money(atRisk.predicted_clv_365d, atRisk.currency)),
+    el("p", { class: "muted", id: "at-risk-count" }, `${atRisk.shoppers} ${T("at_risk")} · ${atRisk.with_forecast} ${T("with_forecast")}`));
+}
+
+async function loadPredictions(cards) {
+  const { ok, data } = await api("/overview/predictions");
+  if (!ok) { cards.append(el("p", { class: "error" }, data.error || "error")); return; }
+  cards.prepend(modelCard(data.model), liftCard(data.lift), atRiskCard(data.at_risk));
 }
 
 // --- rules -----------------------------------------------------------------------------------------------
@@ -198,7 +290,7 @@ function editRule(rule) {
     field("test-to", T("send_test_to"), el("input", { id: "test-to", type: "email", placeholder: "you@example.com" })),
     el("button", { type: "button", class: "plain", id: "test-send", on: { click: () => testSend(rule) } }, T("send_test")),
     el("p", { id: "test-result", "aria-live": "polite" }));
-  root.replaceChildren(el("h2", {}, `${T("edit")}: ${rule.name}`), el("div", { class: "editor" }, form, previewPane));
+  root.replaceChildren(el("h2", {}, `${T("edit")}: ${rule.name}`), el("div", { class: "editor" }, el("div", {}, form, backtestPane(rule, () => draft())), previewPane));
 
   const rows = document.getElementById("condition-rows");
   const addCondition = (c) => {
@@ -295,6 +387,42 @@ function editRule(rule) {
 }
 let saveTemplate = () => {}, resetTemplate = () => {};
 
+// Backtest: the rule as edited (unsaved), replayed over the store's history without sending anything.
+function backtestPane(rule, draft) {
+  const daysBefore = (iso, n) => new Date(Date.parse(iso) - n * 86400000).toISOString().slice(0, 10);
+  const result = el("div", { id: "backtest-result", "aria-live": "polite" });
+  const run = async () => {
+    const body = { from: document.getElementById("backtest-from").value, to: document.getElementById("backtest-to").value, rule: draft() };
+    result.replaceChildren(el("p", { class: "muted" }, "…"));
+    const { ok, status, data } = await api(`/rules/${rule.key}/backtest`, { method: "POST", body });
+    result.replaceChildren(...(ok ? backtestFigures(data) : [el("p", { class: "error", id: "backtest-error", role: "alert" },
+      data.error || Object.entries(data.errors || {}).map(([k, m]) => `${k}: ${[].concat(m).join(" ")}`).join("; ") || `HTTP ${status}`)]));
+  };
+  return el("fieldset", { id: "backtest" }, el("legend", {}, T("backtest_title")),
+    el("div", { class: "row" },
+      el("label", { for: "backtest-from" }, T("date_from")), el("input", { id: "backtest-from", type: "date", value: daysBefore(boot.today, 90) }),
+      el("label", { for: "backtest-to" }, T("date_to")), el("input", { id: "backtest-to", type: "date", value: boot.today }),
+      el("button", { type: "button", class: "plain", id: "backtest-run", on: { click: run } }, T("backtest"))),
+    result);
+}
+
+function backtestFigures(data) {
+  const when = (iso) => (iso ? iso.slice(0, 16).replace("T", " ") : "—");
+  const figures = [
+    ["shoppers_reached", data.shoppers_reached], ["messages_triggered", data.messages_triggered],
+    ["messages_allowed", data.messages_allowed], ["messages_capped", data.messages_capped],
+    ["messages_quiet_hours_delayed", data.messages_quiet_hours_delayed], ["ordered_within_window", data.ordered_within_window],
+    ["baseline_conversion", data.baseline_conversion === null ? "—" : percent(data.baseline_conversion, 1)],
+    ["attribution_days", data.attribution_days], ["first_at", when(data.first_at)], ["last_at", when(data.last_at)],
+  ];
+  return [
+    table([T("what"), T("value")], figures.map(([k, v]) => [T(k), el("span", { "data-figure": k }, String(v))])),
+    data.by_week.length ? el("details", {}, el("summary", {}, T("as_table")),
+      table([T("week"), T("messages")], data.by_week.map((w) => [w.week_start, w.messages]))) : "",
+    data.notes.length ? el("div", {}, el("h3", {}, T("notes")), el("ul", { id: "backtest-notes" }, data.notes.map((n) => el("li", {}, n)))) : "",
+  ];
+}
+
 async function testSend(rule) {
   const to = document.getElementById("test-to").value;
   const body = { template: rule.params.template, locale: document.getElementById("preview-locale").value };
@@ -327,13 +455,24 @@ async function openShopper(id) {
     await api(`/shoppers/${id}/suppress`, { method: "POST", body: {} }); suppress.textContent = T("suppressed"); suppress.disabled = true; } } }, T("suppress"));
   root.replaceChildren(
     el("h2", {}, `${data.name || ""} ${data.email || ""}`),
-    el("p", {}, el("span", { class: "tag" }, T(data.stage)), " ", data.stage_reason || ""),
+    el("p", { id: "stage-reason" }, el("span", { class: "tag" }, T(data.stage)), " ", data.stage_reason || ""),
+    predictionBlock(data),
     el("div", { class: "row" }, suppress, el("button", { class: "plain", on: { click: loadShoppers } }, T("back"))),
     el("ol", { class: "timeline", id: "timeline" }, data.timeline.map((e) =>
       el("li", {}, el("strong", {}, `${e.at.slice(0, 16).replace("T", " ")} · ${e.text}`), e.detail ? ` — ${e.detail}` : "",
         e.resendable ? el("button", { class: "plain", on: { click: async (ev) => {
           const { ok, data: answer } = await api(`/runs/${e.run_id}/resend`, { method: "POST", body: {} });
           ev.target.replaceWith(ok ? T("scheduled_again") : answer.error); } } }, T("try_again")) : ""))));
+}
+
+function predictionBlock(s) {
+  if (s.forecast_missing) return el("p", { id: "prediction", class: "muted" }, `${T("no_prediction")}: ${s.forecast_missing}`);
+  return el("div", { id: "prediction" }, el("h3", {}, T("prediction")), table([T("what"), T("value")], [
+    [T("p_alive"), el("span", { "data-field": "p_alive" }, percent(s.p_alive))],
+    [T("expected_orders_90d"), el("span", { "data-field": "expected_orders_90d" }, s.expected_orders_90d.toFixed(2))],
+    [T("predicted_next_order_at"), el("span", { "data-field": "predicted_next_order_at" }, s.predicted_next_order_at ? s.predicted_next_order_at.slice(0, 10) : "—")],
+    [T("predicted_clv_365d"), el("span", { "data-field": "predicted_clv_365d" }, s.predicted_clv_365d === null ? "—" : money(s.predicted_clv_365d))],
+  ]));
 }
 
 // --- settings --------------------------------------------------------------------------------------------
@@ -357,26 +496,37 @@ async function loadSettings() {
   const root = document.getElementById("settings");
   const { data } = await api("/settings");
   const names = Object.keys(data).filter((n) => n !== "languages");
-  const form = el("form", { novalidate: true }, names.map((n) =>
-    field(`setting-${n}`, T(n), el("input", { id: `setting-${n}`, name: n, value: data[n] ?? "", type: typeof data[n] === "number" ? "number" : "text" }))),
+  const input = (n) => typeof data[n] === "boolean"
+    ? el("input", { id: `setting-${n}`, name: n, type: "checkbox", class: "switch", checked: data[n] })
+    : el("input", { id: `setting-${n}`, name: n, value: data[n] ?? "", type: typeof data[n] === "number" ? "number" : "text" });
+  const valueOf = (n) => {
+    const node = document.getElementById(`setting-${n}`);
+    if (typeof data[n] === "boolean") return node.checked;
+    return typeof data[n] === "number" ? Number(node.value) : (node.value === "" ? null : node.value);
+  };
+  const form = el("form", { novalidate: true }, names.map((n) => field(`setting-${n}`, T(n), input(n))),
   languagesField(data.languages),
   el("p", { id: "settings-impact", class: "muted", "aria-live": "polite" }),
   el("button", { type: "submit", class: "primary" }, T("save")), el("p", { id: "settings-saved", class: "ok", "aria-live": "polite" }));
-  const thresholdNames = ["engaged_days", "at_risk_days", "lapsed_days", "loyal_orders"];
-  form.addEventListener("input", async (event) => {
-    if (!thresholdNames.includes(event.target.name)) return;
-    const body = Object.fromEntries(thresholdNames.map((n) => [n, Number(document.getElementById(`setting-${n}`).value)]));
+  const stageNames = ["engaged_days", "at_risk_days", "lapsed_days", "loyal_orders", "personal_stages"];
+  let asked = 0;  // answers can arrive out of order: show only the latest question's
+  const refreshImpact = async (event) => {
+    if (!stageNames.includes(event.target.name)) return;
+    const mine = ++asked;
+    const body = Object.fromEntries(stageNames.map((n) => [n, valueOf(n)]));
     const { ok, data: impact } = await api("/settings/impact", { method: "POST", body });
+    if (mine !== asked) return;
+    const personal = impact.personal || {};
     document.getElementById("settings-impact").textContent = ok
-      ? `${T("would_move")} ${impact.would_move} ${T("shoppers_now")}${impact.moves.length ? ": " + impact.moves.map((m) => `${m.move} ${m.count}`).join(", ") : ""}`
+      ? `${T("would_move")} ${impact.would_move} ${T("shoppers_now")}${impact.moves.length ? ": " + impact.moves.map((m) => `${m.move} ${m.count}`).join(", ") : ""}` +
+        (personal.on && !personal.applies ? ` (${T("fixed_thresholds_stay")}: ${personal.reason})` : "")
       : "";
-  });
+  };
+  form.addEventListener("input", refreshImpact);
+  form.addEventListener("change", (event) => { if (event.target.type === "checkbox") refreshImpact(event); });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const body = Object.fromEntries(names.map((n) => {
-      const v = document.getElementById(`setting-${n}`).value;
-      return [n, typeof data[n] === "number" ? Number(v) : (v === "" ? null : v)];
-    }));
+    const body = Object.fromEntries(names.map((n) => [n, valueOf(n)]));
     body.languages = chosenLanguages();
     const { ok, data: answer } = await api("/settings", { method: "PUT", body });
     form.querySelectorAll(".error").forEach((e) => { e.textContent = ""; });
