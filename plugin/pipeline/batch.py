@@ -1,0 +1,147 @@
+"""Applying one claimed batch of deliveries inside one transaction: parse every body first, take the
+batch's locks in ascending key order, apply, then settle every delivery in one statement.
+
+The caller (`pipeline.deliveries.process_batch`) owns the transaction, the claim and the failure split.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from plugin import handlers
+from plugin.handlers import compliance
+from plugin.handlers.batch_keys import lock_keys
+from plugin.handlers.context import HandlerContext
+from plugin.shopify import payloads
+from plugin.store import batch_locks, deliveries, shops
+from plugin.store.db import Database
+from plugin.store.deliveries import ClaimedDelivery
+from plugin.store.models import DeliveryStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    """What a committed batch leaves to do: statuses by delivery id, runs planned, maintenance jobs."""
+
+    settled: dict[int, str] = field(default_factory=dict)
+    planned: list[int] = field(default_factory=list)
+    jobs: list[tuple[str, int]] = field(default_factory=list)
+
+
+def apply_batch(
+    db: Database, session: Session, claimed: list[ClaimedDelivery], now: datetime, consent_wait: timedelta
+) -> BatchResult:
+    """Apply claimed deliveries in id order in the caller's transaction; raise to have it rolled back."""
+    parsed = {delivery.id: _parse(delivery) for delivery in claimed}
+    _lock(db, session, claimed, parsed)
+    result, marks = BatchResult(), []
+    for delivery in claimed:
+        status, reason, ctx = _apply(db, session, delivery, parsed[delivery.id], now, consent_wait)
+        session.flush()
+        shops.expire_for_next_delivery(session, delivery.topic)
+        result.settled[delivery.id] = status
+        marks.append(
+            dict(
+                id=delivery.id,
+                status=status,
+                reason=reason,
+                processed_at=now,
+                attempts=delivery.attempts + 1,
+            )
+        )
+        if ctx is not None:
+            result.planned += ctx.planned_runs
+            result.jobs += ctx.jobs
+    deliveries.mark_deliveries(session, marks)
+    return result
+
+
+def _parse(delivery: ClaimedDelivery) -> Any:
+    """The payload, or the PayloadError / UnknownTopicError that says why there is none."""
+    try:
+        payload = payloads.load(delivery.topic, delivery.body)
+        named = payloads.shop_of(payload)
+        if named is not None and named != delivery.shop_domain:  # the HMAC covers the body only
+            raise payloads.PayloadError(
+                f"the body names shop {named[:255]!r}, the header {delivery.shop_domain!r}"
+            )
+    except (payloads.UnknownTopicError, payloads.PayloadError) as error:
+        return error
+    return payload
+
+
+def _lock(db: Database, session: Session, claimed: list[ClaimedDelivery], parsed: dict) -> None:
+    orders, customers = set(), set()
+    for delivery in claimed:
+        payload = parsed[delivery.id]
+        if isinstance(payload, Exception):
+            continue
+        shop = shops.batch_shop(session, delivery.shop_domain)
+        if shop is None:
+            continue
+        order_ids, customer_ids = lock_keys(payload)
+        orders.update((shop.id, order_id) for order_id in order_ids)
+        customers.update((shop.id, customer_id) for customer_id in customer_ids)
+    batch_locks.lock_batch_keys(db, session, orders, customers)
+
+
+def _apply(
+    db: Database,
+    session: Session,
+    delivery: ClaimedDelivery,
+    payload: Any,
+    now: datetime,
+    consent_wait: timedelta,
+) -> tuple[str, str | None, HandlerContext | None]:
+    """(status, reason, context) of one delivery, with the shop as it stands at this point of the batch."""
+    shop = shops.batch_shop(session, delivery.shop_domain)
+    not_served = _not_served(shop, delivery.topic)
+    if not_served:
+        return DeliveryStatus.IGNORED, not_served, None
+    if isinstance(payload, payloads.UnknownTopicError):
+        return DeliveryStatus.IGNORED, f"no handler for topic {delivery.topic}", None
+    if isinstance(payload, payloads.PayloadError):
+        return _quarantine(delivery, str(payload))
+    ctx = HandlerContext(
+        db,
+        session,
+        shop,
+        delivery.topic,
+        now,
+        delivery.triggered_at,
+        delivery.id,
+        delivery.shop_domain,
+        consent_wait=consent_wait,
+    )
+    try:
+        note = handlers.dispatch(ctx, payload)
+    except compliance.ShopStillInstalledError as error:  # nothing erased; replayable after a real uninstall
+        return _quarantine(delivery, str(error))
+    return DeliveryStatus.PROCESSED, note, ctx
+
+
+def _not_served(shop, topic: str) -> str | None:
+    """Why a delivery of this shop is not processed (not installed, sending paused), or None.
+
+    Compliance topics are processed whatever the shop's state; app/uninstalled also for a paused shop
+    (a later one may be the one whose token Shopify refuses).
+    """
+    if topic in payloads.COMPLIANCE_TOPICS:
+        return None
+    if shop is None or not shop.active:
+        return "shop is not installed"
+    if shop.paused_at is not None and topic != "app/uninstalled":
+        return f"sending paused: {shop.pause_reason}"
+    return None
+
+
+def _quarantine(delivery: ClaimedDelivery, reason: str) -> tuple[str, str, None]:
+    log.warning("quarantined delivery %s (%s): %s", delivery.id, delivery.topic, reason)
+    return DeliveryStatus.QUARANTINED, reason, None
