@@ -33,6 +33,9 @@ class HandlerContext:
     planned_runs: list[int] = field(default_factory=list)  # queued after commit when due now
     jobs: list[tuple[str, int]] = field(default_factory=list)  # (queue.MAINTENANCE_JOBS name, shop id)
     consent_wait: timedelta = CONSENT_WAIT  # LIFECYCLE_CONSENT_WAIT_HOURS
+    # The batch stored this delivery's facts (its order, refunds, checkout completion) by table before
+    # the handlers ran (`store.bulk_orders`); the handler does the shopper's part only.
+    facts_stored: bool = False
 
     def trigger(self, shopper: Shopper, name: str, at: datetime | None, cycle: str, **context) -> None:
         """Plan the rules this event triggers for the shopper (at: when it happened in the store), with

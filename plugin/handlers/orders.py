@@ -21,12 +21,13 @@ def on_order(ctx: HandlerContext, order: OrderData) -> None:
     customer = order.customer
     shoppers.lock_order(ctx, order.id)
     shopper = shoppers.lock_shopper(ctx, customer.id) if customer else None
-    store_order(ctx, order)
-    for refund in order.refunds:
-        store_refund(ctx, refund)
-    shoppers.refresh_refunded(ctx, order.id)
-    if order.checkout_token:
-        complete_checkout(ctx, order.checkout_token, order.created_at)
+    if not ctx.facts_stored:
+        store_order(ctx, order)
+        for refund in order.refunds:
+            store_refund(ctx, refund)
+        shoppers.refresh_refunded(ctx, order.id)
+        if order.checkout_token:
+            complete_checkout(ctx, order.checkout_token, order.created_at)
     if shopper is None:
         return  # a guest order: stored for history, no profile to update
     shopper_updates.apply_customer(shopper, customer)

@@ -18,7 +18,8 @@ from plugin.handlers import compliance
 from plugin.handlers.batch_keys import lock_keys
 from plugin.handlers.context import HandlerContext
 from plugin.shopify import payloads
-from plugin.store import batch_locks, deliveries, shops
+from plugin.shopify.payloads import OrderData
+from plugin.store import batch_locks, bulk_orders, deliveries, shops
 from plugin.store.db import Database
 from plugin.store.deliveries import ClaimedDelivery
 from plugin.store.models import DeliveryStatus
@@ -41,9 +42,12 @@ def apply_batch(
     """Apply claimed deliveries in id order in the caller's transaction; raise to have it rolled back."""
     parsed = {delivery.id: _parse(delivery) for delivery in claimed}
     _lock(db, session, claimed, parsed)
+    stored = _store_facts(db, session, claimed, parsed)
     result, marks = BatchResult(), []
     for delivery in claimed:
-        status, reason, ctx = _apply(db, session, delivery, parsed[delivery.id], now, consent_wait)
+        status, reason, ctx = _apply(
+            db, session, delivery, parsed[delivery.id], now, consent_wait, delivery.id in stored
+        )
         session.flush()
         shops.expire_for_next_delivery(session, delivery.topic)
         result.settled[delivery.id] = status
@@ -92,6 +96,27 @@ def _lock(db: Database, session: Session, claimed: list[ClaimedDelivery], parsed
     batch_locks.lock_batch_keys(db, session, orders, customers)
 
 
+def _store_facts(db: Database, session: Session, claimed: list[ClaimedDelivery], parsed: dict) -> set[int]:
+    """Store the batch's orders by table (`store.bulk_orders`); return the ids of the deliveries whose
+    facts are stored. Only when no delivery of the batch may change its shop (an uninstall makes the
+    deliveries after it ignored, so whether one is served is known up front only without one)."""
+    if any(delivery.topic in shops.SHOP_CHANGING_TOPICS for delivery in claimed):
+        return set()
+    by_shop: dict[int, list[OrderData]] = {}
+    stored = set()
+    for delivery in claimed:
+        payload = parsed[delivery.id]
+        if not isinstance(payload, OrderData) or not bulk_orders.can_store_in_bulk(payload):
+            continue
+        shop = shops.batch_shop(session, delivery.shop_domain)
+        if _not_served(shop, delivery.topic) is None:
+            by_shop.setdefault(shop.id, []).append(payload)
+            stored.add(delivery.id)
+    for shop_id in sorted(by_shop):
+        bulk_orders.store_orders(db, session, shop_id, by_shop[shop_id])
+    return stored
+
+
 def _apply(
     db: Database,
     session: Session,
@@ -99,6 +124,7 @@ def _apply(
     payload: Any,
     now: datetime,
     consent_wait: timedelta,
+    facts_stored: bool = False,
 ) -> tuple[str, str | None, HandlerContext | None]:
     """(status, reason, context) of one delivery, with the shop as it stands at this point of the batch."""
     shop = shops.batch_shop(session, delivery.shop_domain)
@@ -119,6 +145,7 @@ def _apply(
         delivery.id,
         delivery.shop_domain,
         consent_wait=consent_wait,
+        facts_stored=facts_stored,
     )
     try:
         note = handlers.dispatch(ctx, payload)
