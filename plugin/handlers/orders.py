@@ -60,13 +60,15 @@ def trigger_order_plays(ctx: HandlerContext, shopper, order: OrderData) -> None:
     )
     if order.financial_status in ("paid", "partially_refunded", "refunded") or ctx.topic == "orders/paid":
         placed = order.processed_at or order.created_at  # first: no earlier kept order, as of this one
-        first = shoppers.profile_as_of(ctx.session, shopper, placed).orders_count == 0
+        ctx.session.flush()
+        as_of_placed = shoppers.profile_as_of(ctx.session, shopper, placed)
         ctx.trigger(
             shopper,
             "order_paid",
-            order.processed_at or order.created_at,
+            placed,
             str(order.id),
-            first_order=first,
+            profile=as_of_placed if placed <= ctx.now else None,  # the facts the trigger reads
+            first_order=as_of_placed.orders_count == 0,
             **facts,
         )
     if order.fulfillment_status == "fulfilled" or ctx.topic == "orders/fulfilled":
