@@ -12,13 +12,17 @@ writing the same orders cannot deadlock.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from plugin.core.facts import is_stale
-from plugin.shopify.payloads import OrderData
 from plugin.store.db import Database
 from plugin.store.models import Checkout, Order, Refund
+
+# `orders` below are `shopify.payloads.OrderData` (the store room does not import the shopify room)
+OrderData = Any
 
 UPDATED_COLUMNS = (
     "customer_id",
