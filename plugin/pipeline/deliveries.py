@@ -30,7 +30,8 @@ CLAIM_MIN, CLAIM_MAX = 20, 500
 DRAIN_SECONDS = 60  # a drain then queues its successor, so no job nears RQ's timeout with a backlog
 
 
-BATCH_SECONDS = 0.5  # about this much work per transaction: locks (and SQLite's write lock) held briefly
+BATCH_SECONDS = 0.5  # about this much work per transaction, so row locks are held briefly
+SQLITE_BATCH_SECONDS = 0.25  # SQLite's one write lock also holds up the webhook endpoint's inserts
 
 
 # A delivery whose processing raised (database hiccup, a bug) waits this long before its next attempt,
@@ -48,13 +49,15 @@ def drain_deliveries(slot: int | None = None) -> dict[str, int]:
     Lowers the wake-up flag first (see `queue`), so a delivery committed during the drain is either
     claimed by it or queues the next drain. A full claim means more are waiting: it raises the flag and
     queues one more drain, so an idle worker joins (at most one drain waits at a time, however many
-    run). The claim size follows the measured time per delivery, aiming at BATCH_SECONDS a batch.
+    run). The claim size follows the measured time per delivery, aiming at BATCH_SECONDS a batch
+    (SQLITE_BATCH_SECONDS on SQLite).
     After DRAIN_SECONDS it queues its successor and returns, so a long backlog never meets RQ's job
     timeout mid-transaction.
     """
     connection = current_app.extensions["lifecycle.redis"]
     queue.lower_drain_flag(connection)
     outcomes, size, started = Counter(), CLAIM_FIRST, time.monotonic()
+    aim = SQLITE_BATCH_SECONDS if database().is_sqlite else BATCH_SECONDS
     while True:
         if time.monotonic() - started > DRAIN_SECONDS:  # hand over to a fresh job, well inside RQ's timeout
             queue.enqueue_drain(connection, force=True)
@@ -67,7 +70,7 @@ def drain_deliveries(slot: int | None = None) -> dict[str, int]:
         if len(done) >= size:
             queue.enqueue_drain(connection)  # a backlog: let another worker share it
         per_delivery = (time.monotonic() - batch_started) / len(done)
-        size = max(CLAIM_MIN, min(CLAIM_MAX, int(BATCH_SECONDS / max(per_delivery, 1e-4))))
+        size = max(CLAIM_MIN, min(CLAIM_MAX, int(aim / max(per_delivery, 1e-4))))
 
 
 def process_batch(delivery_ids: list[int] | None = None, limit: int = CLAIM_MAX) -> dict[int, str]:

@@ -26,6 +26,9 @@ from sqlalchemy.orm import Session
 from plugin.store.db import Database
 from plugin.store.models import Order, Shopper
 
+# session.info keys: what this transaction holds already, so the handlers' lock calls skip a round trip
+LOCKED_ORDERS, LOCKED_SHOPPERS = "batch_locked_orders", "batch_locked_shoppers"
+
 ADVISORY_MODULUS = 2_147_483_647  # as shoppers.lock_order: the order id folded into a 32-bit key
 
 _LOCK_ORDERS = text(
@@ -61,14 +64,16 @@ def lock_batch_keys(
             [_new_shopper(shop, customer) for shop, customer in named],
         )
     customer_keys = sorted(set(named) | buyers)
+    session.info[LOCKED_ORDERS] = {(shop, order) for shop, _, order in order_keys}
     if not customer_keys:
         return
-    session.execute(
-        select(Shopper.id)
+    locked = session.execute(
+        select(Shopper.shop_id, Shopper.customer_id)
         .where(tuple_(Shopper.shop_id, Shopper.customer_id).in_(customer_keys))
         .order_by(Shopper.shop_id, Shopper.customer_id)
         .with_for_update()
-    ).all()
+    )
+    session.info[LOCKED_SHOPPERS] = {tuple(row) for row in locked}  # `lock_shopper` inserts none of these
 
 
 def _stored_buyers(session: Session, orders: list[tuple[int, int]]) -> set[tuple[int, int]]:
