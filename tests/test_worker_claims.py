@@ -239,3 +239,27 @@ def wait_for(condition, seconds: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_an_older_version_stored_by_table_never_overwrites_a_newer_order(app, client, db, shop):
+    # given an order stored at its newest version (a later update: 40.00)
+    placed = NOW - timedelta(days=3)
+    newer = s.order_payload(
+        77, 7, placed, Decimal("40.00"), email="c7@example.com", updated_at=placed + timedelta(hours=2)
+    )
+    assert post_webhook(client, "orders/updated", newer, webhook_id="wh-newer").status_code == 200
+    with app.app_context():
+        assert list(process_batch(limit=10).values()) == ["processed"]
+    # when a batch of orders of other shoppers also brings that order's older version (25.00)
+    older = s.order_payload(77, 7, placed, TOTAL, email="c7@example.com", updated_at=placed)
+    assert post_webhook(client, "orders/create", older, webhook_id="wh-older").status_code == 200
+    post_orders(client, [(780 + n, 20 + n) for n in range(5)])
+    with app.app_context():
+        settled = process_batch(limit=10)
+    assert set(settled.values()) == {"processed"} and len(settled) == 6
+    # then the stored order keeps its newer facts, and every order counts once
+    with db.session() as session:
+        assert session.scalar(select(Order.total_price).where(Order.order_id == 77)) == Decimal("40.00")
+    counted = counts_by_customer(db)
+    assert counted[7] == (1, Decimal("40.00"))
+    assert all(counted[20 + n] == (1, TOTAL) for n in range(5))

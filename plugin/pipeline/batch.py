@@ -98,15 +98,26 @@ def _lock(db: Database, session: Session, claimed: list[ClaimedDelivery], parsed
 
 def _store_facts(db: Database, session: Session, claimed: list[ClaimedDelivery], parsed: dict) -> set[int]:
     """Store the batch's orders by table (`store.bulk_orders`); return the ids of the deliveries whose
-    facts are stored. Only when no delivery of the batch may change its shop (an uninstall makes the
-    deliveries after it ignored, so whether one is served is known up front only without one)."""
+    facts are stored.
+
+    Only an order delivery that is the batch's only delivery touching its order, its shopper and its
+    checkout: nothing else in the batch reads what it stores, so storing it first leaves every handler
+    (restage, transitions, plays) exactly as it would be one delivery at a time. And only when no
+    delivery of the batch may change its shop (after an uninstall the rest of the batch is ignored).
+    """
     if any(delivery.topic in shops.SHOP_CHANGING_TOPICS for delivery in claimed):
         return set()
+    touches: dict[tuple, int] = {}
+    for delivery in claimed:
+        for key in _touched(parsed[delivery.id]):
+            touches[(delivery.shop_domain, *key)] = touches.get((delivery.shop_domain, *key), 0) + 1
     by_shop: dict[int, list[OrderData]] = {}
     stored = set()
     for delivery in claimed:
         payload = parsed[delivery.id]
         if not isinstance(payload, OrderData) or not bulk_orders.can_store_in_bulk(payload):
+            continue
+        if any(touches[(delivery.shop_domain, *key)] > 1 for key in _touched(payload)):
             continue
         shop = shops.batch_shop(session, delivery.shop_domain)
         if _not_served(shop, delivery.topic) is None:
@@ -115,6 +126,18 @@ def _store_facts(db: Database, session: Session, claimed: list[ClaimedDelivery],
     for shop_id in sorted(by_shop):
         bulk_orders.store_orders(db, session, shop_id, by_shop[shop_id])
     return stored
+
+
+def _touched(payload: Any) -> list[tuple]:
+    """The orders, shoppers and checkouts a delivery's handler reads or writes, as far as its body says."""
+    if isinstance(payload, Exception):
+        return []
+    order_ids, customer_ids = lock_keys(payload)
+    keys = [("order", i) for i in order_ids] + [("customer", i) for i in customer_ids]
+    for token in (getattr(payload, "checkout_token", None), getattr(payload, "token", None)):
+        if token:
+            keys.append(("checkout", token))
+    return keys
 
 
 def _apply(
