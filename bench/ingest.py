@@ -35,11 +35,11 @@ SHOP = "bench-store.myshopify.com"
 SECRET = "bench-secret"
 
 
-def bodies(count: int) -> list[tuple[str, bytes]]:
-    """Signed-to-be order bodies, 1-4 line items each, like a real store's."""
+def bodies(count: int, offset: int = 0) -> list[tuple[str, bytes]]:
+    """Signed-to-be order bodies, 1-4 line items each, like a real store's (numbered from `offset`)."""
     now = datetime(2026, 11, 1, tzinfo=UTC)
     out = []
-    for i in range(count):
+    for i in range(offset, offset + count):
         lines = [s.line_item(i * 10 + n, 7000 + n, 8000 + n, Decimal("19.90")) for n in range(1 + i % 4)]
         payload = s.order_payload(
             10_000_000 + i,

@@ -500,7 +500,7 @@ def deliveries_replay(delivery_id: int) -> None:
         delivery = delivery_rows.reset_delivery(session, delivery_id)
         if delivery is None:
             raise click.ClickException(f"no delivery {delivery_id}")
-    queue.enqueue_drain(app.extensions["lifecycle.redis"], queue.delivery_slot(delivery_id), force=True)
+    queue.enqueue_drain(app.extensions["lifecycle.redis"], force=True)
     click.echo(f"delivery {delivery_id} queued again")
 
 

@@ -191,15 +191,14 @@ def test_uninstall_pauses_sending_at_once_and_a_queued_run_skips(client, db, sho
     with app.app_context():
         from plugin.pipeline.deliveries import drain_deliveries
 
-        for slot in range(4):
-            drain_deliveries(slot)
+        drain_deliveries()
     with db.session() as session:
         queued = session.scalars(select(ActionRun).where(ActionRun.status.in_(("queued", "scheduled")))).all()
     assert queued
     # when a signed app/uninstalled arrives (Shopify still accepts the token: not confirmed yet)
     post_webhook(client, "app/uninstalled", s.shop_payload(SHOP), webhook_id="u1")
     with app.app_context():
-        drain_deliveries(0), drain_deliveries(1), drain_deliveries(2), drain_deliveries(3)
+        drain_deliveries()
     # then every pending run is cancelled with the reason, and a job already in the queue skips
     with db.session() as session:
         ended = {(r.status, r.skip_reason) for r in session.scalars(select(ActionRun))}

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from plugin.crypto import encrypt_token
 from plugin.demo import synthetic as s
 from plugin.pipeline import queue
+from plugin.pipeline.deliveries import process_batch
 from plugin.pipeline.run_action import dispatch_due_runs
 from plugin.store import shops
 from plugin.store.models import ActionRun, Base, Shopper
@@ -169,6 +170,27 @@ class Harness:
         self._work(list(queue.QUEUE_NAMES))
         return self.outcome()
 
+    def run_claims(self, events: list[Event], sizes: random.Random) -> dict:
+        """Post every delivery first, then drain them with claims of random sizes (1 to 8 deliveries a
+        transaction, `process_batch`), effects released after the last."""
+        self.reset()
+        for event in events:
+            self.posted += 1
+            response = post_webhook(
+                self.client,
+                event.topic,
+                event.payload,
+                webhook_id=f"wh-order-{self.posted}",
+                triggered_at=s.iso(event.at),
+            )
+            assert response.status_code == 200, event.label
+        with self.app.app_context():
+            while process_batch(limit=sizes.randint(1, 8)):
+                pass
+            dispatch_due_runs(self.db, NOW)
+        self._work(list(queue.QUEUE_NAMES))
+        return self.outcome()
+
     def _work(self, names: list[str]) -> None:
         queues = [queue.get_queue(self.redis, name) for name in names]
         with self.app.app_context():
@@ -227,3 +249,13 @@ def test_any_order_and_any_batches_give_the_outcome_of_event_time_order(harness,
     rng = random.Random(10_000 + seed)
     for _ in range(2):
         assert harness.run(shuffled_batches(events, rng)) == expected, f"seed {seed}"
+
+
+@pytest.mark.parametrize("seed", range(EXAMPLES // 2))
+def test_random_claim_sizes_over_a_shuffled_backlog_give_the_outcome_of_event_time_order(harness, seed):
+    events = draw_history(seed)
+    expected = harness.run(by_event_time(events))
+    rng = random.Random(20_000 + seed)
+    order = list(events)
+    rng.shuffle(order)
+    assert harness.run_claims(order, rng) == expected, f"seed {seed}"

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from plugin.core.policy import CONSENT_WAIT
-from plugin.core.rules import Trigger
+from plugin.core.rules import Profile, Trigger
 from plugin.core.stages import Thresholds, assess
 from plugin.store import predictions, runs, shoppers
 from plugin.store.db import Database
@@ -33,10 +33,22 @@ class HandlerContext:
     planned_runs: list[int] = field(default_factory=list)  # queued after commit when due now
     jobs: list[tuple[str, int]] = field(default_factory=list)  # (queue.MAINTENANCE_JOBS name, shop id)
     consent_wait: timedelta = CONSENT_WAIT  # LIFECYCLE_CONSENT_WAIT_HOURS
+    # The batch stored this delivery's facts (its order, refunds, checkout completion) by table before
+    # the handlers ran (`store.bulk_orders`); the handler does the shopper's part only.
+    facts_stored: bool = False
 
-    def trigger(self, shopper: Shopper, name: str, at: datetime | None, cycle: str, **context) -> None:
+    def trigger(
+        self,
+        shopper: Shopper,
+        name: str,
+        at: datetime | None,
+        cycle: str,
+        profile: Profile | None = None,
+        **context,
+    ) -> None:
         """Plan the rules this event triggers for the shopper (at: when it happened in the store), with
-        the shopper's order facts as of that time."""
+        the shopper's order facts as of that time (`profile`: those facts, when the caller has read them
+        after a flush, as of min(at, now))."""
 
         event = Trigger(
             name=name,
@@ -45,8 +57,9 @@ class HandlerContext:
             source=self.topic,
             context={k: v for k, v in context.items() if v is not None},
         )
-        self.session.flush()
-        profile = shoppers.profile_as_of(self.session, shopper, min(event.at, self.now))
+        if profile is None:
+            self.session.flush()
+            profile = shoppers.profile_as_of(self.session, shopper, min(event.at, self.now))
         self.planned_runs += runs.plan(
             self.db, self.session, self.shop, profile, event, self.now, consent_wait=self.consent_wait
         )

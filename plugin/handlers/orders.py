@@ -21,12 +21,13 @@ def on_order(ctx: HandlerContext, order: OrderData) -> None:
     customer = order.customer
     shoppers.lock_order(ctx, order.id)
     shopper = shoppers.lock_shopper(ctx, customer.id) if customer else None
-    store_order(ctx, order)
-    for refund in order.refunds:
-        store_refund(ctx, refund)
-    shoppers.refresh_refunded(ctx, order.id)
-    if order.checkout_token:
-        complete_checkout(ctx, order.checkout_token, order.created_at)
+    if not ctx.facts_stored:
+        store_order(ctx, order)
+        for refund in order.refunds:
+            store_refund(ctx, refund)
+        shoppers.refresh_refunded(ctx, order.id)
+        if order.checkout_token:
+            complete_checkout(ctx, order.checkout_token, order.created_at)
     if shopper is None:
         return  # a guest order: stored for history, no profile to update
     shopper_updates.apply_customer(shopper, customer)
@@ -59,13 +60,15 @@ def trigger_order_plays(ctx: HandlerContext, shopper, order: OrderData) -> None:
     )
     if order.financial_status in ("paid", "partially_refunded", "refunded") or ctx.topic == "orders/paid":
         placed = order.processed_at or order.created_at  # first: no earlier kept order, as of this one
-        first = shoppers.profile_as_of(ctx.session, shopper, placed).orders_count == 0
+        ctx.session.flush()
+        as_of_placed = shoppers.profile_as_of(ctx.session, shopper, placed)
         ctx.trigger(
             shopper,
             "order_paid",
-            order.processed_at or order.created_at,
+            placed,
             str(order.id),
-            first_order=first,
+            profile=as_of_placed if placed <= ctx.now else None,  # the facts the trigger reads
+            first_order=as_of_placed.orders_count == 0,
             **facts,
         )
     if order.fulfillment_status == "fulfilled" or ctx.topic == "orders/fulfilled":

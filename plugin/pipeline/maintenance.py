@@ -51,8 +51,7 @@ def reconcile_shop(shop_id: int) -> dict:
         return dict(NOT_INSTALLED)
     counts = reconcile.reconcile(db, client, shop_id)
     connection = current_app.extensions["lifecycle.redis"]
-    for slot in sorted({queue.delivery_slot(i) for i in counts.pop("ids")}):
-        queue.enqueue_drain(connection, slot)
+    queue.enqueue_deliveries(connection, counts.pop("ids"))
     return counts
 
 

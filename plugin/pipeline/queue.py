@@ -2,11 +2,12 @@
 enqueue calls in the codebase.
 
 Deliveries are not one RQ job each. The Delivery row is the durable queue; Redis only wakes a worker up.
-Each delivery falls in one of DRAIN_SLOTS slots (id modulo the count), and each slot has a flag key:
-the webhook endpoint raises the flag (SET NX) after committing the row and, only when the flag was down,
-enqueues `drain_deliveries(slot)`. A drain lowers the flag *before* it scans, so a delivery committed
-before the flag went down is seen by the scan, and one committed after raises the flag again and queues
-a fresh drain. Nothing is lost, and a busy store costs one Redis round trip per webhook instead of an RQ job.
+All workers share one backlog (a drain claims batches with `FOR UPDATE SKIP LOCKED`), behind one flag
+key: the webhook endpoint raises it (SET NX) after committing the row and, only when it was down,
+enqueues `drain_deliveries()`. A drain lowers the flag *before* it claims, so a delivery committed
+before the flag went down is claimed by it, and one committed after raises the flag again and queues
+a fresh drain. A drain that finds a backlog queues one more (SET NX again), so idle workers join in while
+at most one drain job waits. Nothing is lost, and a busy store costs one Redis round trip per webhook.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ log = logging.getLogger(__name__)
 WEBHOOKS, RUNS, MAINTENANCE = "webhooks", "actions", "maintenance"  # RUNS: action runs, one job each
 QUEUE_NAMES = (WEBHOOKS, RUNS, MAINTENANCE)
 
-DRAIN_SLOTS = 4  # how many drains may run side by side (more than the workers a shop usually runs)
-DRAIN_FLAG = "lifecycle:drain:{slot}"
+DRAIN_FLAG = "lifecycle:drain"
 # A flag outliving its job (the enqueue failed after SET NX, Redis restarted mid-way) expires by itself;
-# the tick re-raises flags of deliveries left waiting in any case.
+# the tick re-raises it for deliveries left waiting in any case.
 DRAIN_FLAG_TTL = 60
 FAILURE_TTL = 30 * 24 * 3600
 
@@ -50,59 +50,46 @@ def get_queue(connection: redis.Redis, name: str) -> Queue:
     return Queue(name, connection=connection, serializer=JSONSerializer)
 
 
-def delivery_slot(delivery_id: int) -> int:
-    return delivery_id % DRAIN_SLOTS
-
-
 def enqueue_delivery(connection: redis.Redis, delivery_id: int) -> bool:
     """Make sure a drain will process this (committed) delivery; True when a new drain job was queued.
 
     Raises redis.RedisError when Redis is down, which the webhook endpoint turns into a 503.
     """
-    return enqueue_drain(connection, delivery_slot(delivery_id))
+    return enqueue_drain(connection)
 
 
-def enqueue_deliveries(connection: redis.Redis, delivery_ids: list[int]) -> None:
-    """`enqueue_delivery` for several committed deliveries at once: their slots' flags raised in one
-    round trip, a drain queued for each flag that was down."""
-    slots = sorted({delivery_slot(delivery_id) for delivery_id in delivery_ids})
-    if len(slots) == 1:
-        enqueue_drain(connection, slots[0])
-        return
-    pipeline = connection.pipeline(transaction=False)
-    for slot in slots:
-        pipeline.set(DRAIN_FLAG.format(slot=slot), 1, ex=DRAIN_FLAG_TTL, nx=True)
-    for slot, raised in zip(slots, pipeline.execute(), strict=True):
-        if raised:
-            enqueue_drain(connection, slot, force=True)  # our flag is up: queue its drain
+def enqueue_deliveries(connection: redis.Redis, delivery_ids: list[int]) -> bool:
+    """`enqueue_delivery` for several committed deliveries at once (one signal serves them all)."""
+    return enqueue_drain(connection) if delivery_ids else False
 
 
-def enqueue_drain(connection: redis.Redis, slot: int, force: bool = False) -> bool:
-    """Queue `drain_deliveries(slot)` unless one is already pending (force: queue one regardless)."""
-    flag = DRAIN_FLAG.format(slot=slot)
-    raised = connection.set(flag, 1, ex=DRAIN_FLAG_TTL, nx=not force)
+def enqueue_drain(connection: redis.Redis, force: bool = False) -> bool:
+    """Queue `drain_deliveries()` unless one is already waiting (force: queue one regardless).
+
+    There is one backlog, shared by every worker (claims take `FOR UPDATE SKIP LOCKED`)."""
+    raised = connection.set(DRAIN_FLAG, 1, ex=DRAIN_FLAG_TTL, nx=not force)
     if not raised:
         return False  # a queued drain has not lowered the flag yet: it will see this delivery
     try:
         get_queue(connection, WEBHOOKS).enqueue(
-            "plugin.pipeline.deliveries.drain_deliveries", slot, result_ttl=0, failure_ttl=FAILURE_TTL
+            "plugin.pipeline.deliveries.drain_deliveries", result_ttl=0, failure_ttl=FAILURE_TTL
         )
     except Exception:
-        _lower_flag(connection, flag)  # else later webhooks of this slot would count on a missing job
+        _lower_flag(connection)  # else later webhooks would count on a missing job
         raise
     return True
 
 
-def lower_drain_flag(connection: redis.Redis, slot: int) -> None:
-    """Called by a drain before it scans: deliveries committed from now on queue another drain."""
-    connection.delete(DRAIN_FLAG.format(slot=slot))
+def lower_drain_flag(connection: redis.Redis) -> None:
+    """Called by a drain before it claims: deliveries committed from now on queue another drain."""
+    connection.delete(DRAIN_FLAG)
 
 
-def _lower_flag(connection: redis.Redis, flag: str) -> None:
+def _lower_flag(connection: redis.Redis) -> None:
     try:
-        connection.delete(flag)
+        connection.delete(DRAIN_FLAG)
     except redis.RedisError:
-        log.warning("could not lower %s; it expires in %s s", flag, DRAIN_FLAG_TTL)
+        log.warning("could not lower %s; it expires in %s s", DRAIN_FLAG, DRAIN_FLAG_TTL)
 
 
 ACTION_RESULT_TTL = 0

@@ -130,9 +130,9 @@ def schedule_maintenance(app, now: datetime) -> dict[str, int]:
 
 
 def requeue_stuck(db: Database, connection: redis.Redis, older_than: datetime, now: datetime) -> int:
-    """Queue a drain for every slot holding deliveries left waiting (wake-up lost, or a retry now due)."""
+    """Queue a drain when deliveries are left waiting (wake-up lost, or a retry now due); how many wait."""
     with db.session() as session:
         ids = deliveries.stuck_delivery_ids(session, older_than, now)
-    for slot in sorted({queue.delivery_slot(delivery_id) for delivery_id in ids}):
-        queue.enqueue_drain(connection, slot, force=True)
+    if ids:
+        queue.enqueue_drain(connection, force=True)
     return len(ids)

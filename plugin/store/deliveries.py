@@ -148,28 +148,57 @@ def finish_delivery(
     delivery.processed_at = now
 
 
-def lock_delivery(session: Session, delivery_id: int) -> Delivery | None:
-    """Load a delivery with its row locked until commit, so two drains never process it both."""
-    return session.get(Delivery, delivery_id, with_for_update=True)
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A claimed delivery as plain values: the batch reads it once and marks it in one statement."""
+
+    id: int
+    topic: str
+    shop_domain: str
+    triggered_at: datetime | None
+    body: bytes
+    attempts: int
 
 
-def due_delivery_ids(
-    session: Session, slot: int, slots: int, now: datetime, after_id: int = 0, limit: int = 200
-) -> list[int]:
-    """Ids of `received` deliveries of one drain slot that are due now (not waiting for a retry)."""
-    return list(
-        session.scalars(
-            select(Delivery.id)
-            .where(
-                Delivery.status == DeliveryStatus.RECEIVED,
-                Delivery.id > after_id,
-                Delivery.id % slots == slot,
-                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-            )
-            .order_by(Delivery.id)
-            .limit(limit)
+def claim_due_deliveries(
+    session: Session, now: datetime, limit: int, ids: list[int] | None = None
+) -> list[ClaimedDelivery]:
+    """Claim up to `limit` `received` deliveries that are due now (or those of `ids` still waiting), oldest
+    first, locked until the transaction ends.
+
+    PostgreSQL: `FOR UPDATE SKIP LOCKED`, so any number of workers share one backlog and never take the
+    same delivery; a worker that dies mid-batch (even `kill -9`) loses its connection, its transaction
+    rolls back and the rows are free again. SQLite: the transaction already holds the one write lock
+    (BEGIN IMMEDIATE), so there is one writer and the clause is not rendered.
+    """
+    conditions = [
+        Delivery.status == DeliveryStatus.RECEIVED,
+        or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+    ]
+    if ids is not None:
+        conditions.append(Delivery.id.in_(ids))
+    rows = session.execute(
+        select(
+            Delivery.id,
+            Delivery.topic,
+            Delivery.shop_domain,
+            Delivery.triggered_at,
+            Delivery.body,
+            Delivery.attempts,
         )
+        .where(*conditions)
+        .order_by(Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
+    return [ClaimedDelivery(*row) for row in rows]
+
+
+def mark_deliveries(session: Session, outcomes: list[dict]) -> None:
+    """Settle a batch's deliveries in one statement: each dict holds id, status, reason, processed_at and
+    attempts (the attempt just made counted)."""
+    if outcomes:
+        session.execute(update(Delivery), outcomes)
 
 
 def stuck_delivery_ids(session: Session, older_than: datetime, now: datetime) -> list[int]:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -128,7 +129,16 @@ class Delivery(Base):
     """One webhook delivery as Shopify sent it: the durable record behind every acknowledgement."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (Index("ix_deliveries_status_received_at", "status", "received_at"),)
+    __table_args__ = (
+        Index("ix_deliveries_status_received_at", "status", "received_at"),
+        # A drain's claim walks the waiting deliveries in id order: O(batch), however long the backlog.
+        Index(
+            "ix_deliveries_waiting",
+            "id",
+            postgresql_where=text("status = 'received'"),
+            sqlite_where=text("status = 'received'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     webhook_id: Mapped[str] = mapped_column(String(255), unique=True)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from plugin.clock import aware
 from plugin.core.facts import ShopperFacts, accepts_marketing
 from plugin.core.rules import Profile
+from plugin.store import batch_locks
 from plugin.store.db import Database
 from plugin.store.models import Checkout, Order, Refund, Shop, Shopper
 
@@ -44,9 +45,14 @@ def lock_shopper(ctx: ShopWork, customer_id: int) -> Shopper:
     PostgreSQL: SELECT ... FOR UPDATE. SQLite: the whole transaction already holds the write lock
     (BEGIN IMMEDIATE, see storage), which serialises writers just as well.
     """
-    table = Shopper.__table__
+    locked = select(Shopper).where(Shopper.shop_id == ctx.shop.id, Shopper.customer_id == customer_id)
+    locked = locked.with_for_update().execution_options(populate_existing=True)
+    if (ctx.shop.id, customer_id) in ctx.session.info.get(batch_locks.LOCKED_SHOPPERS, ()):
+        shopper = ctx.session.scalars(locked).one_or_none()  # the batch locked it (store.batch_locks)
+        if shopper is not None:  # (None: erased since, earlier in the batch)
+            return shopper
     ctx.session.execute(
-        ctx.db.insert(table)
+        ctx.db.insert(Shopper.__table__)
         .values(
             shop_id=ctx.shop.id,
             customer_id=customer_id,
@@ -58,12 +64,7 @@ def lock_shopper(ctx: ShopWork, customer_id: int) -> Shopper:
         )
         .on_conflict_do_nothing(index_elements=["shop_id", "customer_id"])
     )
-    return ctx.session.scalars(
-        select(Shopper)
-        .where(Shopper.shop_id == ctx.shop.id, Shopper.customer_id == customer_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    return ctx.session.scalars(locked).one()
 
 
 def lock_order(ctx: ShopWork, order_id: int) -> None:
@@ -75,7 +76,7 @@ def lock_order(ctx: ShopWork, order_id: int) -> None:
     before the shopper's row lock (always in that order, so two handlers cannot deadlock). SQLite: the
     transaction already holds the database's write lock.
     """
-    if ctx.db.is_sqlite:
+    if ctx.db.is_sqlite or (ctx.shop.id, order_id) in ctx.session.info.get(batch_locks.LOCKED_ORDERS, ()):
         return
     ctx.session.execute(
         text("SELECT pg_advisory_xact_lock(:shop, :order)"),

@@ -1,0 +1,197 @@
+"""Applying one claimed batch of deliveries inside one transaction: parse every body first, take the
+batch's locks in ascending key order, apply, then settle every delivery in one statement.
+
+The caller (`pipeline.deliveries.process_batch`) owns the transaction, the claim and the failure split.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from plugin import handlers
+from plugin.handlers import compliance
+from plugin.handlers.batch_keys import lock_keys
+from plugin.handlers.context import HandlerContext
+from plugin.shopify import payloads
+from plugin.shopify.payloads import OrderData
+from plugin.store import batch_locks, bulk_orders, deliveries, shops
+from plugin.store.db import Database
+from plugin.store.deliveries import ClaimedDelivery
+from plugin.store.models import DeliveryStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    """What a committed batch leaves to do: statuses by delivery id, runs planned, maintenance jobs."""
+
+    settled: dict[int, str] = field(default_factory=dict)
+    planned: list[int] = field(default_factory=list)
+    jobs: list[tuple[str, int]] = field(default_factory=list)
+
+
+def apply_batch(
+    db: Database, session: Session, claimed: list[ClaimedDelivery], now: datetime, consent_wait: timedelta
+) -> BatchResult:
+    """Apply claimed deliveries in id order in the caller's transaction; raise to have it rolled back."""
+    parsed = {delivery.id: _parse(delivery) for delivery in claimed}
+    _lock(db, session, claimed, parsed)
+    stored = _store_facts(db, session, claimed, parsed)
+    result, marks = BatchResult(), []
+    for delivery in claimed:
+        status, reason, ctx = _apply(
+            db, session, delivery, parsed[delivery.id], now, consent_wait, delivery.id in stored
+        )
+        session.flush()
+        shops.expire_for_next_delivery(session, delivery.topic)
+        result.settled[delivery.id] = status
+        marks.append(
+            dict(
+                id=delivery.id,
+                status=status,
+                reason=reason,
+                processed_at=now,
+                attempts=delivery.attempts + 1,
+            )
+        )
+        if ctx is not None:
+            result.planned += ctx.planned_runs
+            result.jobs += ctx.jobs
+    deliveries.mark_deliveries(session, marks)
+    return result
+
+
+def _parse(delivery: ClaimedDelivery) -> Any:
+    """The payload, or the PayloadError / UnknownTopicError that says why there is none."""
+    try:
+        payload = payloads.load(delivery.topic, delivery.body)
+        named = payloads.shop_of(payload)
+        if named is not None and named != delivery.shop_domain:  # the HMAC covers the body only
+            raise payloads.PayloadError(
+                f"the body names shop {named[:255]!r}, the header {delivery.shop_domain!r}"
+            )
+    except (payloads.UnknownTopicError, payloads.PayloadError) as error:
+        return error
+    return payload
+
+
+def _lock(db: Database, session: Session, claimed: list[ClaimedDelivery], parsed: dict) -> None:
+    orders, customers = set(), set()
+    for delivery in claimed:
+        payload = parsed[delivery.id]
+        if isinstance(payload, Exception):
+            continue
+        shop = shops.batch_shop(session, delivery.shop_domain)
+        if shop is None:
+            continue
+        order_ids, customer_ids = lock_keys(payload)
+        orders.update((shop.id, order_id) for order_id in order_ids)
+        customers.update((shop.id, customer_id) for customer_id in customer_ids)
+    batch_locks.lock_batch_keys(db, session, orders, customers)
+
+
+def _store_facts(db: Database, session: Session, claimed: list[ClaimedDelivery], parsed: dict) -> set[int]:
+    """Store the batch's orders by table (`store.bulk_orders`); return the ids of the deliveries whose
+    facts are stored.
+
+    Only an order delivery that is the batch's only delivery touching its order, its shopper and its
+    checkout: nothing else in the batch reads what it stores, so storing it first leaves every handler
+    (restage, transitions, plays) exactly as it would be one delivery at a time. And only when no
+    delivery of the batch may change its shop (after an uninstall the rest of the batch is ignored).
+    """
+    if any(delivery.topic in shops.SHOP_CHANGING_TOPICS for delivery in claimed):
+        return set()
+    touches: dict[tuple, int] = {}
+    for delivery in claimed:
+        for key in _touched(parsed[delivery.id]):
+            touches[(delivery.shop_domain, *key)] = touches.get((delivery.shop_domain, *key), 0) + 1
+    by_shop: dict[int, list[OrderData]] = {}
+    stored = set()
+    for delivery in claimed:
+        payload = parsed[delivery.id]
+        if not isinstance(payload, OrderData) or not bulk_orders.can_store_in_bulk(payload):
+            continue
+        if any(touches[(delivery.shop_domain, *key)] > 1 for key in _touched(payload)):
+            continue
+        shop = shops.batch_shop(session, delivery.shop_domain)
+        if _not_served(shop, delivery.topic) is None:
+            by_shop.setdefault(shop.id, []).append(payload)
+            stored.add(delivery.id)
+    for shop_id in sorted(by_shop):
+        bulk_orders.store_orders(db, session, shop_id, by_shop[shop_id])
+    return stored
+
+
+def _touched(payload: Any) -> list[tuple]:
+    """The orders, shoppers and checkouts a delivery's handler reads or writes, as far as its body says."""
+    if isinstance(payload, Exception):
+        return []
+    order_ids, customer_ids = lock_keys(payload)
+    keys = [("order", i) for i in order_ids] + [("customer", i) for i in customer_ids]
+    for token in (getattr(payload, "checkout_token", None), getattr(payload, "token", None)):
+        if token:
+            keys.append(("checkout", token))
+    return keys
+
+
+def _apply(
+    db: Database,
+    session: Session,
+    delivery: ClaimedDelivery,
+    payload: Any,
+    now: datetime,
+    consent_wait: timedelta,
+    facts_stored: bool = False,
+) -> tuple[str, str | None, HandlerContext | None]:
+    """(status, reason, context) of one delivery, with the shop as it stands at this point of the batch."""
+    shop = shops.batch_shop(session, delivery.shop_domain)
+    not_served = _not_served(shop, delivery.topic)
+    if not_served:
+        return DeliveryStatus.IGNORED, not_served, None
+    if isinstance(payload, payloads.UnknownTopicError):
+        return DeliveryStatus.IGNORED, f"no handler for topic {delivery.topic}", None
+    if isinstance(payload, payloads.PayloadError):
+        return _quarantine(delivery, str(payload))
+    ctx = HandlerContext(
+        db,
+        session,
+        shop,
+        delivery.topic,
+        now,
+        delivery.triggered_at,
+        delivery.id,
+        delivery.shop_domain,
+        consent_wait=consent_wait,
+        facts_stored=facts_stored,
+    )
+    try:
+        note = handlers.dispatch(ctx, payload)
+    except compliance.ShopStillInstalledError as error:  # nothing erased; replayable after a real uninstall
+        return _quarantine(delivery, str(error))
+    return DeliveryStatus.PROCESSED, note, ctx
+
+
+def _not_served(shop, topic: str) -> str | None:
+    """Why a delivery of this shop is not processed (not installed, sending paused), or None.
+
+    Compliance topics are processed whatever the shop's state; app/uninstalled also for a paused shop
+    (a later one may be the one whose token Shopify refuses).
+    """
+    if topic in payloads.COMPLIANCE_TOPICS:
+        return None
+    if shop is None or not shop.active:
+        return "shop is not installed"
+    if shop.paused_at is not None and topic != "app/uninstalled":
+        return f"sending paused: {shop.pause_reason}"
+    return None
+
+
+def _quarantine(delivery: ClaimedDelivery, reason: str) -> tuple[str, str, None]:
+    log.warning("quarantined delivery %s (%s): %s", delivery.id, delivery.topic, reason)
+    return DeliveryStatus.QUARANTINED, reason, None

@@ -1,0 +1,99 @@
+"""The locks a batch of deliveries takes before it applies anything, in one global order.
+
+Deliveries are claimed by id (`deliveries.claim_due_deliveries`), not by shop or shopper, so one busy
+store uses every worker. Two batches may then touch the same shopper or order; each recounts its shoppers
+from the stored orders, so the second must not read before the first has committed. We chose **locks in
+ascending key order** over claiming by shopper hash: a batch takes, before its first write, every order
+lock (transaction-scoped advisory locks, by (shop, order id) ascending) and then every shopper row lock
+(by (shop, customer id) ascending), creating missing shopper rows first. The handlers' own
+`shoppers.lock_order` / `lock_shopper` calls then find their locks already held (both are re-entrant),
+and since every batch takes them in the same order, two batches wait for each other instead of
+deadlocking. A lock the keys below cannot foresee (a cart linked to its shopper, a tag change) is taken
+by its handler; if that ever closes a cycle, PostgreSQL aborts one batch and the failure split
+(`pipeline.deliveries.process_batch`) applies it again in halves.
+
+SQLite has one writer (BEGIN IMMEDIATE): nothing to take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+from sqlalchemy import select, text, tuple_
+from sqlalchemy.orm import Session
+
+from plugin.store.db import Database
+from plugin.store.models import Order, Shopper
+
+# session.info keys: what this transaction holds already, so the handlers' lock calls skip a round trip
+LOCKED_ORDERS, LOCKED_SHOPPERS = "batch_locked_orders", "batch_locked_shoppers"
+
+ADVISORY_MODULUS = 2_147_483_647  # as shoppers.lock_order: the order id folded into a 32-bit key
+
+_LOCK_ORDERS = text(
+    "SELECT count(pg_advisory_xact_lock(s, o)) FROM "
+    "(SELECT unnest(CAST(:shops AS integer[])) AS s, unnest(CAST(:orders AS integer[])) AS o "
+    "ORDER BY 1, 2) AS k"
+)
+
+
+def lock_batch_keys(
+    db: Database,
+    session: Session,
+    orders: Iterable[tuple[int, int]],
+    customers: Iterable[tuple[int, int]],
+) -> None:
+    """Take the order locks ((shop id, order id) pairs) then the shopper locks ((shop id, customer id)
+    pairs), each in ascending order; shoppers of stored orders named by id only (refunds, fulfillments)
+    are locked too (not created). No-op on SQLite."""
+    if db.is_sqlite:
+        return
+    order_keys = sorted({(shop, order % ADVISORY_MODULUS, order) for shop, order in orders})
+    named = sorted(set(customers))
+    buyers: set[tuple[int, int]] = set()
+    if order_keys:
+        session.execute(
+            _LOCK_ORDERS,
+            {"shops": [k[0] for k in order_keys], "orders": [k[1] for k in order_keys]},
+        )
+        buyers = _stored_buyers(session, [(k[0], k[2]) for k in order_keys])
+    if named:  # created as the handlers would (they all create the shoppers their payloads name)
+        session.execute(
+            db.insert(Shopper.__table__).on_conflict_do_nothing(index_elements=["shop_id", "customer_id"]),
+            [_new_shopper(shop, customer) for shop, customer in named],
+        )
+    customer_keys = sorted(set(named) | buyers)
+    session.info[LOCKED_ORDERS] = {(shop, order) for shop, _, order in order_keys}
+    if not customer_keys:
+        return
+    locked = session.execute(
+        select(Shopper.shop_id, Shopper.customer_id)
+        .where(tuple_(Shopper.shop_id, Shopper.customer_id).in_(customer_keys))
+        .order_by(Shopper.shop_id, Shopper.customer_id)
+        .with_for_update()
+    )
+    session.info[LOCKED_SHOPPERS] = {tuple(row) for row in locked}  # `lock_shopper` inserts none of these
+
+
+def _stored_buyers(session: Session, orders: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    rows = session.execute(
+        select(Order.shop_id, Order.customer_id).where(
+            tuple_(Order.shop_id, Order.order_id).in_(orders),
+            Order.customer_id.is_not(None),
+        )
+    )
+    return {(shop, customer) for shop, customer in rows}
+
+
+def _new_shopper(shop_id: int, customer_id: int) -> dict:
+    """The row `shoppers.lock_shopper` creates for a customer seen first."""
+    return dict(
+        shop_id=shop_id,
+        customer_id=customer_id,
+        orders_count=0,
+        total_spent=Decimal(0),
+        tag_events={},
+        checkout_open=False,
+        stage="prospect",
+    )

@@ -1,0 +1,265 @@
+"""Workers claim batches from one shared backlog (issue 13, points 1 and 4): two workers never take the same
+delivery and every order counts once; a poison delivery fails alone while the rest of its batch commits;
+a worker killed with `kill -9` mid-batch leaves nothing half-applied, and the backlog is processed after.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select, text, update
+
+from plugin.demo import synthetic as s
+from plugin.pipeline.deliveries import drain_deliveries, process_batch
+from plugin.store.models import Delivery, Order, Shopper
+from tests.conftest import API_KEY, NOW, SECRET
+from tests.webhook_client import post_webhook
+
+TOTAL = Decimal("25.00")
+
+
+def post_orders(client, orders: list[tuple[int, int]], topics=("orders/paid",), prefix="wh") -> None:
+    """Post each (order id, customer id) under each topic, one minute apart (updated_at)."""
+    for order_id, customer_id in orders:
+        placed = NOW - timedelta(days=order_id % 50 + 1)
+        for step, topic in enumerate(topics):
+            body = s.order_payload(
+                order_id,
+                customer_id,
+                placed,
+                TOTAL,
+                email=f"c{customer_id}@example.com",
+                updated_at=placed + step * timedelta(minutes=1),
+            )
+            webhook_id = f"{prefix}-{order_id}-{step}"
+            assert post_webhook(client, topic, body, webhook_id=webhook_id).status_code == 200
+
+
+def delivery_ids(db) -> list[int]:
+    with db.session() as session:
+        return list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
+
+
+def counts_by_customer(db) -> dict[int, tuple[int, Decimal]]:
+    with db.session() as session:
+        rows = session.execute(select(Shopper.customer_id, Shopper.orders_count, Shopper.total_spent))
+        return {customer: (count, spent) for customer, count, spent in rows}
+
+
+def order_count(db) -> int:
+    with db.session() as session:
+        return session.scalar(select(func.count(Order.id)))
+
+
+POISON_ORDER = 666
+
+POISON_TRIGGER = {
+    "sqlite": [
+        f"CREATE TRIGGER poison_order BEFORE INSERT ON orders WHEN NEW.order_id = {POISON_ORDER} "
+        "BEGIN SELECT RAISE(ABORT, 'poison order'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION poison_order() RETURNS trigger AS $$ BEGIN "
+        f"IF NEW.order_id = {POISON_ORDER} THEN RAISE EXCEPTION 'poison order'; END IF; RETURN NEW; END "
+        "$$ LANGUAGE plpgsql",
+        "CREATE TRIGGER poison_order BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION poison_order()",
+    ],
+}
+DROP_POISON = {
+    "sqlite": ["DROP TRIGGER IF EXISTS poison_order"],
+    "postgresql": [
+        "DROP TRIGGER IF EXISTS poison_order ON orders",
+        "DROP FUNCTION IF EXISTS poison_order()",
+    ],
+}
+
+
+def run_sql(db, statements: list[str]) -> None:
+    with db.engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+
+
+def test_a_poison_delivery_fails_alone_and_the_rest_of_its_batch_commits(app, client, db, shop):
+    backend = "sqlite" if db.is_sqlite else "postgresql"
+    run_sql(db, POISON_TRIGGER[backend])  # the database itself refuses this one order
+    try:
+        # given a backlog of 17 orders, the poison one in the middle
+        orders = [(100 + n, 1 + n) for n in range(16)]
+        orders.insert(8, (POISON_ORDER, 50))
+        post_orders(client, orders)
+        poison_id = delivery_ids(db)[8]
+        # when one batch claims them all
+        with app.app_context():
+            settled = process_batch(limit=100)
+        # then the poison delivery alone waits for its retry, with its reason; the rest is committed
+        assert settled.pop(poison_id) == "retrying"
+        assert set(settled.values()) == {"processed"} and len(settled) == 16
+        with db.session() as session:
+            poison = session.get(Delivery, poison_id)
+            assert (poison.status, poison.attempts) == ("received", 1)
+            assert "poison order" in poison.reason and poison.next_attempt_at > NOW
+        assert order_count(db) == 16
+        counted = counts_by_customer(db)
+        assert all(counted[customer] == (1, TOTAL) for _, customer in orders if customer != 50)
+        # and once the cause is gone, its retry goes through
+        run_sql(db, DROP_POISON[backend])
+        with db.session() as session:
+            session.execute(update(Delivery).where(Delivery.id == poison_id).values(next_attempt_at=NOW))
+        with app.app_context():
+            assert process_batch(limit=100) == {poison_id: "processed"}
+        assert counts_by_customer(db)[50] == (1, TOTAL)
+    finally:
+        run_sql(db, DROP_POISON[backend])
+
+
+def test_two_workers_share_one_backlog_never_take_the_same_delivery_and_count_each_order_once(
+    app, client, db, shop
+):
+    # given 12 shoppers with 3 orders each, every order under create, paid and updated, some redelivered
+    # (the same webhook id: acked once; a new id with the same body: a second delivery of the same facts)
+    orders = [(1000 + n, 1 + n % 12) for n in range(36)]
+    topics = ("orders/create", "orders/paid", "orders/updated")
+    post_orders(client, orders, topics)
+    post_orders(client, orders[:6], topics[1:2])  # same webhook ids as above: not recorded again
+    post_orders(client, orders[:10], topics[1:2], prefix="again")
+    ids = delivery_ids(db)
+    assert len(ids) == 36 * 3 + 10
+    # when two workers, each with its own connections, drain it in small batches at the same time
+    taken: list[dict[int, str]] = [{}, {}]
+    start, errors = threading.Barrier(2), []
+
+    def work(mine: dict[int, str]) -> None:
+        try:
+            with app.app_context():
+                start.wait()
+                while settled := process_batch(limit=5):
+                    mine.update(settled)
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(mine,)) for mine in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors
+    # then no delivery was taken twice, both took some (unless one was faster throughout), none is left
+    assert not set(taken[0]) & set(taken[1])
+    assert sorted(taken[0] | taken[1]) == ids
+    assert set(taken[0].values()) | set(taken[1].values()) == {"processed"}
+    # and every order counts once: 3 orders of 25.00 per shopper
+    assert order_count(db) == 36
+    assert counts_by_customer(db) == {customer: (3, 3 * TOTAL) for customer in range(1, 13)}
+
+
+SLOW_ORDER = 505
+
+
+def test_a_worker_killed_mid_batch_leaves_nothing_half_applied(app, client, db, shop, database_url):
+    if db.is_sqlite:
+        pytest.skip("needs a batch held open from outside: PostgreSQL (SQLite's one writer is tested above)")
+    run_sql(
+        db,
+        [
+            "CREATE FUNCTION slow_order() RETURNS trigger AS $$ BEGIN "
+            f"IF NEW.order_id = {SLOW_ORDER} THEN "
+            "PERFORM pg_sleep(60); "
+            "END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER slow_order BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION slow_order()",
+        ],
+    )
+    drop = ["DROP TRIGGER IF EXISTS slow_order ON orders", "DROP FUNCTION IF EXISTS slow_order()"]
+    try:
+        # given 30 orders queued, and a worker process whose batch stops inside the sixth order's insert
+        orders = [(500 + n, 1 + n) for n in range(30)]
+        post_orders(client, orders)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "plugin.cli", "worker", "--burst"], env=worker_env(app, database_url)
+        )
+        assert wait_for(lambda: sleeping_backends(db) == 1, 60), "the worker never reached the slow order"
+        # when it is killed with kill -9 mid-batch
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        assert wait_for(lambda: sleeping_backends(db) == 0, 30), "PostgreSQL kept the dead batch open"
+        # then nothing of the batch is applied: no order, no shopper, every delivery waiting, no attempt
+        assert order_count(db) == 0
+        assert counts_by_customer(db) == {}
+        with db.session() as session:
+            left = session.execute(select(Delivery.status, Delivery.attempts)).all()
+        assert set(left) == {("received", 0)} and len(left) == 30
+        # and the next drain processes all of it, each order counted once
+        run_sql(db, drop)
+        with app.app_context():
+            assert drain_deliveries() == {"processed": 30}
+        assert counts_by_customer(db) == {customer: (1, TOTAL) for _, customer in orders}
+    finally:
+        run_sql(db, drop)
+
+
+def worker_env(app, database_url: str) -> dict:
+    """The `lifecycle worker` environment; its PostgreSQL sessions notice a vanished client within 0.1 s
+    (else the killed worker's transaction stays open until the trigger's sleep ends)."""
+    separator = "&" if "?" in database_url else "?"
+    return dict(
+        os.environ,
+        DATABASE_URL=f"{database_url}{separator}options=-c%20client_connection_check_interval%3D100",
+        REDIS_URL=app.config["REDIS_URL"],
+        SHOPIFY_API_KEY=API_KEY,
+        SHOPIFY_API_SECRET=SECRET,
+        LIFECYCLE_SECRET_KEY="test-secret-key",
+        SMTP_URL=app.config["SMTP_URL"],
+        SHOPIFY_ADMIN_ORIGIN=app.config["SHOPIFY_ADMIN_ORIGIN"],
+        LIFECYCLE_NOW=NOW.isoformat(),
+        LIFECYCLE_INSTANCE_PATH=app.instance_path,
+    )
+
+
+def sleeping_backends(db) -> int:
+    with db.engine.connect() as connection:
+        return connection.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()"
+            )
+        )
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_an_older_version_stored_by_table_never_overwrites_a_newer_order(app, client, db, shop):
+    # given an order stored at its newest version (a later update: 40.00)
+    placed = NOW - timedelta(days=3)
+    newer = s.order_payload(
+        77, 7, placed, Decimal("40.00"), email="c7@example.com", updated_at=placed + timedelta(hours=2)
+    )
+    assert post_webhook(client, "orders/updated", newer, webhook_id="wh-newer").status_code == 200
+    with app.app_context():
+        assert list(process_batch(limit=10).values()) == ["processed"]
+    # when a batch of orders of other shoppers also brings that order's older version (25.00)
+    older = s.order_payload(77, 7, placed, TOTAL, email="c7@example.com", updated_at=placed)
+    assert post_webhook(client, "orders/create", older, webhook_id="wh-older").status_code == 200
+    post_orders(client, [(780 + n, 20 + n) for n in range(5)])
+    with app.app_context():
+        settled = process_batch(limit=10)
+    assert set(settled.values()) == {"processed"} and len(settled) == 6
+    # then the stored order keeps its newer facts, and every order counts once
+    with db.session() as session:
+        assert session.scalar(select(Order.total_price).where(Order.order_id == 77)) == Decimal("40.00")
+    counted = counts_by_customer(db)
+    assert counted[7] == (1, Decimal("40.00"))
+    assert all(counted[20 + n] == (1, TOTAL) for n in range(5))
