@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from plugin.core.backtest import Replay, ShopPolicy, summarise
 from plugin.core.backtest_period import period
@@ -218,6 +218,11 @@ def test_a_trigger_the_history_cannot_replay_says_so(client, headers, history):
         ({"from": "2026-10-01", "to": "2026-09-01"}, 422),
         ({"rule": {"name": "x", "trigger": "stage:nowhere", "action": "send_email"}}, 422),
         ({"rule": "not an object"}, 422),
+        ({"from": "0001-01-01"}, 422),  # an OverflowError (500) before the dates were bounded
+        ({"from": "2026-10-01", "to": "9999-12-31"}, 422),
+        ({"from": "2026-11-02", "to": "2026-11-02"}, 422),  # wholly in the future: nothing to replay
+        ({"from": "2025-09-01", "to": "2026-10-31"}, 422),  # 426 days: longer than 400
+        ({"from": "2021-10-01", "to": "2021-12-31"}, 422),  # more than five years ago
     ],
 )
 def test_bad_input_is_refused(client, headers, history, body, status):
@@ -347,3 +352,69 @@ def test_the_event_driven_replay_equals_a_tick_loop(key):
 def test_a_period_is_whole_days_in_the_shops_time_zone(start, end, expected):
     since, until = period(start, end, at("2026-11-01T12:00:00"), "Europe/Rome")
     assert (since.isoformat(), until.isoformat()) == expected
+
+
+def test_out_of_bounds_dates_are_a_clear_cli_error(history, run):
+    from click.testing import CliRunner
+
+    from plugin.cli import main
+
+    args = ["backtest", "--shop", SHOP, "--rule", "win_back", "--from", "0001-01-01"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "from must be between 2021-" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_read_session_lets_writers_in_and_writes_nothing(db, shop):
+    # given: a backtest's loading session is open (its first read done, so its transaction has begun)
+    with db.read_session() as reading:
+        assert reading.scalar(select(func.count()).select_from(Shop)) == 1
+        # when: the webhook endpoint writes meanwhile (one second of patience, not the 60 s busy timeout)
+        with db.autocommit_engine.connect() as writer:
+            if db.is_sqlite:
+                writer.exec_driver_sql("PRAGMA busy_timeout = 1000")
+            writer.execute(Suppression.__table__.insert(), _suppression(shop.id, "writer@example.com"))
+        # then: it got in; and the reading session itself cannot write on PostgreSQL (READ ONLY)
+        if not db.is_sqlite:
+            with pytest.raises(Exception, match="read-only transaction"):
+                reading.execute(Suppression.__table__.insert(), _suppression(shop.id, "reader@example.com"))
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Suppression)) == 1
+
+
+def _suppression(shop_id: int, email: str) -> dict:
+    return {"shop_id": shop_id, "email_hash": email_hash(email), "reason": "unsubscribed", "created_at": at(
+        "2026-10-01T00:00:00"
+    )}  # fmt: skip
+
+
+def test_a_cap_of_zero_is_saved_and_then_sends_no_marketing_email(client, headers, history):
+    saved = client.put("/app/api/settings", json={"cap_per_day": 0}, headers=headers)
+    assert saved.status_code == 200 and saved.get_json()["cap_per_day"] == 0
+    answer = client.post("/app/api/rules/win_back/backtest", json=PERIOD, headers=headers)
+    assert answer.status_code == 200  # an IndexError in the cap (500) before
+    assert (answer.get_json()["messages_triggered"], answer.get_json()["messages_allowed"]) == (5, 0)
+
+
+def test_the_cli_backtest_neither_migrates_nor_starts_redis(db, history, run, monkeypatch, tmp_path):
+    # given: a database the migrations would run on again (no revision stamped), and no REDIS_URL
+    with db.session() as session:
+        version = session.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        session.execute(text("DELETE FROM alembic_version"))
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.setenv("LIFECYCLE_INSTANCE_PATH", str(tmp_path))
+    try:
+        # when
+        printed = json.loads(run("backtest", "--shop", SHOP, "--rule", "win_back", *_period_args(), "--json"))
+        # then: it read, and it did not migrate (which would fail on the existing tables) nor embed Redis
+        assert printed["messages_allowed"] == 2
+        with db.session() as session:
+            assert session.scalar(text("SELECT count(*) FROM alembic_version")) == 0
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        with db.session() as session:
+            session.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": version})
+
+
+def _period_args() -> list[str]:
+    return ["--from", PERIOD["from"], "--to", PERIOD["to"]]
