@@ -42,6 +42,7 @@ from plugin.core.backtest_timeline import (
     ceil_tick,
     event_triggers,
     facts_at,
+    last_stage_change,
     stage_timeline,
     stage_triggers,
 )
@@ -245,7 +246,8 @@ class Replay:
         found = []
         for shopper_id, history in self.histories.items():
             triggers = event_triggers(history, names, self.warm_up, self.now)
-            if staged:
+            changes = last_stage_change(history, self.policy.thresholds) if staged else None
+            if changes is not None and changes >= self.warm_up:  # else no stage entry to replay
                 triggers += stage_triggers(self.timeline(shopper_id), names, self.warm_up, self.now)
             found += [(history, trigger) for trigger in triggers]
         found.sort(key=lambda pair: pair[1].at)  # stable

@@ -245,6 +245,17 @@ def _cycle(stage: str, facts: ShopperFacts) -> str:
     return f"{stage}:{facts.orders_count}"
 
 
+def last_stage_change(history: ShopperHistory, thresholds: Thresholds) -> datetime | None:
+    """An instant after which the shopper's stage cannot change (None: it never can), found without
+    building the instants: a shopper whose stage cannot change in a window needs no timeline for it."""
+    longest = timedelta(days=max(thresholds.at_risk_days, thresholds.lapsed_days)) + TICK
+    latest = [o.placed_at + longest for o in history.orders]
+    latest += [o.cancelled_at for o in history.orders if o.cancelled_at]
+    latest += [when for o in history.orders for when, _ in o.refunds if when]
+    latest += [t + timedelta(days=thresholds.engaged_days) + TICK for t in _activity(history)]
+    return max(latest, default=None)
+
+
 def _instants(history: ShopperHistory, until: datetime, thresholds: Thresholds) -> list[datetime]:
     """The events of the shopper (restaged by the handlers when they happen) and the hours on which a time
     rule may start to hold (restaged by the tick), up to `until`."""

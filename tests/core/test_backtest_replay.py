@@ -16,6 +16,7 @@ from plugin.core.backtest_timeline import (
     FactsIndex,
     OrderFact,
     ShopperHistory,
+    last_stage_change,
     stage_timeline,
 )
 from plugin.core.facts import ShopperFacts
@@ -168,3 +169,20 @@ def test_a_stage_timeline_from_a_date_reads_as_the_whole_one_from_then_on():
     for hour in range(0, 400 * 24, 7):
         instant = since + timedelta(hours=hour)
         assert part.stage_at(instant) == whole.stage_at(instant)
+
+
+def test_no_stage_instant_comes_after_the_last_stage_change_bound():
+    rng = random.Random(11)
+    first = at("2025-01-01T00:00:00")
+    for _ in range(200):
+        moments = [first + timedelta(minutes=rng.randrange(0, 600 * 24 * 60)) for _ in range(8)]
+        orders = tuple(
+            OrderFact(n, moments[n], Decimal(30), rng.choice([None, moments[n + 1]]),
+                      ((rng.choice([None, moments[n + 2]]), Decimal(5)),))
+            for n in range(rng.randrange(0, 4))
+        )  # fmt: skip
+        checkouts = tuple(CheckoutFact(f"c{n}", moments[4 + n]) for n in range(rng.randrange(0, 3)))
+        history = ShopperHistory(1, orders=orders, checkouts=checkouts)
+        whole = stage_timeline(history, at("2030-01-01T00:00:00"), Thresholds())
+        bound = last_stage_change(history, Thresholds())
+        assert all(entry.at <= bound for entry in whole.entries)
