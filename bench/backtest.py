@@ -113,7 +113,12 @@ def main() -> None:
     migrate(url)
     db = Database(url)
     seconds, shop_id = timed(lambda: seed(db, args.shoppers, args.seed))
-    print(f"seeded {args.shoppers + 1:,} shoppers in {seconds:.1f} s ({db.engine.dialect.name})")
+    with db.read_session() as session:
+        orders = session.execute(text("SELECT count(*) FROM orders")).scalar_one()
+    print(
+        f"seeded {args.shoppers + 1:,} shoppers, {orders:,} orders in {seconds:.1f} s "
+        f"({db.engine.dialect.name})"
+    )
     baseline, groups = timed(lambda: sql_pass(db, shop_id))
     print(f"baseline: one GROUP BY pass over the orders ({groups:,} customers): {baseline:.2f} s")
     for key in ("win_back", "thank_you"):
