@@ -46,7 +46,7 @@ from plugin.core.backtest_timeline import (
     stage_timeline,
     stage_triggers,
 )
-from plugin.core.policy import CONSENT_WAIT, QUIET_HOURS, PolicySnapshot, decide, may_mail
+from plugin.core.policy import CONSENT_WAIT, PolicySnapshot, decide, frequency_cap, may_mail
 from plugin.core.rules import PlannedRun, Profile, Trigger, plan_runs
 from plugin.core.stages import Thresholds
 
@@ -354,10 +354,10 @@ class Replay:
             excluded = snapshot.shopper_deleted or may_mail(snapshot, run) is not None
             self.settle(run, "excluded" if excluded else "skipped")
         elif decision.defer_until is not None:
-            if decision.why.startswith(QUIET_HOURS):  # the cap (or a higher priority) is told first
-                run.quiet = True
-            else:
+            if frequency_cap(snapshot, run, at) is not None:  # the cap is told before quiet hours
                 run.capped = True
+            else:
+                run.quiet = True
             self.push(run, decision.defer_until)
         else:
             self.settle(run, "sent", at)

@@ -136,9 +136,6 @@ def frequency_cap(snapshot: PolicySnapshot, run, now: datetime) -> Decision | No
     return None
 
 
-QUIET_HOURS = "quiet hours"  # how a deferral by quiet hours begins its why
-
-
 def quiet_hours(snapshot: PolicySnapshot, now: datetime) -> Decision | None:
     """No sends between quiet_start_hour and quiet_end_hour in the shopper's timezone (else the shop's)."""
     zone = _zone(snapshot.shopper_timezone or snapshot.shop_timezone)
@@ -152,7 +149,7 @@ def quiet_hours(snapshot: PolicySnapshot, now: datetime) -> Decision | None:
         morning += timedelta(days=1)
     return Decision(
         defer_until=morning.astimezone(now.tzinfo),
-        why=f"{QUIET_HOURS} {start:02d}:00–{end:02d}:00 ({zone.key}); sent in the morning",
+        why=f"quiet hours {start:02d}:00–{end:02d}:00 ({zone.key}); sent in the morning",
     )
 
 
