@@ -9,18 +9,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from plugin.core.backtest import Replay, ShopPolicy, summarise
 from plugin.core.backtest_period import period
 from plugin.core.backtest_timeline import (
-    NOT_REPLAYABLE,
+    TICK,
     CheckoutFact,
     OrderFact,
     ShopperHistory,
-    ceil_hour,
-    event_triggers,
-    stage_triggers,
+    ceil_tick,
 )
 from plugin.core.policy import CONSENT_WAIT
 from plugin.core.rules import DEFAULT_RULES, load_rule
@@ -45,11 +43,12 @@ EXPECTED = {
     "messages_triggered": 5,  # ann, quinn, bob, nina (no consent), sam (unsubscribed)
     "messages_allowed": 2,
     "messages_capped": 1,  # bob: the abandoned checkout took the day's email, then he ordered
-    "messages_quiet_hours_delayed": 1,  # quinn: due at 01:00, sent at 08:00
+    "messages_quiet_hours_delayed": 1,  # quinn: due at 00:10, sent at 08:00
     "ordered_within_window": 1,  # ann ordered 4 days after; quinn 13 days after
+    "shoppers_measured": 2,  # both windows closed long before now
     "baseline_conversion": 0.5,
     "attribution_days": 7,
-    "first_at": "2026-08-08T17:00:00+00:00",
+    "first_at": "2026-08-08T16:30:00+00:00",  # at risk at 14:30 (the first tick 90 days on), + 2 h
     "last_at": "2026-08-19T08:00:00+00:00",
     "by_week": [{"week_start": "2026-08-03", "messages": 1}, {"week_start": "2026-08-17", "messages": 1}],
 }
@@ -95,8 +94,8 @@ def history(db, shop):
         rule = session.scalar(select(Rule).where(Rule.shop_id == shop_id, Rule.key == "win_back"))
         rule.definition = load_rule(dict(rule.definition, delay_minutes=120))
         people = [
-            (1, "ann@example.com", True),  # at risk 2026-08-08 15:00, sent 17:00, orders again 08-12
-            (2, "quinn@example.com", True),  # at risk 08-18 23:00, due 08-19 01:00: quiet until 08:00
+            (1, "ann@example.com", True),  # at risk 2026-08-08 14:30, sent 16:30, orders again 08-12
+            (2, "quinn@example.com", True),  # at risk 08-18 22:10, due 08-19 00:10: quiet until 08:00
             (3, "bob@example.com", True),  # at risk 08-30 10:00; abandoned checkout sent 10:00 first
             (4, "nina@example.com", False),  # at risk 09-08, but no consent now
             (5, "sam@example.com", True),  # at risk 09-20, but unsubscribed
@@ -197,8 +196,8 @@ def test_an_unsaved_rule_is_backtested_as_the_editor_holds_it(client, headers, h
         "/app/api/rules/win_back/backtest", json=dict(PERIOD, rule=rule), headers=headers
     ).get_json()
     # no delay: bob's win-back goes at 10:00 too, and outranks nothing (priority 55 < 80): still capped
-    assert answer["first_at"] == "2026-08-08T15:00:00+00:00"
-    assert answer["messages_quiet_hours_delayed"] == 1  # quinn at 23:00
+    assert answer["first_at"] == "2026-08-08T14:30:00+00:00"
+    assert answer["messages_quiet_hours_delayed"] == 1  # quinn at 22:10
 
 
 def _win_back(client, headers) -> dict:
@@ -219,6 +218,11 @@ def test_a_trigger_the_history_cannot_replay_says_so(client, headers, history):
         ({"from": "2026-10-01", "to": "2026-09-01"}, 422),
         ({"rule": {"name": "x", "trigger": "stage:nowhere", "action": "send_email"}}, 422),
         ({"rule": "not an object"}, 422),
+        ({"from": "0001-01-01"}, 422),  # an OverflowError (500) before the dates were bounded
+        ({"from": "2026-10-01", "to": "9999-12-31"}, 422),
+        ({"from": "2026-11-02", "to": "2026-11-02"}, 422),  # wholly in the future: nothing to replay
+        ({"from": "2025-09-01", "to": "2026-10-31"}, 422),  # 426 days: longer than 400
+        ({"from": "2021-10-01", "to": "2021-12-31"}, 422),  # more than five years ago
     ],
 )
 def test_bad_input_is_refused(client, headers, history, body, status):
@@ -243,32 +247,35 @@ def test_the_backtest_needs_the_session_token(client, history):
     assert client.post("/app/api/rules/win_back/backtest", json=PERIOD).status_code == 401
 
 
-class HourlyReplay(Replay):
-    """The replay as the hourly loop the event-driven one claims to equal: every whole hour from the
-    warm-up to now, plan the triggers up to that hour, then dispatch the runs due then, highest priority
-    first (the same plan and dispatch: only the scheduling differs)."""
+class TickReplay(Replay):
+    """The replay as the tick loop the event-driven one claims to equal: every tick (5 minutes) from the
+    warm-up to now, plan the triggers up to that tick, each instant's in turn, and send the no-delay runs
+    they plan at that instant (as their handler enqueues them); then dispatch the runs due at the tick,
+    highest priority first (the same plan and dispatch: only the scheduling differs)."""
 
-    def push(self, run, due):
-        self.due.setdefault(ceil_hour(due), []).append((-run.priority, next(self.order), run))
+    def push(self, run, due, at_once=False):
+        run.due_at = due
+        when = due if at_once else ceil_tick(due)
+        self.due.setdefault(when, []).append((-run.priority, next(self.order), run))
+
+    def dispatch_due(self, when):
+        for *_, run in sorted(self.due.pop(when, []), key=lambda item: item[:2]):
+            self.dispatch(run, when)
 
     def run(self):
         self.due = {}
-        names = {rule["trigger"] for _, rule in self.rules} - set(NOT_REPLAYABLE)
-        triggers = [
-            (history, trigger)
-            for history in self.histories.values()
-            for trigger in event_triggers(history, names, self.warm_up, self.end)
-            + stage_triggers(self.timelines[history.shopper_id], names, self.warm_up, self.end)
-        ]
-        triggers.sort(key=lambda pair: pair[1].at)  # stable: same-instant triggers in the same order
-        hour, next_trigger = ceil_hour(self.warm_up), 0
-        while hour <= self.now:
-            while next_trigger < len(triggers) and triggers[next_trigger][1].at <= hour:
-                self.plan(*triggers[next_trigger])
-                next_trigger += 1
-            for *_, run in sorted(self.due.pop(hour, []), key=lambda item: item[:2]):
-                self.dispatch(run, hour)
-            hour += timedelta(hours=1)
+        triggers = self.triggers()
+        tick, next_trigger = ceil_tick(self.warm_up), 0
+        while tick <= self.now:
+            while next_trigger < len(triggers) and triggers[next_trigger][1].at <= tick:
+                instant = triggers[next_trigger][1].at
+                while next_trigger < len(triggers) and triggers[next_trigger][1].at == instant:
+                    self.plan(*triggers[next_trigger])
+                    next_trigger += 1
+                if instant < tick:
+                    self.dispatch_due(instant)
+            self.dispatch_due(tick)
+            tick += TICK
 
 
 def _random_histories(seed: int, count: int) -> list[ShopperHistory]:
@@ -308,22 +315,23 @@ def _random_histories(seed: int, count: int) -> list[ShopperHistory]:
 
 
 @pytest.mark.parametrize("key", ["win_back", "abandoned_checkout", "thank_you", "vip_reward", "welcome"])
-def test_the_event_driven_replay_equals_an_hourly_one(key):
-    # given: random shoppers and the default rules, a cap of 1 a day shared by all, quiet hours in Rome
+def test_the_event_driven_replay_equals_a_tick_loop(key):
+    # given: random shoppers and the default rules (half of them without delay, sent at once, half with
+    # a delay off the ticks), a cap of 1 a day shared by all, quiet hours in Rome
     rules = [
-        (n, load_rule(dict(rule, delay_minutes=rule["delay_minutes"] + 30)))
+        (n, load_rule(dict(rule, delay_minutes=0 if n % 2 else rule["delay_minutes"] + 7)))
         for n, rule in enumerate(DEFAULT_RULES)
     ]
     policy = ShopPolicy(timezone="Europe/Rome")
     args = (_random_histories(seed=15, count=250), rules, key, at("2025-06-01T00:00:00"))
     end, now = at("2026-09-01T00:00:00"), at("2026-11-01T12:00:00")
     # when
-    replays = [kind(*args, end, now, policy, CONSENT_WAIT) for kind in (Replay, HourlyReplay)]
+    replays = [kind(*args, end, now, policy, CONSENT_WAIT) for kind in (Replay, TickReplay)]
     for replay in replays:
         replay.run()
     # then
-    event_driven, hourly = (summarise(replay, timedelta(days=7)).as_dict() for replay in replays)
-    assert event_driven == hourly
+    event_driven, ticked = (summarise(replay, timedelta(days=7)).as_dict() for replay in replays)
+    assert event_driven == ticked
     assert event_driven["messages_allowed"] > 0
     outcomes = [
         {r.planned.idempotency_key: (r.outcome, r.sent_at) for r in replay.runs if r.counted}
@@ -344,3 +352,69 @@ def test_the_event_driven_replay_equals_an_hourly_one(key):
 def test_a_period_is_whole_days_in_the_shops_time_zone(start, end, expected):
     since, until = period(start, end, at("2026-11-01T12:00:00"), "Europe/Rome")
     assert (since.isoformat(), until.isoformat()) == expected
+
+
+def test_out_of_bounds_dates_are_a_clear_cli_error(history, run):
+    from click.testing import CliRunner
+
+    from plugin.cli import main
+
+    args = ["backtest", "--shop", SHOP, "--rule", "win_back", "--from", "0001-01-01"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "from must be between 2021-" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_read_session_lets_writers_in_and_writes_nothing(db, shop):
+    # given: a backtest's loading session is open (its first read done, so its transaction has begun)
+    with db.read_session() as reading:
+        assert reading.scalar(select(func.count()).select_from(Shop)) == 1
+        # when: the webhook endpoint writes meanwhile (one second of patience, not the 60 s busy timeout)
+        with db.autocommit_engine.connect() as writer:
+            if db.is_sqlite:
+                writer.exec_driver_sql("PRAGMA busy_timeout = 1000")
+            writer.execute(Suppression.__table__.insert(), _suppression(shop.id, "writer@example.com"))
+        # then: it got in; and the reading session itself cannot write on PostgreSQL (READ ONLY)
+        if not db.is_sqlite:
+            with pytest.raises(Exception, match="read-only transaction"):
+                reading.execute(Suppression.__table__.insert(), _suppression(shop.id, "reader@example.com"))
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Suppression)) == 1
+
+
+def _suppression(shop_id: int, email: str) -> dict:
+    return {"shop_id": shop_id, "email_hash": email_hash(email), "reason": "unsubscribed", "created_at": at(
+        "2026-10-01T00:00:00"
+    )}  # fmt: skip
+
+
+def test_a_cap_of_zero_is_saved_and_then_sends_no_marketing_email(client, headers, history):
+    saved = client.put("/app/api/settings", json={"cap_per_day": 0}, headers=headers)
+    assert saved.status_code == 200 and saved.get_json()["cap_per_day"] == 0
+    answer = client.post("/app/api/rules/win_back/backtest", json=PERIOD, headers=headers)
+    assert answer.status_code == 200  # an IndexError in the cap (500) before
+    assert (answer.get_json()["messages_triggered"], answer.get_json()["messages_allowed"]) == (5, 0)
+
+
+def test_the_cli_backtest_neither_migrates_nor_starts_redis(db, history, run, monkeypatch, tmp_path):
+    # given: a database the migrations would run on again (no revision stamped), and no REDIS_URL
+    with db.session() as session:
+        version = session.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        session.execute(text("DELETE FROM alembic_version"))
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.setenv("LIFECYCLE_INSTANCE_PATH", str(tmp_path))
+    try:
+        # when
+        printed = json.loads(run("backtest", "--shop", SHOP, "--rule", "win_back", *_period_args(), "--json"))
+        # then: it read, and it did not migrate (which would fail on the existing tables) nor embed Redis
+        assert printed["messages_allowed"] == 2
+        with db.session() as session:
+            assert session.scalar(text("SELECT count(*) FROM alembic_version")) == 0
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        with db.session() as session:
+            session.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": version})
+
+
+def _period_args() -> list[str]:
+    return ["--from", PERIOD["from"], "--to", PERIOD["to"]]

@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session
 from admin import insights
 from admin.api.base import bp, db, json_object, load_or_422
 from plugin import clock
-from plugin.core.backtest_period import PeriodError, period
+from plugin.core.backtest import BacktestTooLarge
+from plugin.core.backtest_period import PeriodError
 from plugin.core.rules import RuleSchema
 from plugin.store.backtest_history import UnknownRuleError, backtest_rule
-from plugin.store.models import Rule, Shop
+from plugin.store.models import Rule
 
 
 @bp.get("/rules")
@@ -70,16 +71,13 @@ def backtest(key: str):
             rule = RuleSchema().load(dict(body["rule"], key=key))
         except ValidationError as error:
             return jsonify({"error": "the rule is not valid", "errors": error.messages}), 422
-    now = clock.now()
-    with db().session() as session:
-        shop = session.get(Shop, g.shop_id)
-        try:
-            since, until = period(body.get("from"), body.get("to"), now, shop.timezone)
-            return jsonify(backtest_rule(session, shop, key, since, until, now, rule).as_dict())
-        except PeriodError as error:
-            return jsonify({"error": str(error)}), 422
-        except UnknownRuleError as error:
-            return jsonify({"error": str(error)}), 404
+    try:
+        result = backtest_rule(db(), g.shop_id, key, clock.now(), body.get("from"), body.get("to"), rule)
+    except (PeriodError, BacktestTooLarge) as error:
+        return jsonify({"error": str(error)}), 422
+    except UnknownRuleError as error:
+        return jsonify({"error": str(error)}), 404
+    return jsonify(result.as_dict())
 
 
 def _rule(session: Session, key: str) -> Rule | None:

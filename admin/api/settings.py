@@ -29,6 +29,7 @@ class SettingsSchema(Schema):
     at_risk_days = fields.Integer(validate=validate.Range(min=7, max=730))
     lapsed_days = fields.Integer(validate=validate.Range(min=14, max=1460))
     loyal_orders = fields.Integer(validate=validate.Range(min=2, max=100))
+    # 0 is the merchant's "no marketing email": core.policy.frequency_cap skips those runs
     cap_per_day = fields.Integer(validate=validate.Range(min=0, max=10))
     cap_per_week = fields.Integer(validate=validate.Range(min=0, max=30))
     quiet_start_hour = fields.Integer(validate=validate.Range(min=0, max=23))

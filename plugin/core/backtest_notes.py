@@ -86,6 +86,12 @@ def _assumptions(rule: dict, replay) -> list[str]:
             "Personal stages are on, but past forecasts are not stored: stages are replayed with the fixed "
             "thresholds."
         )
+    held = sum(1 for run in replay.runs if run.outcome == "held_out")
+    if held:
+        said.append(
+            f"{held} message(s) of the other rules fell in their hold-out group: never sent, they take no "
+            "room in the frequency cap."
+        )
     if rule.get("holdout_percent"):
         said.append(
             f"{rule['holdout_percent']} % of these messages would be held out as the control group; the "
@@ -116,11 +122,11 @@ def _outcomes(counted: list, replay, attribution: timedelta) -> list[str]:
         said.append(
             f"{outcomes[None]} message(s) were still waiting when the history ends ({_day(replay.now)})."
         )
-    young = sum(1 for run in counted if run.sent_at and run.sent_at + attribution > replay.now)
+    young = sum(1 for run in counted if run.sent_at and run.due_at + attribution > replay.now)
     if young:
         said.append(
-            f"{young} message(s) went out less than {attribution.days} days before the history ends: their "
-            "attribution window is not over, so the baseline may be low."
+            f"{young} message(s) were due less than {attribution.days} days before the history ends: their "
+            "attribution window is still open, so the baseline leaves them out (as the rule lift does)."
         )
     return said
 

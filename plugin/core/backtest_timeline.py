@@ -5,8 +5,12 @@ Pure: the store loads a `ShopperHistory` per shopper (`store.backtest_history`);
 plain data in, plain data out. The stage at an instant is `core.stages.assess` of the facts as of that
 instant, the very function the tick and the handlers call; it is evaluated at the instants where it
 can change: each event of the shopper (an order placed or cancelled, a refund, checkout or cart
-activity; the handlers restage then) and each hour on which a time rule starts to hold (the tick's moves
-to at risk and lapsed, and back from engaged to prospect, rounded up to the hour an hourly tick sees).
+activity; the handlers restage then) and each tick at which a time rule starts to hold (the tick's moves
+to at risk and lapsed, and back from engaged to prospect, rounded up to the tick that first sees them).
+
+Every read is O(log n) in the shopper's events: the facts after each event are computed once, in time
+order (`FactsIndex`), and read by bisection; a stage timeline is built only from the instants of the
+window asked for, starting from the stage the shopper had just before it.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import bisect
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 
 from plugin.core.facts import ShopperFacts
 from plugin.core.rules import Trigger
 from plugin.core.stages import Stage, Thresholds, assess
 
-HOUR = timedelta(hours=1)
+TICK = timedelta(seconds=300)  # LIFECYCLE_TICK_SECONDS' default: how often the tick releases due runs
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIME_STAGES = (Stage.AT_RISK.value, Stage.LAPSED.value)  # entries counted from the last kept order
 PAID_STATUSES = ("paid", "partially_refunded", "refunded")  # as the order handler reads them
 # Triggers the stored history cannot replay, and why; every other trigger can be.
@@ -32,10 +38,10 @@ NOT_REPLAYABLE = {
 }
 
 
-def ceil_hour(at: datetime) -> datetime:
-    """The first whole UTC hour at or after `at` (when an hourly tick first sees it)."""
-    floor = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    return floor if floor == at else floor + HOUR
+def ceil_tick(at: datetime, tick: timedelta = TICK) -> datetime:
+    """The first tick at or after `at` (one every `tick` from the Unix epoch): when the tick sees it."""
+    late = (at - EPOCH) % tick
+    return at + (tick - late) if late else at
 
 
 @dataclass(frozen=True)
@@ -91,25 +97,93 @@ class ShopperHistory:
     checkouts: tuple[CheckoutFact, ...] = ()
     cart_activity: tuple[datetime, ...] = ()
 
+    # Built once on first use (a frozen dataclass may cache: cached_property writes the instance's dict).
+    @cached_property
+    def facts_index(self) -> FactsIndex:
+        return FactsIndex(self)
+
+    @cached_property
+    def orders_by_id(self) -> dict[int, OrderFact]:
+        return {o.order_id: o for o in self.orders}
+
+    @cached_property
+    def checkouts_by_token(self) -> dict[str, CheckoutFact]:
+        return {c.token: c for c in self.checkouts}
+
+
+class FactsIndex:
+    """The shopper's facts after each of their events, in time order, for reads by bisection.
+
+    At one instant, cancellations and refunds come before orders placed: `inclusive=False` then stops
+    after the former (the facts of an order's own event leave that order out, nothing else).
+    """
+
+    PLACED, CHANGED = 1, 0
+
+    def __init__(self, history: ShopperHistory):
+        events = [(o.placed_at, self.PLACED, i, None) for i, o in enumerate(history.orders)]
+        orders = history.orders
+        events += [(o.cancelled_at, self.CHANGED, i, None) for i, o in enumerate(orders) if o.cancelled_at]
+        events += [
+            (when, self.CHANGED, i, amount)
+            for i, o in enumerate(history.orders)
+            for when, amount in o.refunds
+            if when is not None
+        ]
+        events.sort(key=lambda e: (e[0], e[1], e[2]))
+        refunded = [sum((a for w, a in o.refunds if w is None), Decimal(0)) for o in history.orders]
+        kept: set[int] = set()
+        placed_kept: list[datetime] = []  # sorted placed_at of the kept orders
+        spent = Decimal(0)
+        self.keys: list[tuple[datetime, int]] = []
+        self.states: list[tuple[int, Decimal, datetime | None]] = []
+
+        def net(i: int) -> Decimal:
+            return max(history.orders[i].total - refunded[i], Decimal(0))
+
+        for when, kind, i, amount in events:
+            order = history.orders[i]
+            if kind == self.PLACED:
+                if order.cancelled_at is not None and order.cancelled_at <= when:
+                    continue  # placed cancelled: never kept (as kept_at reads it)
+                kept.add(i)
+                bisect.insort(placed_kept, order.placed_at)
+                spent += net(i)
+            elif amount is None:  # cancelled
+                if i in kept:
+                    kept.discard(i)
+                    del placed_kept[bisect.bisect_left(placed_kept, order.placed_at)]
+                    spent -= net(i)
+            else:  # refunded
+                before = net(i)
+                refunded[i] += amount
+                if i in kept:
+                    spent += net(i) - before
+            self.keys.append((when, kind))
+            self.states.append((len(kept), spent, placed_kept[-1] if placed_kept else None))
+        self.activity = sorted([c.updated_at for c in history.checkouts] + list(history.cart_activity))
+        self.currency = history.currency
+
+    def at(self, at: datetime, inclusive: bool = True) -> ShopperFacts:
+        index = bisect.bisect_right(self.keys, (at, self.PLACED if inclusive else self.CHANGED)) - 1
+        count, spent, last_order = self.states[index] if index >= 0 else (0, Decimal(0), None)
+        active = bisect.bisect_right(self.activity, at) - 1
+        return ShopperFacts(
+            orders_count=count,
+            total_spent=spent.quantize(Decimal("0.01")),
+            last_order_at=last_order,
+            last_activity_at=self.activity[active] if active >= 0 else None,
+            currency=self.currency,
+        )
+
 
 def facts_at(history: ShopperHistory, at: datetime, *, inclusive: bool = True) -> ShopperFacts:
     """The facts classification read of the shopper at `at`: orders kept then, net of refunds by then.
 
     `inclusive=False` leaves out an order placed exactly at `at` (an event's own facts, as
-    `store.shoppers.profile_as_of` reads them: orders placed before the event).
+    `store.shoppers.profile_as_of` reads them: orders placed before the event). O(log n).
     """
-    kept = [
-        o for o in history.orders if o.kept_at(at) and (inclusive or o.placed_at < at)
-    ]  # fmt: skip
-    spent = sum((max(o.total - o.refunded_by(at), Decimal(0)) for o in kept), Decimal(0))
-    activity = [t for t in _activity(history) if t <= at]
-    return ShopperFacts(
-        orders_count=len(kept),
-        total_spent=spent.quantize(Decimal("0.01")),
-        last_order_at=max((o.placed_at for o in kept), default=None),
-        last_activity_at=max(activity, default=None),
-        currency=history.currency,
-    )
+    return history.facts_index.at(at, inclusive)
 
 
 def _activity(history: ShopperHistory) -> list[datetime]:
@@ -128,21 +202,34 @@ class StageEntry:
 
 @dataclass
 class StageTimeline:
-    """The stage a shopper had from each entry on; `stage_at` reads it at any instant."""
+    """The stage a shopper had from each entry on; `stage_at` reads it at any instant from `since` on."""
 
     entries: list[StageEntry] = field(default_factory=list)
+    initial: str = Stage.PROSPECT.value  # the stage before the first entry
+
+    @cached_property
+    def times(self) -> list[datetime]:
+        return [e.at for e in self.entries]
 
     def stage_at(self, at: datetime) -> str:
-        """The stage at `at` (prospect before the first known event)."""
-        index = bisect.bisect_right([e.at for e in self.entries], at) - 1
-        return self.entries[index].stage if index >= 0 else Stage.PROSPECT.value
+        """The stage at `at` (`initial` before the first entry)."""
+        index = bisect.bisect_right(self.times, at) - 1
+        return self.entries[index].stage if index >= 0 else self.initial
 
 
-def stage_timeline(history: ShopperHistory, until: datetime, thresholds: Thresholds) -> StageTimeline:
-    """Every stage entry of the shopper up to `until`, by `assess` at each instant the stage can change."""
-    timeline = StageTimeline()
+def stage_timeline(
+    history: ShopperHistory, until: datetime, thresholds: Thresholds, since: datetime | None = None
+) -> StageTimeline:
+    """Every stage entry of the shopper in [since, until], by `assess` at each instant the stage can change;
+    before `since`, only the stage the shopper had then (`initial`) is worked out."""
+    instants = _instants(history, until, thresholds)
+    first = bisect.bisect_left(instants, since) if since is not None else 0
     current = Stage.PROSPECT.value
-    for at in _instants(history, until, thresholds):
+    if first:
+        before = instants[first - 1]
+        current = assess(facts_at(history, before), before, thresholds).stage.value
+    timeline = StageTimeline(initial=current)
+    for at in instants[first:]:
         facts = facts_at(history, at)
         stage = assess(facts, at, thresholds).stage.value
         if stage != current:
@@ -156,6 +243,17 @@ def _cycle(stage: str, facts: ShopperFacts) -> str:
     if stage in TIME_STAGES and facts.last_order_at is not None:
         return f"{stage}:{facts.last_order_at.isoformat()}"
     return f"{stage}:{facts.orders_count}"
+
+
+def last_stage_change(history: ShopperHistory, thresholds: Thresholds) -> datetime | None:
+    """An instant after which the shopper's stage cannot change (None: it never can), found without
+    building the instants: a shopper whose stage cannot change in a window needs no timeline for it."""
+    longest = timedelta(days=max(thresholds.at_risk_days, thresholds.lapsed_days)) + TICK
+    latest = [o.placed_at + longest for o in history.orders]
+    latest += [o.cancelled_at for o in history.orders if o.cancelled_at]
+    latest += [when for o in history.orders for when, _ in o.refunds if when]
+    latest += [t + timedelta(days=thresholds.engaged_days) + TICK for t in _activity(history)]
+    return max(latest, default=None)
 
 
 def _instants(history: ShopperHistory, until: datetime, thresholds: Thresholds) -> list[datetime]:
@@ -174,7 +272,7 @@ def _instants(history: ShopperHistory, until: datetime, thresholds: Thresholds) 
     for active in _activity(history):
         # "engaged within N days" holds through day N exactly: prospect from the next instant on
         hours.add(active + timedelta(days=thresholds.engaged_days, microseconds=1))
-    instants = events | {ceil_hour(t) for t in hours}
+    instants = events | {ceil_tick(t) for t in hours}
     return sorted(t for t in instants if t <= until)
 
 

@@ -58,7 +58,7 @@ class PolicySnapshot:
 
 def decide(snapshot: PolicySnapshot, run, now: datetime) -> Decision:
     """The whole check, in order: the shop's sending not paused → still applies → may be mailed → may be
-    mailed now.
+    mailed now (a frequency cap of 0 skips every marketing email).
 
     `run` is anything with the run's fields (action, play, trigger, play_stage, marketing, context,
     recipient_email): an `ActionRun` row, or plain data in tests.
@@ -113,13 +113,18 @@ def may_mail(snapshot: PolicySnapshot, run) -> str | None:
 
 
 def frequency_cap(snapshot: PolicySnapshot, run, now: datetime) -> Decision | None:
-    """At most cap_per_day marketing emails per 24 h and cap_per_week per 7 days; higher priority first."""
+    """At most cap_per_day marketing emails per 24 h and cap_per_week per 7 days; higher priority first.
+
+    A cap of 0 is the merchant's "no marketing email": the run is skipped (with why), not deferred.
+    """
     if not run.marketing or not snapshot.shopper_exists:
         return None
     for window, cap, label in (
         (timedelta(days=1), snapshot.cap_per_day, "per 24 h"),
         (timedelta(days=7), snapshot.cap_per_week, "per 7 days"),
     ):
+        if cap <= 0:
+            return Decision(skip=f"frequency cap: no marketing email (the cap {label} is 0)")
         recent = sorted(sent for sent in snapshot.recent_sends if sent > now - window)
         if len(recent) >= cap:
             return Decision(

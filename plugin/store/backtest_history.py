@@ -1,6 +1,7 @@
 """A shop's stored history as the backtest replays it (`core.backtest`), loaded set-based: one SELECT per
 table (shoppers, orders, refunds, checkouts, carts, suppressions), grouped by shopper in memory. Reads
-only: a backtest writes no row.
+only, in a short read-only session (`Database.read_session`: on SQLite no write lock, so webhooks and
+workers write on while it loads); the replay then runs with no session open.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from plugin.core.backtest import BacktestResult, ShopPolicy, backtest
+from plugin.core.backtest_period import period
 from plugin.core.backtest_timeline import PAID_STATUSES, CheckoutFact, OrderFact, ShopperHistory
 from plugin.core.facts import CONSENTING_STATES
 from plugin.core.stages import Thresholds
+from plugin.store.db import Database
 from plugin.store.models import Cart, Checkout, Order, Refund, Shop, Shopper, Suppression
 from plugin.store.rule_lift import ATTRIBUTION
 from plugin.store.shops import shop_rules
@@ -29,15 +32,33 @@ class UnknownRuleError(LookupError):
 
 
 def backtest_rule(
-    session: Session,
-    shop: Shop,
+    db: Database,
+    shop_id: int,
     key: str,
-    start: datetime,
-    end: datetime,
     now: datetime,
+    from_day: str | None = None,
+    to_day: str | None = None,
     rule: dict | None = None,
 ) -> BacktestResult:
-    """Backtest the shop's rule `key` (or `rule`, an unsaved one validated by RuleSchema) over [start, end).
+    """Backtest the shop's rule `key` (or `rule`, an unsaved one validated by RuleSchema) over the days
+    `from_day`..`to_day` (YYYY-MM-DD, `core.backtest_period.period`): load in a read-only session, close
+    it, replay.
+
+    Raises:
+        PeriodError: the dates are not a period the backtest replays.
+        UnknownRuleError: no stored rule has the key and no `rule` was given.
+        BacktestTooLarge: the replay would take too long (a shorter period may not).
+    """
+    with db.read_session() as session:
+        shop = session.get(Shop, shop_id)
+        start, end = period(from_day, to_day, now, shop.timezone)
+        rules = shop_rules_with(session, shop, key, rule)
+        histories, policy = load_histories(session, shop.id), shop_policy(shop)
+    return backtest(histories, rules, key, start, end, now, policy, ATTRIBUTION)
+
+
+def shop_rules_with(session: Session, shop: Shop, key: str, rule: dict | None) -> list[tuple[int, dict]]:
+    """The shop's rules, with `rule` (unsaved) in place of the stored rule `key` when given.
 
     Raises:
         UnknownRuleError: no stored rule has the key and no `rule` was given.
@@ -50,9 +71,7 @@ def backtest_rule(
         ]
     elif stored is None:
         raise UnknownRuleError(f"no rule {key}")
-    return backtest(
-        load_histories(session, shop.id), rules, key, start, end, now, shop_policy(shop), ATTRIBUTION
-    )
+    return rules
 
 
 def shop_policy(shop: Shop) -> ShopPolicy:
@@ -65,6 +84,7 @@ def shop_policy(shop: Shop) -> ShopPolicy:
         quiet_end_hour=shop.quiet_end_hour,
         timezone=shop.timezone or "UTC",
         installed_at=shop.installed_at,
+        shop_id=shop.id,
     )
 
 

@@ -92,7 +92,12 @@ def _serialise_sqlite_writers(engine: Engine, begin_immediate: bool = True) -> N
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only session (`Database.read_session`) takes no write lock: a plain, deferred BEGIN.
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+READ_ONLY_OPTION = "lifecycle_read_only"  # a connection execution option `_on_begin` reads
 
 
 def migrate(url: str) -> None:
@@ -171,6 +176,24 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only, rolled back at the end: it never holds the write lock.
+
+        On SQLite its transaction is a plain deferred BEGIN (a snapshot of the WAL), not the BEGIN
+        IMMEDIATE of `session()` that makes every other writer wait; on PostgreSQL it is a READ ONLY
+        transaction (a write in it raises). Keep it short: load what is needed, close, compute after.
+        """
+        option = {READ_ONLY_OPTION: True} if self.is_sqlite else {"postgresql_readonly": True}
+        with self.engine.connect() as connection:
+            connection.execution_options(**option)
+            session = Session(bind=connection)
+            try:
+                yield session
+            finally:
+                session.close()
+                connection.rollback()
 
     def erase_freed_space(self, tables: list[str]) -> dict:
         """Make what was deleted or overwritten unreadable in the database's own files, after a commit.

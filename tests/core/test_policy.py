@@ -373,3 +373,15 @@ CAPPED_AT_NIGHT = {"shop_timezone": "Asia/Tokyo", "recent_sends": (NOW - HOUR,),
 )
 def test_skip_before_defer_and_the_cap_before_quiet_hours(changes, fields, expected):
     assert decide(snapshot(**{**CAPPED_AT_NIGHT, **changes}), run(**fields), NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("caps", "recent", "label"),
+    [((0, 3), (), "per 24 h"), ((1, 0), (), "per 7 days"), ((0, 0), (NOW - HOUR,), "per 24 h")],
+)
+def test_a_cap_of_zero_means_no_marketing_email(caps, recent, label):
+    shopper = snapshot(cap_per_day=caps[0], cap_per_week=caps[1], recent_sends=recent)
+    assert decide(shopper, run(), NOW) == Decision(
+        skip=f"frequency cap: no marketing email (the cap {label} is 0)"
+    )
+    assert decide(shopper, run(marketing=False), NOW) == GO  # a receipt or an alert still goes
