@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from plugin import clock
 from plugin.shopify.client import ShopifyAuthError, ShopifyClient, ShopifyUserErrors, document
 from plugin.shopify.ids import consent_state, gid_number
-from plugin.store import stage_sql
+from plugin.store import runs, stage_sql
 from plugin.store.db import Database
 from plugin.store.models import Order, Refund, Shop, Shopper
 from plugin.store.shoppers import net_spend
@@ -260,7 +260,8 @@ def _attach_late_items(db: Database, shop_id: int, items: list[dict]) -> None:
 
 
 def finish(db: Database, shop_id: int) -> dict[str, int]:
-    """Recount every shopper of the shop from the stored orders, then assign stages (no plays)."""
+    """Recount every shopper of the shop from the stored orders, then assign stages (no plays) and plan
+    the write-back of every stage Shopify does not hold yet (in bulk, by the shop's write-back job)."""
     now = clock.now()
     with db.session() as session:
         shop = session.get(Shop, shop_id)
@@ -282,13 +283,9 @@ def finish(db: Database, shop_id: int) -> dict[str, int]:
             )
             .execution_options(synchronize_session=False)
         )
-        return stage_sql.move_stages(
-            session,
-            shop,
-            now,
-            not db.is_sqlite,
-            cause="backfill",
-        )
+        moves = stage_sql.move_stages(session, shop, now, not db.is_sqlite, cause="backfill")
+        runs.plan_stage_syncs(db, session, shop, now, "backfill", now)
+        return moves
 
 
 # --- GraphQL node → row ----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from plugin.core import rules as rules_module
@@ -73,8 +73,30 @@ def store_run(db: Database, session: Session, shop_id: int, run: PlannedRun, now
         status, finished_at, reason = RunStatus.SKIPPED, now, run.gate.why
     else:
         status, finished_at, reason = RunStatus.SCHEDULED, None, None
+    values = _run_values(shop_id, run, now, status, finished_at, reason)
+    statement = db.insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    created = session.execute(statement.returning(table.c.id)).scalar()
+    if created is not None:
+        return created
+    # The key exists. A run cancelled as superseded comes back when its trigger holds again (the shopper
+    # is in that stage entry again, a late cancellation restored a welcome's facts): one run per key.
+    revive = {k: values[k] for k in ("status", "finished_at", "skip_reason", "deferred_reason", "due_at")}
+    return session.execute(
+        update(table)
+        .where(
+            table.c.idempotency_key == run.idempotency_key,
+            table.c.status == RunStatus.CANCELLED,
+            table.c.skip_reason.like(SUPERSEDED + "%"),
+        )
+        .values(**revive)
+        .returning(table.c.id)
+    ).scalar()
+
+
+def _run_values(shop_id: int, run: PlannedRun, now: datetime, status, finished_at, reason) -> dict:
+    """The action_runs row of a planned run."""
     waiting = run.gate is not None and run.gate.status == RunStatus.WAITING and status == RunStatus.SCHEDULED
-    values = dict(
+    return dict(
         shop_id=shop_id,
         rule_id=run.rule_id,
         play=run.play,
@@ -98,23 +120,6 @@ def store_run(db: Database, session: Session, shop_id: int, run: PlannedRun, now
         event_at=run.event_at,
         wait_until=run.wait_until,
     )
-    statement = db.insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    created = session.execute(statement.returning(table.c.id)).scalar()
-    if created is not None:
-        return created
-    # The key exists. A run cancelled as superseded comes back when its trigger holds again (the shopper
-    # is in that stage entry again, a late cancellation restored a welcome's facts): one run per key.
-    revive = {k: values[k] for k in ("status", "finished_at", "skip_reason", "deferred_reason", "due_at")}
-    return session.execute(
-        update(table)
-        .where(
-            table.c.idempotency_key == run.idempotency_key,
-            table.c.status == RunStatus.CANCELLED,
-            table.c.skip_reason.like(SUPERSEDED + "%"),
-        )
-        .values(**revive)
-        .returning(table.c.id)
-    ).scalar()
 
 
 def plan_stage_entry(
@@ -132,7 +137,7 @@ def plan_stage_entry(
     created = plan_stage_plays(db, session, shop, shopper, transition_at, source, now, rules, consent_wait)
     if not shop.access_token_encrypted:
         return created  # no token, no Admin API: nothing to write back
-    sync = store_run(db, session, shop.id, stage_sync_run(shop.id, shopper, transition_at, source), now)
+    sync = store_run(db, session, shop.id, stage_sync_run(shop.id, shopper.id, transition_at, source), now)
     return created + ([sync] if sync is not None else [])
 
 
@@ -227,14 +232,39 @@ STAGE_SYNC_WINDOW = timedelta(minutes=10)
 STAGE_SYNC_LEASE = timedelta(minutes=15)  # a claimed write-back whose job died is due again after this
 
 
-def stage_sync_run(shop_id: int, shopper: Shopper, at: datetime, source: str) -> PlannedRun:
+def stage_sync_run(shop_id: int, shopper_id: int, at: datetime, source: str) -> PlannedRun:
     """Write the stage back to Shopify (tag lifecycle:<stage>, metafield lifecycle.stage) once per window."""
     window = STAGE_SYNC_WINDOW.total_seconds()
     start = datetime.fromtimestamp(at.timestamp() // window * window, tz=UTC)
     cycle = f"window@{start.isoformat()}"
     return system_run(
-        shop_id, "stage_sync", "sync_stage", shopper.id, cycle, start + STAGE_SYNC_WINDOW, source
+        shop_id, "stage_sync", "sync_stage", shopper_id, cycle, start + STAGE_SYNC_WINDOW, source
     )
+
+
+def plan_stage_syncs(
+    db: Database, session: Session, shop: Shop, at: datetime, source: str, now: datetime
+) -> int:
+    """Plan the write-back of every shopper whose stage Shopify does not hold yet, inserted a thousand at
+    a time (after the history import, which moves stages without plays: the tags and metafields of the
+    whole store then go in bulk, 25 customers a call). Returns how many were asked for (a key planned
+    already is left as it is)."""
+    if not shop.access_token_encrypted:
+        return 0  # no token, no Admin API: nothing to write back
+    differs = or_(Shopper.synced_stage.is_(None), Shopper.synced_stage != Shopper.stage)
+    ids = session.scalars(
+        select(Shopper.id)
+        .where(Shopper.shop_id == shop.id, Shopper.deleted_at.is_(None), differs)
+        .order_by(Shopper.id)
+    ).all()
+    statement = db.insert(ActionRun.__table__).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    for start in range(0, len(ids), 1000):  # executemany: batched VALUES, one compiled statement
+        chunk = ids[start : start + 1000]
+        planned = [stage_sync_run(shop.id, shopper_id, at, source) for shopper_id in chunk]
+        session.execute(
+            statement, [_run_values(shop.id, run, now, RunStatus.SCHEDULED, None, None) for run in planned]
+        )
+    return len(ids)
 
 
 def route_due_stage_syncs(session: Session, now: datetime) -> list[int]:
