@@ -33,7 +33,7 @@ from plugin import create_app  # noqa: E402
 from plugin.crypto import encrypt_token  # noqa: E402
 from plugin.demo.fake_store import MUTATION_COST, QUERY_COST, FakeStore, FakeStoreServer  # noqa: E402
 from plugin.demo.synthetic import first_timer_rows  # noqa: E402
-from plugin.store import runs, shops  # noqa: E402
+from plugin.store import runs, shops, stage_syncs  # noqa: E402
 from plugin.store.models import ActionRun, RunStatus, Shopper  # noqa: E402
 from plugin.store.stage_sql import move_stages  # noqa: E402
 
@@ -126,14 +126,14 @@ def main() -> None:
         planned = fall_at_risk(db, bulk_shop)
         fall_at_risk(db, old_shop)
         old_ids = one_run_per_change(db, old_shop)
-        os.environ["LIFECYCLE_NOW"] = (NOW + runs.STAGE_SYNC_WINDOW).isoformat()
+        os.environ["LIFECYCLE_NOW"] = (NOW + stage_syncs.STAGE_SYNC_WINDOW).isoformat()
         rescheduled: list[int] = []
         with app.app_context():
             from plugin.pipeline import maintenance
             from plugin.pipeline.run_action import run_action
 
             def bulk() -> None:
-                later = NOW + runs.STAGE_SYNC_WINDOW
+                later = NOW + stage_syncs.STAGE_SYNC_WINDOW
                 while done := maintenance.write_back_stages(bulk_shop):
                     if done.get("scheduled"):  # throttled: the tick would come back after the wait
                         rescheduled.append(done["scheduled"])

@@ -20,7 +20,7 @@ from plugin.pipeline.scheduler import run_forever
 from plugin.pipeline.tick import tick_app
 from plugin.shopify import reconcile
 from plugin.store.models import ActionAttempt, ActionRun, Shop, Shopper
-from plugin.store.runs import store_run
+from plugin.store.run_rows import store_run
 from plugin.web.unsubscribe import consent_run
 from tests.conftest import NOW, SHOP, free_port
 from tests.test_backfill import deliver_shopify_webhooks

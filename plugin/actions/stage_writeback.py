@@ -23,7 +23,7 @@ from plugin.shopify.client import (
     ShopifyTransientError,
     ShopifyUserErrors,
 )
-from plugin.store import runs
+from plugin.store import stage_syncs
 from plugin.store.db import Database
 from plugin.store.models import ActionAttempt, ActionRun, RunStatus, Shopper
 
@@ -104,7 +104,7 @@ def write_back_due(db: Database, client: ShopifyClient | None, shop_id: int, now
     settlement: `counts()` says how many runs ended how ("succeeded", "failed", "skipped", "scheduled"),
     empty when none was due, and `unreachable` the error when the store did not answer."""
     with db.session() as session:
-        claimed = runs.claim_stage_syncs(db, session, shop_id, now, CLAIM_SIZE)
+        claimed = stage_syncs.claim_stage_syncs(db, session, shop_id, now, CLAIM_SIZE)
         shoppers = _shoppers(session, {shopper_id for _, shopper_id, _ in claimed})
     settlement = Settlement(now)
     by_shopper: dict[int, list[tuple[int, int]]] = defaultdict(list)

@@ -2,7 +2,7 @@
 apply, may this shopper be mailed (consent, suppression), and may they be mailed *now* (frequency cap,
 quiet hours). Each answer carries a sentence for the ledger, so every skip and deferral explains itself.
 
-Pure: `decide` reads a `PolicySnapshot` that the store loads (`store.runs.policy_snapshot`) and the run.
+Pure: `decide` reads a `PolicySnapshot` that the store loads (`store.policy_snapshot`) and the run.
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ class RuleSchema(Schema):
 # The one play whose messages the shopper asked for: their own back-in-stock request (the theme block's
 # form). It is transactional only as long as it stays that play: same key, same trigger. Every other
 # rule a merchant has or writes is marketing. The app's own runs (stage and consent write-backs) are not
-# rules and are never marketing (store.runs.system_run).
+# rules and are never marketing (store.run_rows.system_run).
 TRANSACTIONAL_PLAYS = frozenset({("back_in_stock", "back_in_stock")})
 
 

@@ -23,7 +23,7 @@ from plugin.shopify.client import (
     ShopifyTransientError,
     ShopifyUserErrors,
 )
-from plugin.store import runs
+from plugin.store import policy_snapshot, runs, stage_syncs
 from plugin.store.db import Database
 from plugin.store.models import ActionAttempt, ActionRun, RunStatus, Shop, Shopper
 
@@ -38,7 +38,7 @@ def dispatch_due_runs(db: Database, now) -> int:
     """Queue every scheduled run whose time has come (the tick calls this too); due stage write-backs
     go to their shop's bulk job instead, never one by one."""
     with db.session() as session:
-        writeback_shops = runs.route_due_stage_syncs(session, now)
+        writeback_shops = stage_syncs.route_due_stage_syncs(session, now)
         ids = runs.due_run_ids(session, now)
     connection = current_app.extensions["lifecycle.redis"]
     for shop_id in writeback_shops:
@@ -73,7 +73,9 @@ def run_action(run_id: int) -> str:
         if run is None or run.status not in (RunStatus.QUEUED, RunStatus.SCHEDULED, RunStatus.RUNNING):
             return run.status if run else "missing"  # already done: a duplicate job
         ctx = _action_context(db, session, run, now, client)
-        decision = policy.decide(runs.policy_snapshot(session, ctx.shop, run, ctx.shopper, now), run, now)
+        decision = policy.decide(
+            policy_snapshot.policy_snapshot(session, ctx.shop, run, ctx.shopper, now), run, now
+        )
         if decision.skip:
             return _end(session, run, RunStatus.SKIPPED, now, "skipped", reason=decision.skip)
         if decision.defer_until:

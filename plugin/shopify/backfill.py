@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from plugin import clock
 from plugin.shopify.client import ShopifyAuthError, ShopifyClient, ShopifyUserErrors, document
 from plugin.shopify.ids import consent_state, gid_number
-from plugin.store import runs, stage_sql
+from plugin.store import stage_sql, stage_syncs
 from plugin.store.db import Database
 from plugin.store.models import Order, Refund, Shop, Shopper
 from plugin.store.shoppers import net_spend
@@ -284,7 +284,7 @@ def finish(db: Database, shop_id: int) -> dict[str, int]:
             .execution_options(synchronize_session=False)
         )
         moves = stage_sql.move_stages(session, shop, now, not db.is_sqlite, cause="backfill")
-        runs.plan_stage_syncs(db, session, shop, now, "backfill", now)
+        stage_syncs.plan_stage_syncs(db, session, shop, now, "backfill", now)
         return moves
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from plugin import clock, links
 from plugin.core.rules import PlannedRun
 from plugin.pipeline import queue
-from plugin.store import runs, suppressions
+from plugin.store import run_rows, runs, suppressions
 from plugin.store.db import Database
 from plugin.store.models import ActionRun, Shop, Shopper
 
@@ -92,7 +92,7 @@ def unsubscribe(token: str):
         ):
             shopper.consent_state, shopper.consent_updated_at = "unsubscribed", now
             runs.skip_pending_marketing(session, shopper.id, "the address unsubscribed", now)
-            run_id = runs.store_run(db, session, shop_id, consent_run(shop_id, shopper.id, now), now)
+            run_id = run_rows.store_run(db, session, shop_id, consent_run(shop_id, shopper.id, now), now)
             queued += [run_id] if run_id else []
     connection = current_app.extensions["lifecycle.redis"]
     for run_id in queued:
@@ -105,6 +105,6 @@ def unsubscribe(token: str):
 
 def consent_run(shop_id: int, shopper_id: int, now) -> PlannedRun:
     """Tell Shopify this shopper unsubscribed."""
-    return runs.system_run(
+    return run_rows.system_run(
         shop_id, "consent_sync", "sync_consent", shopper_id, now.isoformat(), now, "unsubscribe"
     )
