@@ -115,11 +115,12 @@ def start_clean(db: Database, outbox: str, secret_key: str) -> None:
 
 
 def start_processes(port: int) -> list[subprocess.Popen]:
-    """gunicorn (2 workers of 4 threads) and two RQ workers, as the Procfile runs them, on this process's
-    instance."""
+    """gunicorn (2 workers) and two RQ workers on this process's instance. The demo's gunicorn runs
+    without threads: its load is one poster, and with threads its workers outlived Ctrl-C by more than
+    20 s in CI (gunicorn's threaded worker waits up to its graceful timeout, 30 s)."""
     web = runtime.start_child(
-        ["gunicorn", "--workers", "2", "--threads", "4", "--bind", f"127.0.0.1:{port}",
-         "--log-level", "warning", "plugin:create_app()"]
+        ["gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+         "plugin:create_app()"]
     )  # fmt: skip
     workers = [runtime.start_child(["plugin.cli", "worker"]) for _ in range(2)]
     return [web, *workers]
