@@ -7,7 +7,8 @@ key: the webhook endpoint raises it (SET NX) after committing the row and, only 
 enqueues `drain_deliveries()`. A drain lowers the flag *before* it claims, so a delivery committed
 before the flag went down is claimed by it, and one committed after raises the flag again and queues
 a fresh drain. A drain that finds a backlog queues one more (SET NX again), so idle workers join in while
-at most one drain job waits. Nothing is lost, and a busy store costs one Redis round trip per webhook.
+at most one drain job waits. Nothing is lost, and a busy store costs one Redis round trip per group of
+webhooks the endpoint stores together (`web.ledger_writer`).
 """
 
 from __future__ import annotations
@@ -50,16 +51,12 @@ def get_queue(connection: redis.Redis, name: str) -> Queue:
     return Queue(name, connection=connection, serializer=JSONSerializer)
 
 
-def enqueue_delivery(connection: redis.Redis, delivery_id: int) -> bool:
-    """Make sure a drain will process this (committed) delivery; True when a new drain job was queued.
+def enqueue_deliveries(connection: redis.Redis, delivery_ids: list[int]) -> bool:
+    """Make sure a drain will process these (committed) deliveries: one signal serves them all; True when
+    a new drain job was queued.
 
     Raises redis.RedisError when Redis is down, which the webhook endpoint turns into a 503.
     """
-    return enqueue_drain(connection)
-
-
-def enqueue_deliveries(connection: redis.Redis, delivery_ids: list[int]) -> bool:
-    """`enqueue_delivery` for several committed deliveries at once (one signal serves them all)."""
     return enqueue_drain(connection) if delivery_ids else False
 
 
