@@ -7,11 +7,10 @@ import json
 import click
 
 from plugin import clock, instance_path
-from plugin.cli.group import main
+from plugin.cli.group import main, shop_or_exit
 from plugin.config import ConfigError, load_config
 from plugin.core.backtest import BacktestTooLarge
 from plugin.core.backtest_period import PeriodError
-from plugin.store import shops as shop_rows
 from plugin.store.backtest_history import UnknownRuleError, backtest_rule
 from plugin.store.db import Database, database_url
 
@@ -38,10 +37,7 @@ def backtest(shop_domain: str, key: str, start: str | None, end: str | None, as_
     and how many of them ordered anyway. Sends and writes nothing."""
     db = read_only_database()
     with db.read_session() as session:
-        shop = shop_rows.get_shop(session, shop_domain)
-        shop_id = shop.id if shop is not None else None
-    if shop_id is None:
-        raise click.ClickException(f"no such shop: {shop_domain}")
+        shop_id = shop_or_exit(session, shop_domain).id
     try:
         result = backtest_rule(db, shop_id, key, clock.now(), start, end).as_dict()
     except PeriodError as error:

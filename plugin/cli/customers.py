@@ -7,10 +7,9 @@ from decimal import Decimal
 import click
 from sqlalchemy import select
 
-from plugin.cli.group import build_app, emit, main
+from plugin.cli.group import build_app, emit, main, shop_or_exit
 from plugin.clock import iso
 from plugin.core.facts import accepts_marketing
-from plugin.store import shops as shop_rows
 from plugin.store.models import Shopper, ShopperPrediction, Stage
 
 
@@ -22,9 +21,7 @@ def customers(shop_domain: str, stage: str | None, as_json: bool) -> None:
     """List shoppers with their stage and why."""
     app = build_app()
     with app.extensions["lifecycle.db"].session() as session:
-        shop = shop_rows.get_shop(session, shop_domain)
-        if shop is None:
-            raise click.ClickException(f"no such shop: {shop_domain}")
+        shop = shop_or_exit(session, shop_domain)
         query = (
             select(Shopper, ShopperPrediction)
             .outerjoin(ShopperPrediction, ShopperPrediction.shopper_id == Shopper.id)

@@ -1,5 +1,5 @@
-"""The `lifecycle` click group and what its commands share: building the app, the `--now` option, and
-printing rows as a table or as JSON."""
+"""The `lifecycle` click group and what its commands share: building the app, the `--now` option, the
+shop named by `--shop`, and printing rows as a table or as JSON."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 
 from plugin import clock, create_app
 from plugin.config import ConfigError
+from plugin.store import shops
 
 
 def build_app():
@@ -16,6 +17,14 @@ def build_app():
         return create_app()
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+
+
+def shop_or_exit(session, domain: str):
+    """The shop `--shop` names, or the command ends saying there is none."""
+    shop = shops.get_shop(session, domain)
+    if shop is None:
+        raise click.ClickException(f"no such shop: {domain}")
+    return shop
 
 
 def now_option(function):

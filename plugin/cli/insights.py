@@ -8,9 +8,8 @@ import json
 import click
 
 from plugin import clock
-from plugin.cli.group import build_app, main, now_option, pin
+from plugin.cli.group import build_app, main, now_option, pin, shop_or_exit
 from plugin.store import predictions
-from plugin.store import shops as shop_rows
 from plugin.store.prediction_reports import holdout_report, lift_row, model_report
 from plugin.store.rule_lift import lift_by_rule
 
@@ -26,9 +25,7 @@ def predict(shop_domain: str, unit: str, now: str | None, as_json: bool) -> None
 
     db = build_app().extensions["lifecycle.db"]
     with db.session() as session:
-        shop = shop_rows.get_shop(session, shop_domain)
-        if shop is None:
-            raise click.ClickException(f"no such shop: {shop_domain}")
+        shop = shop_or_exit(session, shop_domain)
     instant = clock.now()
     fit = predictions.fit_shop(db, shop.id, instant, unit=unit)
     report = model_report(fit)
@@ -70,9 +67,7 @@ def model_lines(report: dict) -> list[str]:
 def lift(shop_domain: str, as_json: bool) -> None:
     """Per rule with a hold-out group: the sent arm's conversion against the held-out arm's, 95 % interval."""
     with build_app().extensions["lifecycle.db"].session() as session:
-        shop = shop_rows.get_shop(session, shop_domain)
-        if shop is None:
-            raise click.ClickException(f"no such shop: {shop_domain}")
+        shop = shop_or_exit(session, shop_domain)
         measured = [lift_row(m) for m in lift_by_rule(session, shop, clock.now())]
     if as_json:
         click.echo(json.dumps(measured, indent=2))

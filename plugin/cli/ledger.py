@@ -6,11 +6,10 @@ from __future__ import annotations
 import click
 from sqlalchemy import select
 
-from plugin.cli.group import build_app, emit, main
+from plugin.cli.group import build_app, emit, main, shop_or_exit
 from plugin.clock import iso
 from plugin.pipeline import queue
 from plugin.store import deliveries as delivery_rows
-from plugin.store import shops as shop_rows
 from plugin.store.models import ActionRun, Delivery, DeliveryStatus, RunStatus, Shopper
 
 
@@ -24,9 +23,7 @@ def actions(shop_domain: str, status: str | None, play: str | None, as_json: boo
     """List action runs (newest first): play, shopper, status, due/sent time, and why skipped or deferred."""
     app = build_app()
     with app.extensions["lifecycle.db"].session() as session:
-        shop = shop_rows.get_shop(session, shop_domain)
-        if shop is None:
-            raise click.ClickException(f"no such shop: {shop_domain}")
+        shop = shop_or_exit(session, shop_domain)
         query = (
             select(ActionRun, Shopper)
             .outerjoin(Shopper, Shopper.id == ActionRun.shopper_id)
