@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from plugin.core.policy import CONSENT_WAIT
 from plugin.core.rules import Profile, Trigger
 from plugin.core.stages import Thresholds, assess
-from plugin.store import predictions, runs, shoppers
+from plugin.store import predictions, runs, shopper_book, shoppers
 from plugin.store.db import Database
 from plugin.store.models import Shop, Shopper, StageTransition
 from plugin.store.runs import TIME_STAGES
@@ -58,11 +58,18 @@ class HandlerContext:
             context={k: v for k, v in context.items() if v is not None},
         )
         if profile is None:
-            self.session.flush()
+            self.flush_for(shopper)
             profile = shoppers.profile_as_of(self.session, shopper, min(event.at, self.now))
         self.planned_runs += runs.plan(
             self.db, self.session, self.shop, profile, event, self.now, consent_wait=self.consent_wait
         )
+
+    def flush_for(self, shopper: Shopper) -> None:
+        """Write what is pending so the SQL that reads the shopper's facts sees it; nothing to write when
+        the batch's book holds the shopper (`store.shopper_book`: answered from memory, written with the
+        batch)."""
+        if shopper_book.holding(self.session, shopper) is None:
+            self.session.flush()
 
 
 def restage(ctx: HandlerContext, shopper: Shopper) -> None:
@@ -71,12 +78,16 @@ def restage(ctx: HandlerContext, shopper: Shopper) -> None:
     At risk or lapsed, the entry is counted from the last kept order (`runs.stage_cycle`): an older order
     arriving late moves no stage but a newer one does move the entry, whose plays replace those of the
     entry seen before."""
-    prediction = predictions.personal_predictions(ctx.session, ctx.shop, [shopper.id]).get(shopper.id)
+    book = shopper_book.holding(ctx.session, shopper)
+    if book is not None:
+        prediction = book.predictions.get(shopper.id)
+    else:
+        prediction = predictions.personal_predictions(ctx.session, ctx.shop, [shopper.id]).get(shopper.id)
     assessment = assess(facts_of(shopper), ctx.now, Thresholds.of(ctx.shop), prediction=prediction)
     shopper.stage_reason = assessment.reason
     if shopper.stage == assessment.stage and shopper.stage_changed_at is not None:
         if shopper.stage in TIME_STAGES:
-            ctx.session.flush()
+            ctx.flush_for(shopper)
             ctx.planned_runs += runs.plan_stage_plays(
                 ctx.db, ctx.session, ctx.shop, shopper, ctx.now, ctx.topic, ctx.now, None, ctx.consent_wait
             )
@@ -95,7 +106,7 @@ def restage(ctx: HandlerContext, shopper: Shopper) -> None:
     shopper.stage = assessment.stage
     shopper.stage_changed_at = ctx.now
 
-    ctx.session.flush()
+    ctx.flush_for(shopper)
     ctx.planned_runs += runs.plan_stage_entry(
         ctx.db, ctx.session, ctx.shop, shopper, ctx.now, ctx.topic, ctx.now, consent_wait=ctx.consent_wait
     )

@@ -11,7 +11,7 @@ from plugin.handlers import shopper_updates
 from plugin.handlers.context import HandlerContext, restage
 from plugin.handlers.registry import handles
 from plugin.shopify.payloads import FulfillmentData, OrderData, RefundData
-from plugin.store import runs, shoppers
+from plugin.store import runs, shopper_book, shoppers
 from plugin.store.models import Checkout, Order, Refund
 
 
@@ -21,7 +21,9 @@ def on_order(ctx: HandlerContext, order: OrderData) -> None:
     customer = order.customer
     shoppers.lock_order(ctx, order.id)
     shopper = shoppers.lock_shopper(ctx, customer.id) if customer else None
-    if not ctx.facts_stored:
+    if ctx.facts_stored:  # stored by table with the batch; the batch's book holds its facts
+        shopper_book.of(ctx.session).apply_order(ctx.shop.id, order)
+    else:
         store_order(ctx, order)
         for refund in order.refunds:
             store_refund(ctx, refund)
@@ -44,7 +46,7 @@ def revisit_later_plays(ctx: HandlerContext, shopper, placed_at) -> None:
     """An order changes the facts as of every later event: plays planned on facts that no longer hold are
     superseded, and the welcome is asked again (its "no order before the consent" may hold now that a
     cancellation arrived); its cycle "once" keeps it one welcome."""
-    ctx.session.flush()
+    ctx.flush_for(shopper)
     runs.recheck_conditions(ctx.session, ctx.shop, shopper, placed_at, ctx.now)
     consent_at = shopper.consent_updated_at
     if facts.accepts_marketing(shopper) and consent_at and placed_at < consent_at:
@@ -60,7 +62,7 @@ def trigger_order_plays(ctx: HandlerContext, shopper, order: OrderData) -> None:
     )
     if order.financial_status in ("paid", "partially_refunded", "refunded") or ctx.topic == "orders/paid":
         placed = order.processed_at or order.created_at  # first: no earlier kept order, as of this one
-        ctx.session.flush()
+        ctx.flush_for(shopper)
         as_of_placed = shoppers.profile_as_of(ctx.session, shopper, placed)
         ctx.trigger(
             shopper,

@@ -20,9 +20,10 @@ from plugin.handlers.context import HandlerContext
 from plugin.shopify import payloads
 from plugin.shopify.payloads import OrderData
 from plugin.store import batch_locks, bulk_orders, deliveries, shops
+from plugin.store.shopper_book import ShopperBook
 from plugin.store.db import Database
 from plugin.store.deliveries import ClaimedDelivery
-from plugin.store.models import DeliveryStatus
+from plugin.store.models import DeliveryStatus, Shop
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,24 @@ class BatchResult:
 def apply_batch(
     db: Database, session: Session, claimed: list[ClaimedDelivery], now: datetime, consent_wait: timedelta
 ) -> BatchResult:
-    """Apply claimed deliveries in id order in the caller's transaction; raise to have it rolled back."""
+    """Apply claimed deliveries in id order in the caller's transaction; raise to have it rolled back.
+
+    Order deliveries whose shoppers, orders and checkouts no other delivery of the batch touches are
+    applied against the batch's book (`store.shopper_book`): their facts stored by table first, their
+    shoppers' part answered from memory and written once at the end. The others go one at a time against
+    the database, each flushed and read afresh as it would be alone.
+    """
     parsed = {delivery.id: _parse(delivery) for delivery in claimed}
     _lock(db, session, claimed, parsed)
-    stored = _store_facts(db, session, claimed, parsed)
+    booked = _bookable(session, claimed, parsed)
+    book = _open_book(db, session, claimed, parsed, booked) if booked else None
     result, marks = BatchResult(), []
     for delivery in claimed:
-        status, reason, ctx = _apply(
-            db, session, delivery, parsed[delivery.id], now, consent_wait, delivery.id in stored
-        )
-        session.flush()
-        shops.expire_for_next_delivery(session, delivery.topic)
+        in_book = delivery.id in booked
+        status, reason, ctx = _apply(db, session, delivery, parsed[delivery.id], now, consent_wait, in_book)
+        if not in_book:
+            session.flush()
+            shops.expire_for_next_delivery(session, delivery.topic, keep=book.objects() if book else ())
         result.settled[delivery.id] = status
         marks.append(
             dict(
@@ -63,6 +71,8 @@ def apply_batch(
         if ctx is not None:
             result.planned += ctx.planned_runs
             result.jobs += ctx.jobs
+    if book is not None:
+        result.planned += book.write(db, session)
     deliveries.mark_deliveries(session, marks)
     return result
 
@@ -96,36 +106,69 @@ def _lock(db: Database, session: Session, claimed: list[ClaimedDelivery], parsed
     batch_locks.lock_batch_keys(db, session, orders, customers)
 
 
-def _store_facts(db: Database, session: Session, claimed: list[ClaimedDelivery], parsed: dict) -> set[int]:
-    """Store the batch's orders by table (`store.bulk_orders`); return the ids of the deliveries whose
-    facts are stored.
-
-    Only an order delivery that is the batch's only delivery touching its order, its shopper and its
-    checkout: nothing else in the batch reads what it stores, so storing it first leaves every handler
-    (restage, transitions, plays) exactly as it would be one delivery at a time. And only when no
-    delivery of the batch may change its shop (after an uninstall the rest of the batch is ignored).
-    """
+def _bookable(session: Session, claimed: list[ClaimedDelivery], parsed: dict) -> set[int]:
+    """The ids of the order deliveries the batch's book can apply: those whose every order, shopper and
+    checkout is touched by order deliveries only (of served shops, with an `updated_at`), so nothing else
+    in the batch reads what the book holds. None when a delivery of the batch may change its shop (after
+    an uninstall the rest of the batch is ignored)."""
     if any(delivery.topic in shops.SHOP_CHANGING_TOPICS for delivery in claimed):
         return set()
-    touches: dict[tuple, int] = {}
+    group: dict[tuple, tuple] = {}  # union-find over the touched keys: key → a key of its group
+
+    def root(key: tuple) -> tuple:
+        while group.setdefault(key, key) != key:
+            group[key] = group[group[key]]
+            key = group[key]
+        return key
+
+    first_key: dict[int, tuple] = {}
     for delivery in claimed:
-        for key in _touched(parsed[delivery.id]):
-            touches[(delivery.shop_domain, *key)] = touches.get((delivery.shop_domain, *key), 0) + 1
-    by_shop: dict[int, list[OrderData]] = {}
-    stored = set()
+        keys = [(delivery.shop_domain, *key) for key in _touched(parsed[delivery.id])]
+        if not keys:
+            continue
+        first_key[delivery.id] = keys[0]
+        for key in keys[1:]:
+            group[root(key)] = root(keys[0])
+    unfit = set()
     for delivery in claimed:
-        payload = parsed[delivery.id]
-        if not isinstance(payload, OrderData) or not bulk_orders.can_store_in_bulk(payload):
-            continue
-        if any(touches[(delivery.shop_domain, *key)] > 1 for key in _touched(payload)):
-            continue
-        shop = shops.batch_shop(session, delivery.shop_domain)
-        if _not_served(shop, delivery.topic) is None:
-            by_shop.setdefault(shop.id, []).append(payload)
-            stored.add(delivery.id)
-    for shop_id in sorted(by_shop):
-        bulk_orders.store_orders(db, session, shop_id, by_shop[shop_id])
-    return stored
+        if delivery.id in first_key and not _fits_book(session, delivery, parsed[delivery.id]):
+            unfit.add(root(first_key[delivery.id]))
+    return {
+        delivery.id
+        for delivery in claimed
+        if delivery.id in first_key
+        and root(first_key[delivery.id]) not in unfit
+        and isinstance(parsed[delivery.id], OrderData)
+    }
+
+
+def _fits_book(session: Session, delivery: ClaimedDelivery, payload: Any) -> bool:
+    return (
+        isinstance(payload, OrderData)
+        and bulk_orders.can_store_in_bulk(payload)
+        and _not_served(shops.batch_shop(session, delivery.shop_domain), delivery.topic) is None
+    )
+
+
+def _open_book(
+    db: Database, session: Session, claimed: list[ClaimedDelivery], parsed: dict, booked: set[int]
+) -> ShopperBook:
+    """Read the booked deliveries' shoppers and orders as they stand, then store their orders by table."""
+    wanted: dict[Shop, tuple[set[int], set[int]]] = {}
+    by_shop: dict[Shop, list[OrderData]] = {}
+    for delivery in claimed:
+        if delivery.id in booked:
+            order = parsed[delivery.id]
+            shop = shops.batch_shop(session, delivery.shop_domain)
+            customers, orders = wanted.setdefault(shop, (set(), set()))
+            orders.add(order.id)
+            if order.customer is not None:
+                customers.add(order.customer.id)
+            by_shop.setdefault(shop, []).append(order)
+    book = ShopperBook.load(db, session, wanted)
+    for shop in sorted(by_shop, key=lambda shop: shop.id):
+        bulk_orders.store_orders(db, session, shop.id, by_shop[shop])
+    return book
 
 
 def _touched(payload: Any) -> list[tuple]:

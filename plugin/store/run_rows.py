@@ -22,23 +22,14 @@ def store_run(db: Database, session: Session, shop_id: int, run: PlannedRun, now
     the merchant sees it on the timeline, and the delivery that triggered it is processed as usual.
     """
     table = ActionRun.__table__
-    if run.error is not None:
-        status, finished_at, reason = RunStatus.FAILED, now, run.error
-    elif run.held_out:
-        status, finished_at = RunStatus.HELD_OUT, now
-        reason = "held out: in the rule's control group, nothing sent"
-    elif run.gate is not None and run.gate.status == RunStatus.SKIPPED:
-        status, finished_at, reason = RunStatus.SKIPPED, now, run.gate.why
-    else:
-        status, finished_at, reason = RunStatus.SCHEDULED, None, None
-    values = run_values(shop_id, run, now, status, finished_at, reason)
+    values = planned_values(shop_id, run, now)
     statement = db.insert(table).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
     created = session.execute(statement.returning(table.c.id)).scalar()
     if created is not None:
         return created
     # The key exists. A run cancelled as superseded comes back when its trigger holds again (the shopper
     # is in that stage entry again, a late cancellation restored a welcome's facts): one run per key.
-    revive = {k: values[k] for k in ("status", "finished_at", "skip_reason", "deferred_reason", "due_at")}
+    revive = {k: values[k] for k in REVIVED}
     return session.execute(
         update(table)
         .where(
@@ -49,6 +40,23 @@ def store_run(db: Database, session: Session, shop_id: int, run: PlannedRun, now
         .values(**revive)
         .returning(table.c.id)
     ).scalar()
+
+
+REVIVED = ("status", "finished_at", "skip_reason", "deferred_reason", "due_at")  # what a revival rewrites
+
+
+def planned_values(shop_id: int, run: PlannedRun, now: datetime) -> dict:
+    """The row a planned run is stored as: failed, held out, skipped, waiting for consent or scheduled."""
+    if run.error is not None:
+        status, finished_at, reason = RunStatus.FAILED, now, run.error
+    elif run.held_out:
+        status, finished_at = RunStatus.HELD_OUT, now
+        reason = "held out: in the rule's control group, nothing sent"
+    elif run.gate is not None and run.gate.status == RunStatus.SKIPPED:
+        status, finished_at, reason = RunStatus.SKIPPED, now, run.gate.why
+    else:
+        status, finished_at, reason = RunStatus.SCHEDULED, None, None
+    return run_values(shop_id, run, now, status, finished_at, reason)
 
 
 def run_values(shop_id: int, run: PlannedRun, now: datetime, status, finished_at, reason) -> dict:

@@ -22,7 +22,8 @@ from plugin.store.models import (
     Shopper,
     StageTransition,
 )
-from plugin.store.run_rows import PENDING, SUPERSEDED, store_run
+from plugin.store import shopper_book
+from plugin.store.run_rows import PENDING, SUPERSEDED, planned_values, store_run
 from plugin.store.shoppers import profile_as_of, profile_of
 from plugin.store.shops import shop_rules
 from plugin.store.stage_syncs import stage_sync_run
@@ -49,7 +50,7 @@ def plan(
         now,
         consent_wait,
     )
-    return [run_id for run in planned if (run_id := store_run(db, session, shop.id, run, now)) is not None]
+    return [run_id for run in planned if (run_id := _store(db, session, shop.id, run, now)) is not None]
 
 
 def plan_stage_entry(
@@ -67,8 +68,27 @@ def plan_stage_entry(
     created = plan_stage_plays(db, session, shop, shopper, transition_at, source, now, rules, consent_wait)
     if not shop.access_token_encrypted:
         return created  # no token, no Admin API: nothing to write back
-    sync = store_run(db, session, shop.id, stage_sync_run(shop.id, shopper.id, transition_at, source), now)
+    sync = _store(db, session, shop.id, stage_sync_run(shop.id, shopper.id, transition_at, source), now)
     return created + ([sync] if sync is not None else [])
+
+
+def _store(db: Database, session: Session, shop_id: int, run, now: datetime) -> int | None:
+    """Store a planned run: in the batch's book when it holds the shopper (written with the batch), else
+    in the database at once (`run_rows.store_run`)."""
+    book = shopper_book.of(session)
+    if book is not None and run.shopper_id in book.by_id:
+        return book.store_run(planned_values(shop_id, run, now))
+    return store_run(db, session, shop_id, run, now)
+
+
+def _pending_runs(session: Session, shopper: Shopper) -> list[ActionRun]:
+    """The shopper's runs not yet acted on, from the batch's book when it holds the shopper."""
+    book = shopper_book.holding(session, shopper)
+    if book is not None:
+        return book.pending_runs(shopper)
+    return list(
+        session.scalars(select(ActionRun).where(ActionRun.shopper_id == shopper.id, ActionRun.status.in_(PENDING)))
+    )
 
 
 TIME_STAGES = ("at_risk", "lapsed")
@@ -108,16 +128,11 @@ def recheck_conditions(
     """An order placed at `since` arrived (or changed): pending plays of the shopper's later events whose
     rule's conditions no longer hold as of their event's time are cancelled as superseded (a welcome
     planned before an order placed before the consent had arrived)."""
-    pending = list(
-        session.scalars(
-            select(ActionRun).where(
-                ActionRun.shopper_id == shopper.id,
-                ActionRun.status.in_(PENDING),
-                ActionRun.rule_id.is_not(None),
-                ActionRun.event_at > since,
-            )
-        )
-    )
+    pending = [
+        run
+        for run in _pending_runs(session, shopper)
+        if run.rule_id is not None and run.event_at is not None and run.event_at > since
+    ]
     if not pending:
         return
     rules = dict(shop_rules(session, shop.id))
@@ -220,10 +235,7 @@ def supersede_stage_plays(session: Session, shopper: Shopper, cycle: str, now: d
     """Pending stage plays of the shopper planned for another stage entry than `cycle` (the current one)
     are cancelled before they act: seen whole, the shopper's history never had that entry (a win-back
     planned while only the oldest of three orders had arrived)."""
-    pending = session.scalars(
-        select(ActionRun).where(ActionRun.shopper_id == shopper.id, ActionRun.status.in_(PENDING))
-    )
-    for run in pending:
+    for run in _pending_runs(session, shopper):
         if run.play != "stage_sync" and run.play_stage is not None and run.cycle != cycle:
             run.status, run.finished_at = RunStatus.CANCELLED, now
             run.skip_reason = f"{SUPERSEDED}the shopper's stage entry is now {cycle}"

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from plugin.clock import aware
 from plugin.core.facts import ShopperFacts, accepts_marketing
 from plugin.core.rules import Profile
-from plugin.store import batch_locks
+from plugin.store import batch_locks, shopper_book
 from plugin.store.db import Database
 from plugin.store.models import Checkout, Order, Refund, Shop, Shopper
 
@@ -45,6 +45,9 @@ def lock_shopper(ctx: ShopWork, customer_id: int) -> Shopper:
     PostgreSQL: SELECT ... FOR UPDATE. SQLite: the whole transaction already holds the write lock
     (BEGIN IMMEDIATE, see storage), which serialises writers just as well.
     """
+    book = shopper_book.of(ctx.session)
+    if book is not None and (held := book.shopper(ctx.shop.id, customer_id)) is not None:
+        return held  # read (and, on PostgreSQL, locked) with the batch's other shoppers
     locked = select(Shopper).where(Shopper.shop_id == ctx.shop.id, Shopper.customer_id == customer_id)
     locked = locked.with_for_update().execution_options(populate_existing=True)
     if (ctx.shop.id, customer_id) in ctx.session.info.get(batch_locks.LOCKED_SHOPPERS, ()):
@@ -89,6 +92,12 @@ def recount_orders(ctx: ShopWork, shopper: Shopper) -> None:
 
     Orders are flushed when stored and refunds inserted directly, so nothing pending matters here: no
     autoflush (which would only write the shopper row early, and again later)."""
+    book = shopper_book.holding(ctx.session, shopper)
+    if book is not None:
+        counts = book.counts(shopper)
+        shopper.orders_count, shopper.total_spent = counts.orders_count, counts.total_spent
+        shopper.first_order_at, shopper.last_order_at = counts.first_order_at, counts.last_order_at
+        return
     with ctx.session.no_autoflush:
         row = ctx.session.execute(
             select(
@@ -125,6 +134,10 @@ def refresh_refunded(ctx: ShopWork, order_id: int) -> None:
 
 def refresh_checkout_open(ctx: ShopWork, shopper: Shopper) -> None:
     """A shopper has an open checkout while one is neither completed nor closed."""
+    book = shopper_book.holding(ctx.session, shopper)
+    if book is not None:
+        shopper.checkout_open = book.checkout_open(shopper)
+        return
     shopper.checkout_open = bool(
         ctx.session.scalar(
             select(
@@ -170,6 +183,15 @@ def profile_as_of(session: Session, shopper: Shopper, at: datetime) -> Profile:
     """The shopper's profile with its order facts as of `at` (an event's time), from the stored orders:
     orders placed before `at` and not cancelled by then, net of refunds made by then. A function of the
     stored data, so a play reads the same facts whatever order the deliveries came in."""
+    book = shopper_book.holding(session, shopper)
+    if book is not None:
+        counts = book.counts_as_of(shopper, at)
+        return replace(
+            profile_of(shopper),
+            orders_count=counts.orders_count,
+            total_spent=counts.total_spent,
+            last_order_at=counts.last_order_at,
+        )
     refunded = (
         select(func.coalesce(func.sum(Refund.amount), 0))
         .where(Refund.shop_id == Order.shop_id, Refund.order_id == Order.order_id, Refund.created_at < at)

@@ -30,15 +30,16 @@ def batch_shop(session: Session, domain: str) -> Shop | None:
     return shops[domain]
 
 
-def expire_for_next_delivery(session: Session, topic: str) -> None:
+def expire_for_next_delivery(session: Session, topic: str, keep=()) -> None:
     """Between two deliveries of one batch: everything is read fresh, as it would be alone, except the
-    shops (see batch_shop), unless this delivery's topic may have changed one."""
+    shops (see batch_shop), unless this delivery's topic may have changed one, and what the batch's book
+    holds (`keep`: `store.shopper_book` is the truth for those rows until the batch writes them)."""
     if topic in SHOP_CHANGING_TOPICS:
         session.info.pop("batch_shops", None)
         session.expire_all()
         return
     for instance in list(session.identity_map.values()):
-        if not isinstance(instance, Shop):
+        if not isinstance(instance, Shop) and instance not in keep:
             session.expire(instance)
 
 

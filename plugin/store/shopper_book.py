@@ -1,0 +1,327 @@
+"""A batch's shoppers held in memory: their rows, orders, refunds, open checkouts and pending runs, read in
+one statement per table before the batch applies anything, and written back in one statement per table
+after (issue 13, point 2).
+
+The order handlers of a batch then run per delivery, in delivery order, exactly as one delivery at a time
+would, but against this book instead of the database: a recount, the facts as of an event, the pending
+plays a stage entry supersedes and a new run's idempotency key are all answered from memory. So every
+transition and play is the one a delivery-at-a-time pass gives (three orders of one shopper in one batch
+still record prospect → first_time → repeat), for the cost of a few statements per batch instead of a
+dozen per delivery.
+
+The book holds only shoppers that nothing else in the batch touches (`pipeline.batch` picks them: every
+delivery naming them, their orders or their checkouts is an order delivery), so no handler of the batch
+reads their rows from the database meanwhile. Store functions find it on the session
+(`session.info[BOOK]`, as `batch_locks` leaves its locks there) and use it for the shoppers it holds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from plugin.core.facts import is_stale
+from plugin.store import predictions
+from plugin.store.db import Database
+from plugin.store.models import ActionRun, Checkout, Order, Refund, Shop, Shopper
+from plugin.store.run_rows import PENDING, REVIVED, SUPERSEDED
+
+BOOK = "shopper_book"  # session.info key
+CENT = Decimal("0.01")
+
+
+def money(value) -> Decimal:
+    """A sum as the Money column stores it (two places, half up, as PostgreSQL's numeric rounds)."""
+    return Decimal(value or 0).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+@dataclass
+class BookOrder:
+    """What counting reads of one stored order."""
+
+    customer_id: int | None
+    placed_at: datetime
+    cancelled_at: datetime | None
+    total: Decimal
+    updated_at: datetime | None
+    refunds: dict[int, tuple[Decimal, datetime | None]]  # refund id → (amount, created at), shared
+
+
+@dataclass
+class Counts:
+    orders_count: int
+    total_spent: Decimal
+    first_order_at: datetime | None
+    last_order_at: datetime | None
+
+
+class ShopperBook:
+    """The batch's shoppers of one transaction, by (shop id, customer id); see the module's docstring."""
+
+    def __init__(self) -> None:
+        # (shop id, order id) → {refund id: (amount, created at)}: an order's refunds, held apart from the
+        # order since a refund can be stored before its order arrives
+        self.refunds: dict[tuple[int, int], dict] = defaultdict(dict)
+        self.shoppers: dict[tuple[int, int], Shopper] = {}
+        self.by_id: dict[int, Shopper] = {}
+        self.orders: dict[tuple[int, int], BookOrder] = {}  # (shop id, order id)
+        self.orders_of: dict[tuple[int, int], set[int]] = defaultdict(set)  # (shop, customer) → order ids
+        self.open_checkouts: dict[tuple[int, str], int | None] = {}  # (shop id, token) → customer id
+        self.checkouts_by_customer: dict[tuple[int, int], list] = defaultdict(list)
+        self.runs: dict[str, ActionRun] = {}  # idempotency key → a pending run loaded, or a new one
+        self.pending: dict[int, list[ActionRun]] = defaultdict(list)  # shopper id → its runs above
+        self.new_runs: list[ActionRun] = []  # planned in this batch, inserted by `write`
+        self.predictions: dict[int, Any] = {}
+
+    # -- reading, one statement per table -------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls, db: Database, session: Session, wanted: dict[Shop, tuple[set[int], set[int]]]
+    ) -> ShopperBook:
+        """Read the shoppers (created when new) of each shop's customer ids, their orders and those of
+        its order ids, the refunds of all these orders, open checkouts and pending runs."""
+        book = cls()
+        for shop, (customer_ids, order_ids) in wanted.items():
+            book._load_shop(db, session, shop, sorted(customer_ids), sorted(order_ids))
+        session.info[BOOK] = book
+        return book
+
+    def _load_shop(
+        self, db: Database, session: Session, shop: Shop, customer_ids: list[int], order_ids: list[int]
+    ) -> None:
+        if customer_ids:
+            session.execute(  # as `shoppers.lock_shopper` creates a customer seen first
+                db.insert(Shopper.__table__).on_conflict_do_nothing(index_elements=["shop_id", "customer_id"]),
+                [new_shopper(shop.id, customer_id) for customer_id in customer_ids],
+            )
+            for shopper in session.scalars(
+                select(Shopper).where(Shopper.shop_id == shop.id, Shopper.customer_id.in_(customer_ids))
+            ):
+                self.shoppers[(shop.id, shopper.customer_id)] = shopper
+                self.by_id[shopper.id] = shopper
+        rows = session.execute(
+            select(
+                Order.order_id,
+                Order.customer_id,
+                Order.placed_at,
+                Order.cancelled_at,
+                Order.total_price,
+                Order.source_updated_at,
+            ).where(
+                Order.shop_id == shop.id,
+                Order.customer_id.in_(customer_ids) | Order.order_id.in_(order_ids),
+            )
+        )
+        for order_id, customer_id, placed, cancelled, total, updated in rows:
+            refunds = self.refunds[(shop.id, order_id)]
+            self._hold(shop.id, order_id, BookOrder(customer_id, placed, cancelled, total, updated, refunds))
+        held = {order_id for shop_id, order_id in self.orders if shop_id == shop.id} | set(order_ids)
+        for order_id, refund_id, amount, created in session.execute(  # a refund may precede its order
+            select(Refund.order_id, Refund.refund_id, Refund.amount, Refund.created_at).where(
+                Refund.shop_id == shop.id, Refund.order_id.in_(sorted(held))
+            )
+        ):
+            self.refunds[(shop.id, order_id)][refund_id] = (amount, created)
+        if not customer_ids:
+            return
+        for token, customer_id in session.execute(
+            select(Checkout.token, Checkout.customer_id).where(
+                Checkout.shop_id == shop.id,
+                Checkout.customer_id.in_(customer_ids),
+                Checkout.completed_at.is_(None),
+                Checkout.closed_at.is_(None),
+            )
+        ):
+            self.open_checkouts[(shop.id, token)] = customer_id
+            self.checkouts_by_customer[(shop.id, customer_id)].append((shop.id, token))
+        ids = [self.shoppers[(shop.id, c)].id for c in customer_ids]
+        for run in session.scalars(
+            select(ActionRun).where(ActionRun.shopper_id.in_(ids), ActionRun.status.in_(PENDING))
+        ):
+            self.runs[run.idempotency_key] = run
+            self.pending[run.shopper_id].append(run)
+        self.predictions.update(predictions.personal_predictions(session, shop, ids))
+
+    # -- what the handlers ask ------------------------------------------------------------------------
+
+    def objects(self) -> set:
+        """The rows the book holds in the session (kept, not expired, between other deliveries)."""
+        return {*self.by_id.values(), *(run for run in self.runs.values() if run.id is not None)}
+
+    def shopper(self, shop_id: int, customer_id: int) -> Shopper | None:
+        return self.shoppers.get((shop_id, customer_id))
+
+    def holds(self, shopper: Shopper) -> bool:
+        return self.by_id.get(shopper.id) is shopper
+
+    def apply_order(self, shop_id: int, order) -> None:
+        """An order delivery's facts, as `handlers.orders` stores them: the version unless it is older
+        than the one held, its refunds once by id, the checkout it completes."""
+        key = (shop_id, order.id)
+        held = self.orders.get(key)
+        if held is None or not is_stale(held.updated_at, order.updated_at):
+            self._hold(*key, BookOrder(
+                order.customer.id if order.customer else None,
+                order.processed_at or order.created_at,
+                order.cancelled_at,
+                money(order.total_price),
+                order.updated_at,
+                self.refunds[key],
+            ))
+        for refund in order.refunds:
+            self.refunds[(shop_id, refund.order_id)].setdefault(refund.id, (money(refund.amount), refund.created_at))
+        if order.checkout_token:
+            self.open_checkouts.pop((shop_id, order.checkout_token), None)
+
+    def _hold(self, shop_id: int, order_id: int, order: BookOrder) -> None:
+        held = self.orders.get((shop_id, order_id))
+        if held is not None:
+            self.orders_of[(shop_id, held.customer_id)].discard(order_id)
+        self.orders[(shop_id, order_id)] = order
+        self.orders_of[(shop_id, order.customer_id)].add(order_id)
+
+    def _orders_of(self, shopper: Shopper) -> list[BookOrder]:
+        shop_id = shopper.shop_id
+        return [self.orders[(shop_id, i)] for i in self.orders_of.get((shop_id, shopper.customer_id), ())]
+
+    def counts(self, shopper: Shopper) -> Counts:
+        """As `shoppers.recount_orders` counts in SQL: kept orders, net of all their refunds."""
+        kept = [o for o in self._orders_of(shopper) if o.cancelled_at is None]
+        spent = sum((max(o.total - sum(a for a, _ in o.refunds.values()), Decimal(0)) for o in kept), Decimal(0))
+        placed = [o.placed_at for o in kept]
+        return Counts(len(kept), money(spent), min(placed, default=None), max(placed, default=None))
+
+    def counts_as_of(self, shopper: Shopper, at: datetime) -> Counts:
+        """As `shoppers.profile_as_of` counts in SQL: orders placed before `at`, not cancelled by then,
+        net of the refunds made before then."""
+        kept = [
+            o for o in self._orders_of(shopper)
+            if o.placed_at < at and (o.cancelled_at is None or o.cancelled_at > at)
+        ]
+        spent = Decimal(0)
+        for o in kept:
+            refunded = sum((a for a, made in o.refunds.values() if made is not None and made < at), Decimal(0))
+            spent += max(o.total - refunded, Decimal(0))
+        placed = [o.placed_at for o in kept]
+        return Counts(len(kept), money(spent), min(placed, default=None), max(placed, default=None))
+
+    def checkout_open(self, shopper: Shopper) -> bool:
+        return any(self.open_checkouts.get(key) == shopper.customer_id for key in self.checkouts_of(shopper))
+
+    def checkouts_of(self, shopper: Shopper) -> list[tuple[int, str]]:
+        return self.checkouts_by_customer.get((shopper.shop_id, shopper.customer_id), [])
+
+    def pending_runs(self, shopper: Shopper) -> list[ActionRun]:
+        return [run for run in self.pending.get(shopper.id, ()) if run.status in PENDING]
+
+    def store_run(self, values: dict) -> int | None:
+        """`run_rows.store_run` against the book: a new key becomes a new run (inserted by `write`); a key
+        held whose run was superseded comes back with these values; any other held key is left alone.
+        Returns the id of a revived stored run (a new one has no id until `write`)."""
+        held = self.runs.get(values["idempotency_key"])
+        if held is None:
+            run = ActionRun(**values)
+            self.runs[run.idempotency_key] = run
+            self.new_runs.append(run)
+            if run.shopper_id is not None:
+                self.pending[run.shopper_id].append(run)
+            return None
+        if held.status == "cancelled" and (held.skip_reason or "").startswith(SUPERSEDED):
+            for name in REVIVED:
+                setattr(held, name, values[name])
+            return held.id
+        return None
+
+    # -- writing back, one statement per table --------------------------------------------------------
+
+    def write(self, db: Database, session: Session) -> list[int]:
+        """Insert the new runs (a key stored meanwhile, by another batch or before a pending run was
+        loaded, is revived as `run_rows.store_run` would, or left alone); flush the shoppers, the loaded
+        runs and the transitions the handlers changed. Returns the ids of the runs created or revived."""
+        session.info.pop(BOOK, None)
+        session.flush()
+        if not self.new_runs:
+            return []
+        table = ActionRun.__table__
+        rows = [{c: getattr(run, c) for c in RUN_COLUMNS} for run in self.new_runs]
+        statement = db.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        created = {
+            key: run_id
+            for run_id, key in session.execute(
+                statement.returning(table.c.id, table.c.idempotency_key), rows
+            )
+        }
+        ids = list(created.values())
+        for row in rows:
+            if row["idempotency_key"] in created or row["status"] not in PENDING:
+                continue
+            revived = session.execute(
+                table.update()
+                .where(
+                    table.c.idempotency_key == row["idempotency_key"],
+                    table.c.status == "cancelled",
+                    table.c.skip_reason.like(SUPERSEDED + "%"),
+                )
+                .values(**{name: row[name] for name in REVIVED})
+                .returning(table.c.id)
+            ).scalar()
+            if revived is not None:
+                ids.append(revived)
+        return ids
+
+
+RUN_COLUMNS = (
+    "shop_id",
+    "rule_id",
+    "play",
+    "action",
+    "shopper_id",
+    "recipient_email",
+    "cycle",
+    "idempotency_key",
+    "trigger",
+    "context",
+    "params",
+    "priority",
+    "marketing",
+    "created_at",
+    "due_at",
+    "attempts",
+    "status",
+    "finished_at",
+    "skip_reason",
+    "deferred_reason",
+    "event_at",
+    "wait_until",
+)
+
+
+def of(session: Session) -> ShopperBook | None:
+    """The batch's book, while it is open."""
+    return session.info.get(BOOK)
+
+
+def holding(session: Session, shopper: Shopper) -> ShopperBook | None:
+    """The batch's book when it holds this shopper, else None (the database is the truth)."""
+    book = session.info.get(BOOK)
+    return book if book is not None and book.holds(shopper) else None
+
+
+def new_shopper(shop_id: int, customer_id: int) -> dict:
+    """The row `shoppers.lock_shopper` creates for a customer seen first."""
+    return dict(
+        shop_id=shop_id,
+        customer_id=customer_id,
+        orders_count=0,
+        total_spent=Decimal(0),
+        tag_events={},
+        checkout_open=False,
+        stage="prospect",
+    )
