@@ -20,10 +20,10 @@ from plugin.handlers.context import HandlerContext
 from plugin.shopify import payloads
 from plugin.shopify.payloads import OrderData
 from plugin.store import batch_locks, bulk_orders, deliveries, shops
-from plugin.store.shopper_book import ShopperBook
 from plugin.store.db import Database
 from plugin.store.deliveries import ClaimedDelivery
 from plugin.store.models import DeliveryStatus, Shop
+from plugin.store.shopper_book import ShopperBook
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from plugin.core import rules as rules_module
 from plugin.core.facts import accepts_marketing
 from plugin.core.policy import CONSENT_WAIT, consent_gate, expire_wait
 from plugin.core.rules import Profile, Trigger
+from plugin.store import shopper_book
 from plugin.store.db import Database
 from plugin.store.models import (
     ActionRun,
@@ -22,7 +23,6 @@ from plugin.store.models import (
     Shopper,
     StageTransition,
 )
-from plugin.store import shopper_book
 from plugin.store.run_rows import PENDING, SUPERSEDED, planned_values, store_run
 from plugin.store.shoppers import profile_as_of, profile_of
 from plugin.store.shops import shop_rules
@@ -87,7 +87,9 @@ def _pending_runs(session: Session, shopper: Shopper) -> list[ActionRun]:
     if book is not None:
         return book.pending_runs(shopper)
     return list(
-        session.scalars(select(ActionRun).where(ActionRun.shopper_id == shopper.id, ActionRun.status.in_(PENDING)))
+        session.scalars(
+            select(ActionRun).where(ActionRun.shopper_id == shopper.id, ActionRun.status.in_(PENDING))
+        )
     )
 
 

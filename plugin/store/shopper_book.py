@@ -98,7 +98,9 @@ class ShopperBook:
     ) -> None:
         if customer_ids:
             session.execute(  # as `shoppers.lock_shopper` creates a customer seen first
-                db.insert(Shopper.__table__).on_conflict_do_nothing(index_elements=["shop_id", "customer_id"]),
+                db.insert(Shopper.__table__).on_conflict_do_nothing(
+                    index_elements=["shop_id", "customer_id"]
+                ),
                 [new_shopper(shop.id, customer_id) for customer_id in customer_ids],
             )
             for shopper in session.scalars(
@@ -167,16 +169,21 @@ class ShopperBook:
         key = (shop_id, order.id)
         held = self.orders.get(key)
         if held is None or not is_stale(held.updated_at, order.updated_at):
-            self._hold(*key, BookOrder(
-                order.customer.id if order.customer else None,
-                order.processed_at or order.created_at,
-                order.cancelled_at,
-                money(order.total_price),
-                order.updated_at,
-                self.refunds[key],
-            ))
+            self._hold(
+                *key,
+                BookOrder(
+                    order.customer.id if order.customer else None,
+                    order.processed_at or order.created_at,
+                    order.cancelled_at,
+                    money(order.total_price),
+                    order.updated_at,
+                    self.refunds[key],
+                ),
+            )
         for refund in order.refunds:
-            self.refunds[(shop_id, refund.order_id)].setdefault(refund.id, (money(refund.amount), refund.created_at))
+            self.refunds[(shop_id, refund.order_id)].setdefault(
+                refund.id, (money(refund.amount), refund.created_at)
+            )
         if order.checkout_token:
             self.open_checkouts.pop((shop_id, order.checkout_token), None)
 
@@ -194,7 +201,9 @@ class ShopperBook:
     def counts(self, shopper: Shopper) -> Counts:
         """As `shoppers.recount_orders` counts in SQL: kept orders, net of all their refunds."""
         kept = [o for o in self._orders_of(shopper) if o.cancelled_at is None]
-        spent = sum((max(o.total - sum(a for a, _ in o.refunds.values()), Decimal(0)) for o in kept), Decimal(0))
+        spent = sum(
+            (max(o.total - sum(a for a, _ in o.refunds.values()), Decimal(0)) for o in kept), Decimal(0)
+        )
         placed = [o.placed_at for o in kept]
         return Counts(len(kept), money(spent), min(placed, default=None), max(placed, default=None))
 
@@ -202,12 +211,15 @@ class ShopperBook:
         """As `shoppers.profile_as_of` counts in SQL: orders placed before `at`, not cancelled by then,
         net of the refunds made before then."""
         kept = [
-            o for o in self._orders_of(shopper)
+            o
+            for o in self._orders_of(shopper)
             if o.placed_at < at and (o.cancelled_at is None or o.cancelled_at > at)
         ]
         spent = Decimal(0)
         for o in kept:
-            refunded = sum((a for a, made in o.refunds.values() if made is not None and made < at), Decimal(0))
+            refunded = sum(
+                (a for a, made in o.refunds.values() if made is not None and made < at), Decimal(0)
+            )
             spent += max(o.total - refunded, Decimal(0))
         placed = [o.placed_at for o in kept]
         return Counts(len(kept), money(spent), min(placed, default=None), max(placed, default=None))
@@ -254,9 +266,7 @@ class ShopperBook:
         statement = db.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
         created = {
             key: run_id
-            for run_id, key in session.execute(
-                statement.returning(table.c.id, table.c.idempotency_key), rows
-            )
+            for run_id, key in session.execute(statement.returning(table.c.id, table.c.idempotency_key), rows)
         }
         ids = list(created.values())
         for row in rows:
