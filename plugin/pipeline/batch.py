@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from plugin import handlers
@@ -22,7 +23,7 @@ from plugin.shopify.payloads import OrderData
 from plugin.store import batch_locks, bulk_orders, deliveries, shops
 from plugin.store.db import Database
 from plugin.store.deliveries import ClaimedDelivery
-from plugin.store.models import DeliveryStatus, Shop
+from plugin.store.models import DeliveryStatus, Order, Shop
 from plugin.store.shopper_book import ShopperBook
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,11 @@ def apply_batch(
 ) -> BatchResult:
     """Apply claimed deliveries in id order in the caller's transaction; raise to have it rolled back.
 
-    Order deliveries whose shoppers, orders and checkouts no other delivery of the batch touches are
-    applied against the batch's book (`store.shopper_book`): their facts stored by table first, their
-    shoppers' part answered from memory and written once at the end. The others go one at a time against
-    the database, each flushed and read afresh as it would be alone.
+    Order, customer and consent deliveries whose shoppers, orders and checkouts no other kind of
+    delivery of the batch touches are applied against the batch's book (`store.shopper_book`): their
+    orders stored by table first, their shoppers' part answered from memory and written once at the
+    end. The others go one at a time against the database, each flushed and read afresh as it would be
+    alone.
     """
     parsed = {delivery.id: _parse(delivery) for delivery in claimed}
     _lock(db, session, claimed, parsed)
@@ -107,10 +109,10 @@ def _lock(db: Database, session: Session, claimed: list[ClaimedDelivery], parsed
 
 
 def _bookable(session: Session, claimed: list[ClaimedDelivery], parsed: dict) -> set[int]:
-    """The ids of the order deliveries the batch's book can apply: those whose every order, shopper and
-    checkout is touched by order deliveries only (of served shops, with an `updated_at`), so nothing else
-    in the batch reads what the book holds. None when a delivery of the batch may change its shop (after
-    an uninstall the rest of the batch is ignored)."""
+    """The ids of the deliveries the batch's book can apply: those whose every order, shopper and
+    checkout is touched only by deliveries of BOOKED_TOPICS (of served shops; orders with an
+    `updated_at`), so nothing else in the batch reads what the book holds. None when a delivery of the
+    batch may change its shop (after an uninstall the rest of the batch is ignored)."""
     if any(delivery.topic in shops.SHOP_CHANGING_TOPICS for delivery in claimed):
         return set()
     group: dict[tuple, tuple] = {}  # union-find over the touched keys: key → a key of its group
@@ -121,33 +123,66 @@ def _bookable(session: Session, claimed: list[ClaimedDelivery], parsed: dict) ->
             key = group[key]
         return key
 
+    buyers = _stored_buyers(session, claimed, parsed)
     first_key: dict[int, tuple] = {}
     for delivery in claimed:
         keys = [(delivery.shop_domain, *key) for key in _touched(parsed[delivery.id])]
+        keys += [buyers[key] for key in keys if key in buyers]
         if not keys:
             continue
         first_key[delivery.id] = keys[0]
         for key in keys[1:]:
             group[root(key)] = root(keys[0])
-    unfit = set()
+    fits = {d.id for d in claimed if d.id in first_key and _fits_book(session, d, parsed[d.id])}
+    unfit = {root(first_key[d]) for d in first_key if d not in fits}
+    return {d for d in fits if root(first_key[d]) not in unfit}
+
+
+def _stored_buyers(session: Session, claimed: list[ClaimedDelivery], parsed: dict) -> dict[tuple, tuple]:
+    """(shop domain, "order", id) → (shop domain, "customer", buyer) for the stored orders that deliveries
+    outside BOOKED_TOPICS name by id only (a refund, a fulfillment): their handlers reach the buyer
+    through the stored order, so the buyer is theirs to touch too. One statement per shop."""
+    named: dict[str, set[int]] = {}
     for delivery in claimed:
-        if delivery.id in first_key and not _fits_book(session, delivery, parsed[delivery.id]):
-            unfit.add(root(first_key[delivery.id]))
-    return {
-        delivery.id
-        for delivery in claimed
-        if delivery.id in first_key
-        and root(first_key[delivery.id]) not in unfit
-        and isinstance(parsed[delivery.id], OrderData)
+        payload = parsed[delivery.id]
+        if delivery.topic not in BOOKED_TOPICS and not isinstance(payload, Exception):
+            named.setdefault(delivery.shop_domain, set()).update(lock_keys(payload)[0])
+    buyers = {}
+    for domain, order_ids in named.items():
+        shop = shops.batch_shop(session, domain)
+        if shop is None or not order_ids:
+            continue
+        rows = session.execute(
+            select(Order.order_id, Order.customer_id).where(
+                Order.shop_id == shop.id,
+                Order.order_id.in_(sorted(order_ids)),
+                Order.customer_id.is_not(None),
+            )
+        )
+        buyers.update({(domain, "order", o): (domain, "customer", c) for o, c in rows})
+    return buyers
+
+
+BOOKED_TOPICS = frozenset(
+    {
+        "orders/create",
+        "orders/updated",
+        "orders/paid",
+        "orders/cancelled",
+        "orders/fulfilled",
+        "customers/create",
+        "customers/update",
+        "customers_email_marketing_consent/update",
     }
+)  # handlers that read and write only what the book holds: their shopper, its orders, checkouts and runs
 
 
 def _fits_book(session: Session, delivery: ClaimedDelivery, payload: Any) -> bool:
-    return (
-        isinstance(payload, OrderData)
-        and bulk_orders.can_store_in_bulk(payload)
-        and _not_served(shops.batch_shop(session, delivery.shop_domain), delivery.topic) is None
-    )
+    if delivery.topic not in BOOKED_TOPICS or isinstance(payload, Exception):
+        return False
+    if isinstance(payload, OrderData) and not bulk_orders.can_store_in_bulk(payload):
+        return False
+    return _not_served(shops.batch_shop(session, delivery.shop_domain), delivery.topic) is None
 
 
 def _open_book(
@@ -157,14 +192,16 @@ def _open_book(
     wanted: dict[Shop, tuple[set[int], set[int]]] = {}
     by_shop: dict[Shop, list[OrderData]] = {}
     for delivery in claimed:
-        if delivery.id in booked:
-            order = parsed[delivery.id]
-            shop = shops.batch_shop(session, delivery.shop_domain)
-            customers, orders = wanted.setdefault(shop, (set(), set()))
-            orders.add(order.id)
-            if order.customer is not None:
-                customers.add(order.customer.id)
-            by_shop.setdefault(shop, []).append(order)
+        if delivery.id not in booked:
+            continue
+        payload = parsed[delivery.id]
+        shop = shops.batch_shop(session, delivery.shop_domain)
+        customers, orders = wanted.setdefault(shop, (set(), set()))
+        order_ids, customer_ids = lock_keys(payload)
+        orders.update(order_ids)
+        customers.update(customer_ids)
+        if isinstance(payload, OrderData):
+            by_shop.setdefault(shop, []).append(payload)
     book = ShopperBook.load(db, session, wanted)
     for shop in sorted(by_shop, key=lambda shop: shop.id):
         bulk_orders.store_orders(db, session, shop.id, by_shop[shop])

@@ -199,15 +199,14 @@ def apply_consent(session: Session, shopper: Shopper, now: datetime) -> list[int
     event, or back to waiting). Runs already queued to a worker are left to the send-time check. Returns
     how many became scheduled (the caller dispatches them after commit)."""
     released = []
-    pending = session.scalars(
-        select(ActionRun).where(
-            ActionRun.shopper_id == shopper.id,
-            ActionRun.marketing.is_(True),
-            ActionRun.status.in_((RunStatus.WAITING, RunStatus.SCHEDULED)),
-            ActionRun.event_at.is_not(None),
-            ActionRun.wait_until.is_not(None),
-        )
-    )
+    pending = [
+        run
+        for run in _pending_runs(session, shopper)
+        if run.marketing
+        and run.status in (RunStatus.WAITING, RunStatus.SCHEDULED)
+        and run.event_at is not None
+        and run.wait_until is not None
+    ]
     for run in pending:
         consents = accepts_marketing(shopper) and shopper.deleted_at is None
         gate = consent_gate(consents, shopper.consent_updated_at, run.event_at, run.wait_until)
