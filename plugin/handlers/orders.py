@@ -81,12 +81,16 @@ def trigger_order_plays(ctx: HandlerContext, shopper, order: OrderData) -> None:
 def on_refunds_create(ctx: HandlerContext, refund: RefundData) -> None:
     """Subtract the refund from its order's net value (once, by refund id) and restage the buyer."""
     shoppers.lock_order(ctx, refund.order_id)
-    order = ctx.session.scalar(
-        select(Order).where(Order.shop_id == ctx.shop.id, Order.order_id == refund.order_id)
-    )
-    shopper = shoppers.lock_shopper(ctx, order.customer_id) if order and order.customer_id else None
-    store_refund(ctx, refund)
-    shoppers.refresh_refunded(ctx, refund.order_id)
+    if ctx.facts_stored:  # stored by table with the batch; the batch's book holds its order's buyer
+        buyer = shopper_book.of(ctx.session).apply_refund(ctx.shop.id, refund)
+    else:
+        order = ctx.session.scalar(
+            select(Order).where(Order.shop_id == ctx.shop.id, Order.order_id == refund.order_id)
+        )
+        buyer = order.customer_id if order else None
+        store_refund(ctx, refund)
+        shoppers.refresh_refunded(ctx, refund.order_id)
+    shopper = shoppers.lock_shopper(ctx, buyer) if buyer else None
     if shopper is not None:
         shoppers.recount_orders(ctx, shopper)
         restage(ctx, shopper)

@@ -19,7 +19,7 @@ from plugin.handlers import compliance
 from plugin.handlers.batch_keys import lock_keys
 from plugin.handlers.context import HandlerContext
 from plugin.shopify import payloads
-from plugin.shopify.payloads import OrderData
+from plugin.shopify.payloads import OrderData, RefundData
 from plugin.store import batch_locks, bulk_orders, deliveries, shops
 from plugin.store.db import Database
 from plugin.store.deliveries import ClaimedDelivery
@@ -51,8 +51,9 @@ def apply_batch(
     """
     parsed = {delivery.id: _parse(delivery) for delivery in claimed}
     _lock(db, session, claimed, parsed)
-    booked = _bookable(session, claimed, parsed)
-    book = _open_book(db, session, claimed, parsed, booked) if booked else None
+    buyers = _stored_buyers(session, claimed, parsed)
+    booked = _bookable(session, claimed, parsed, buyers)
+    book = _open_book(db, session, claimed, parsed, booked, buyers) if booked else None
     result, marks = BatchResult(), []
     for delivery in claimed:
         in_book = delivery.id in booked
@@ -108,7 +109,7 @@ def _lock(db: Database, session: Session, claimed: list[ClaimedDelivery], parsed
     batch_locks.lock_batch_keys(db, session, orders, customers)
 
 
-def _bookable(session: Session, claimed: list[ClaimedDelivery], parsed: dict) -> set[int]:
+def _bookable(session: Session, claimed: list[ClaimedDelivery], parsed: dict, buyers: dict) -> set[int]:
     """The ids of the deliveries the batch's book can apply: those whose every order, shopper and
     checkout is touched only by deliveries of BOOKED_TOPICS (of served shops; orders with an
     `updated_at`), so nothing else in the batch reads what the book holds. None when a delivery of the
@@ -123,7 +124,6 @@ def _bookable(session: Session, claimed: list[ClaimedDelivery], parsed: dict) ->
             key = group[key]
         return key
 
-    buyers = _stored_buyers(session, claimed, parsed)
     first_key: dict[int, tuple] = {}
     for delivery in claimed:
         keys = [(delivery.shop_domain, *key) for key in _touched(parsed[delivery.id])]
@@ -140,13 +140,16 @@ def _bookable(session: Session, claimed: list[ClaimedDelivery], parsed: dict) ->
 
 def _stored_buyers(session: Session, claimed: list[ClaimedDelivery], parsed: dict) -> dict[tuple, tuple]:
     """(shop domain, "order", id) → (shop domain, "customer", buyer) for the stored orders that deliveries
-    outside BOOKED_TOPICS name by id only (a refund, a fulfillment): their handlers reach the buyer
-    through the stored order, so the buyer is theirs to touch too. One statement per shop."""
+    name by id only (a refund, a fulfillment): their handlers reach the buyer through the stored order,
+    so the buyer is theirs to touch too. One statement per shop."""
     named: dict[str, set[int]] = {}
     for delivery in claimed:
         payload = parsed[delivery.id]
-        if delivery.topic not in BOOKED_TOPICS and not isinstance(payload, Exception):
-            named.setdefault(delivery.shop_domain, set()).update(lock_keys(payload)[0])
+        if isinstance(payload, Exception):
+            continue
+        order_ids, customer_ids = lock_keys(payload)
+        if order_ids and not customer_ids:
+            named.setdefault(delivery.shop_domain, set()).update(order_ids)
     buyers = {}
     for domain, order_ids in named.items():
         shop = shops.batch_shop(session, domain)
@@ -173,6 +176,7 @@ BOOKED_TOPICS = frozenset(
         "customers/create",
         "customers/update",
         "customers_email_marketing_consent/update",
+        "refunds/create",
     }
 )  # handlers that read and write only what the book holds: their shopper, its orders, checkouts and runs
 
@@ -186,11 +190,17 @@ def _fits_book(session: Session, delivery: ClaimedDelivery, payload: Any) -> boo
 
 
 def _open_book(
-    db: Database, session: Session, claimed: list[ClaimedDelivery], parsed: dict, booked: set[int]
+    db: Database,
+    session: Session,
+    claimed: list[ClaimedDelivery],
+    parsed: dict,
+    booked: set[int],
+    buyers: dict,
 ) -> ShopperBook:
-    """Read the booked deliveries' shoppers and orders as they stand, then store their orders by table."""
+    """Read the booked deliveries' shoppers (and the buyers of the stored orders they name) and orders as
+    they stand, then store their orders and refunds by table."""
     wanted: dict[Shop, tuple[set[int], set[int]]] = {}
-    by_shop: dict[Shop, list[OrderData]] = {}
+    facts: dict[Shop, tuple[list[OrderData], list[RefundData]]] = {}
     for delivery in claimed:
         if delivery.id not in booked:
             continue
@@ -200,11 +210,16 @@ def _open_book(
         order_ids, customer_ids = lock_keys(payload)
         orders.update(order_ids)
         customers.update(customer_ids)
+        for order_id in order_ids:
+            if (buyer := buyers.get((delivery.shop_domain, "order", order_id))) is not None:
+                customers.add(buyer[2])
         if isinstance(payload, OrderData):
-            by_shop.setdefault(shop, []).append(payload)
+            facts.setdefault(shop, ([], []))[0].append(payload)
+        elif isinstance(payload, RefundData):
+            facts.setdefault(shop, ([], []))[1].append(payload)
     book = ShopperBook.load(db, session, wanted)
-    for shop in sorted(by_shop, key=lambda shop: shop.id):
-        bulk_orders.store_orders(db, session, shop.id, by_shop[shop])
+    for shop in sorted(facts, key=lambda shop: shop.id):
+        bulk_orders.store_orders(db, session, shop.id, *facts[shop])
     return book
 
 

@@ -54,26 +54,28 @@ def fold_versions(orders: list[OrderData]) -> list[OrderData]:
     return [held[order_id] for order_id in sorted(held)]
 
 
-def store_orders(db: Database, session: Session, shop_id: int, orders: list[OrderData]) -> None:
-    """Store the batch's orders of one shop (all versions, any order), their refunds, refunded sums and
-    completed checkouts, a statement per table."""
-    if not orders:
+def store_orders(
+    db: Database, session: Session, shop_id: int, orders: list[OrderData], refunds: list = ()
+) -> None:
+    """Store the batch's orders of one shop (all versions, any order), their refunds and those of
+    refunds/create deliveries (`refunds`), refunded sums and completed checkouts, a statement per table."""
+    if not orders and not refunds:
         return
-    latest = fold_versions(orders)
-    table = Order.__table__
-    statement = db.insert(table)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["shop_id", "order_id"],
-            set_={name: statement.excluded[name] for name in UPDATED_COLUMNS},
-            where=or_(
-                table.c.source_updated_at.is_(None),
-                statement.excluded.source_updated_at >= table.c.source_updated_at,
+    if orders:
+        table = Order.__table__
+        statement = db.insert(table)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["shop_id", "order_id"],
+                set_={name: statement.excluded[name] for name in UPDATED_COLUMNS},
+                where=or_(
+                    table.c.source_updated_at.is_(None),
+                    statement.excluded.source_updated_at >= table.c.source_updated_at,
+                ),
             ),
-        ),
-        [_order_row(shop_id, order) for order in latest],
-    )
-    refunds = {(r.id): r for order in orders for r in order.refunds}
+            [_order_row(shop_id, order) for order in fold_versions(orders)],
+        )
+    refunds = {r.id: r for r in [*(r for order in orders for r in order.refunds), *refunds]}
     if refunds:
         session.execute(
             db.insert(Refund.__table__).on_conflict_do_nothing(index_elements=["shop_id", "refund_id"]),
@@ -88,7 +90,9 @@ def store_orders(db: Database, session: Session, shop_id: int, orders: list[Orde
                 for _, r in sorted(refunds.items())
             ],
         )
-    _refresh_refunded(session, shop_id, sorted({order.id for order in orders}))
+    _refresh_refunded(
+        session, shop_id, sorted({o.id for o in orders} | {r.order_id for r in refunds.values()})
+    )
     completions = {}
     for order in orders:  # the first delivery naming a checkout completes it, as one at a time
         if order.checkout_token and order.checkout_token not in completions:

@@ -187,6 +187,15 @@ class ShopperBook:
         if order.checkout_token:
             self.open_checkouts.pop((shop_id, order.checkout_token), None)
 
+    def apply_refund(self, shop_id: int, refund) -> int | None:
+        """A refunds/create delivery's facts, as `handlers.orders` stores them (once by refund id); returns
+        the buyer of its order as held now (None: no such order yet, or a guest's)."""
+        self.refunds[(shop_id, refund.order_id)].setdefault(
+            refund.id, (money(refund.amount), refund.created_at)
+        )
+        order = self.orders.get((shop_id, refund.order_id))
+        return order.customer_id if order is not None else None
+
     def _hold(self, shop_id: int, order_id: int, order: BookOrder) -> None:
         held = self.orders.get((shop_id, order_id))
         if held is not None:
