@@ -113,8 +113,10 @@ def _bookable(session: Session, claimed: list[ClaimedDelivery], parsed: dict, bu
     """The ids of the deliveries the batch's book can apply: those whose every order, shopper and
     checkout is touched only by deliveries of BOOKED_TOPICS (of served shops; orders with an
     `updated_at`), so nothing else in the batch reads what the book holds. None when a delivery of the
-    batch may change its shop (after an uninstall the rest of the batch is ignored)."""
-    if any(delivery.topic in shops.SHOP_CHANGING_TOPICS for delivery in claimed):
+    batch may change its shop (after an uninstall the rest of the batch is ignored) or erase shoppers
+    (a redaction names its shopper in a shape the keys do not read; the book must not write back what
+    it erased)."""
+    if any(delivery.topic in BOOK_STEPS_ASIDE for delivery in claimed):
         return set()
     group: dict[tuple, tuple] = {}  # union-find over the touched keys: key → a key of its group
 
@@ -165,6 +167,8 @@ def _stored_buyers(session: Session, claimed: list[ClaimedDelivery], parsed: dic
         buyers.update({(domain, "order", o): (domain, "customer", c) for o, c in rows})
     return buyers
 
+
+BOOK_STEPS_ASIDE = shops.SHOP_CHANGING_TOPICS | payloads.COMPLIANCE_TOPICS
 
 BOOKED_TOPICS = frozenset(
     {
