@@ -43,8 +43,8 @@ def apply_batch(
 ) -> BatchResult:
     """Apply claimed deliveries in id order in the caller's transaction; raise to have it rolled back.
 
-    Order, customer and consent deliveries whose shoppers, orders and checkouts no other kind of
-    delivery of the batch touches are applied against the batch's book (`store.shopper_book`): their
+    Order, customer, consent and refund deliveries whose shoppers, orders and checkouts no other kind
+    of delivery of the batch touches are applied against the batch's book (`store.shopper_book`): their
     orders stored by table first, their shoppers' part answered from memory and written once at the
     end. The others go one at a time against the database, each flushed and read afresh as it would be
     alone.
@@ -54,13 +54,14 @@ def apply_batch(
     buyers = _stored_buyers(session, claimed, parsed)
     booked = _bookable(session, claimed, parsed, buyers)
     book = _open_book(db, session, claimed, parsed, booked, buyers) if booked else None
+    kept = book.objects() if book else ()  # the book's rows: not expired between other deliveries
     result, marks = BatchResult(), []
     for delivery in claimed:
         in_book = delivery.id in booked
         status, reason, ctx = _apply(db, session, delivery, parsed[delivery.id], now, consent_wait, in_book)
         if not in_book:
             session.flush()
-            shops.expire_for_next_delivery(session, delivery.topic, keep=book.objects() if book else ())
+            shops.expire_for_next_delivery(session, delivery.topic, keep=kept)
         result.settled[delivery.id] = status
         marks.append(
             dict(

@@ -61,7 +61,7 @@ def lock_batch_keys(
     if named:  # created as the handlers would (they all create the shoppers their payloads name)
         session.execute(
             db.insert(Shopper.__table__).on_conflict_do_nothing(index_elements=["shop_id", "customer_id"]),
-            [_new_shopper(shop, customer) for shop, customer in named],
+            [new_shopper(shop, customer) for shop, customer in named],
         )
     customer_keys = sorted(set(named) | buyers)
     session.info[LOCKED_ORDERS] = {(shop, order) for shop, _, order in order_keys}
@@ -86,8 +86,8 @@ def _stored_buyers(session: Session, orders: list[tuple[int, int]]) -> set[tuple
     return {(shop, customer) for shop, customer in rows}
 
 
-def _new_shopper(shop_id: int, customer_id: int) -> dict:
-    """The row `shoppers.lock_shopper` creates for a customer seen first."""
+def new_shopper(shop_id: int, customer_id: int) -> dict:
+    """The row of a customer seen first (`shoppers.lock_shopper`, the batch's locks and its book)."""
     return dict(
         shop_id=shop_id,
         customer_id=customer_id,

@@ -27,17 +27,22 @@ def store_run(db: Database, session: Session, shop_id: int, run: PlannedRun, now
     created = session.execute(statement.returning(table.c.id)).scalar()
     if created is not None:
         return created
-    # The key exists. A run cancelled as superseded comes back when its trigger holds again (the shopper
-    # is in that stage entry again, a late cancellation restored a welcome's facts): one run per key.
-    revive = {k: values[k] for k in REVIVED}
+    return revive_superseded(session, values)
+
+
+def revive_superseded(session: Session, values: dict) -> int | None:
+    """The key of `values` exists. A run cancelled as superseded comes back when its trigger holds again
+    (the shopper is in that stage entry again, a late cancellation restored a welcome's facts): one run
+    per key. Returns its id, or None when the stored run is anything else."""
+    table = ActionRun.__table__
     return session.execute(
         update(table)
         .where(
-            table.c.idempotency_key == run.idempotency_key,
+            table.c.idempotency_key == values["idempotency_key"],
             table.c.status == RunStatus.CANCELLED,
             table.c.skip_reason.like(SUPERSEDED + "%"),
         )
-        .values(**revive)
+        .values(**{name: values[name] for name in REVIVED})
         .returning(table.c.id)
     ).scalar()
 

@@ -2,16 +2,16 @@
 one statement per table before the batch applies anything, and written back in one statement per table
 after (issue 13, point 2).
 
-The order handlers of a batch then run per delivery, in delivery order, exactly as one delivery at a time
-would, but against this book instead of the database: a recount, the facts as of an event, the pending
-plays a stage entry supersedes and a new run's idempotency key are all answered from memory. So every
-transition and play is the one a delivery-at-a-time pass gives (three orders of one shopper in one batch
-still record prospect → first_time → repeat), for the cost of a few statements per batch instead of a
-dozen per delivery.
+The handlers of a batch's order, customer, consent and refund deliveries then run per delivery, in
+delivery order, exactly as one delivery at a time would, but against this book instead of the database:
+a recount, the facts as of an event, the pending plays a stage entry supersedes and a new run's
+idempotency key are all answered from memory. So every transition and play is the one a
+delivery-at-a-time pass gives (three orders of one shopper in one batch still record prospect →
+first_time → repeat), for the cost of a few statements per batch instead of a dozen per delivery.
 
 The book holds only shoppers that nothing else in the batch touches (`pipeline.batch` picks them: every
-delivery naming them, their orders or their checkouts is an order delivery), so no handler of the batch
-reads their rows from the database meanwhile. Store functions find it on the session
+delivery naming them, their orders or their checkouts is of a topic the book serves), so no handler of
+the batch reads their rows from the database meanwhile. Store functions find it on the session
 (`session.info[BOOK]`, as `batch_locks` leaves its locks there) and use it for the shoppers it holds.
 """
 
@@ -27,10 +27,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from plugin.core.facts import is_stale
-from plugin.store import predictions
+from plugin.store import batch_locks, predictions
 from plugin.store.db import Database
 from plugin.store.models import ActionRun, Checkout, Order, Refund, Shop, Shopper
-from plugin.store.run_rows import PENDING, REVIVED, SUPERSEDED
+from plugin.store.run_rows import PENDING, REVIVED, SUPERSEDED, revive_superseded
 
 BOOK = "shopper_book"  # session.info key
 CENT = Decimal("0.01")
@@ -77,6 +77,7 @@ class ShopperBook:
         self.runs: dict[str, ActionRun] = {}  # idempotency key → a pending run loaded, or a new one
         self.pending: dict[int, list[ActionRun]] = defaultdict(list)  # shopper id → its runs above
         self.new_runs: list[ActionRun] = []  # planned in this batch, inserted by `write`
+        self.columns: tuple[str, ...] = ()  # of the rows `run_rows.planned_values` gives
         self.predictions: dict[int, Any] = {}
 
     # -- reading, one statement per table -------------------------------------------------------------
@@ -101,7 +102,7 @@ class ShopperBook:
                 db.insert(Shopper.__table__).on_conflict_do_nothing(
                     index_elements=["shop_id", "customer_id"]
                 ),
-                [new_shopper(shop.id, customer_id) for customer_id in customer_ids],
+                [batch_locks.new_shopper(shop.id, customer_id) for customer_id in customer_ids],
             )
             for shopper in session.scalars(
                 select(Shopper).where(Shopper.shop_id == shop.id, Shopper.customer_id.in_(customer_ids))
@@ -249,6 +250,7 @@ class ShopperBook:
         held = self.runs.get(values["idempotency_key"])
         if held is None:
             run = ActionRun(**values)
+            self.columns = tuple(values)
             self.runs[run.idempotency_key] = run
             self.new_runs.append(run)
             if run.shopper_id is not None:
@@ -271,7 +273,7 @@ class ShopperBook:
         if not self.new_runs:
             return []
         table = ActionRun.__table__
-        rows = [{c: getattr(run, c) for c in RUN_COLUMNS} for run in self.new_runs]
+        rows = [{c: getattr(run, c) for c in self.columns} for run in self.new_runs]
         statement = db.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
         created = {
             key: run_id
@@ -281,45 +283,10 @@ class ShopperBook:
         for row in rows:
             if row["idempotency_key"] in created or row["status"] not in PENDING:
                 continue
-            revived = session.execute(
-                table.update()
-                .where(
-                    table.c.idempotency_key == row["idempotency_key"],
-                    table.c.status == "cancelled",
-                    table.c.skip_reason.like(SUPERSEDED + "%"),
-                )
-                .values(**{name: row[name] for name in REVIVED})
-                .returning(table.c.id)
-            ).scalar()
+            revived = revive_superseded(session, row)
             if revived is not None:
                 ids.append(revived)
         return ids
-
-
-RUN_COLUMNS = (
-    "shop_id",
-    "rule_id",
-    "play",
-    "action",
-    "shopper_id",
-    "recipient_email",
-    "cycle",
-    "idempotency_key",
-    "trigger",
-    "context",
-    "params",
-    "priority",
-    "marketing",
-    "created_at",
-    "due_at",
-    "attempts",
-    "status",
-    "finished_at",
-    "skip_reason",
-    "deferred_reason",
-    "event_at",
-    "wait_until",
-)
 
 
 def of(session: Session) -> ShopperBook | None:
@@ -331,16 +298,3 @@ def holding(session: Session, shopper: Shopper) -> ShopperBook | None:
     """The batch's book when it holds this shopper, else None (the database is the truth)."""
     book = session.info.get(BOOK)
     return book if book is not None and book.holds(shopper) else None
-
-
-def new_shopper(shop_id: int, customer_id: int) -> dict:
-    """The row `shoppers.lock_shopper` creates for a customer seen first."""
-    return dict(
-        shop_id=shop_id,
-        customer_id=customer_id,
-        orders_count=0,
-        total_spent=Decimal(0),
-        tag_events={},
-        checkout_open=False,
-        stage="prospect",
-    )

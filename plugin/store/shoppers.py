@@ -56,15 +56,7 @@ def lock_shopper(ctx: ShopWork, customer_id: int) -> Shopper:
             return shopper
     ctx.session.execute(
         ctx.db.insert(Shopper.__table__)
-        .values(
-            shop_id=ctx.shop.id,
-            customer_id=customer_id,
-            orders_count=0,
-            total_spent=Decimal(0),
-            tag_events={},
-            checkout_open=False,
-            stage="prospect",
-        )
+        .values(**batch_locks.new_shopper(ctx.shop.id, customer_id))
         .on_conflict_do_nothing(index_elements=["shop_id", "customer_id"])
     )
     return ctx.session.scalars(locked).one()
