@@ -18,7 +18,8 @@ def instance_path() -> str:
 
 
 def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = True) -> Flask:
-    """Build the app: settings (environment, then test_config) → database → Redis → blueprints."""
+    """Build the app: settings (environment, then test_config) → database → Redis → blueprints → the
+    webhook receiver in front."""
     # Imported here, not at the top: this file runs before any `plugin.…` module is imported, and the
     # pure core (`plugin.core`) must load without Flask, SQLAlchemy or Redis (the flaskr factory's way).
     from flask import Flask
@@ -49,7 +50,6 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = Tru
     app.extensions["lifecycle.verifier"] = WebhookVerifier(app.config["WEBHOOK_SECRETS"])
     app.extensions["lifecycle.ledger"] = LedgerWriter(app.extensions)
 
-    app.register_blueprint(webhooks.bp)
     app.register_blueprint(unsubscribe.bp)
     app.register_blueprint(install.bp)
     app.register_blueprint(storefront.bp)
@@ -60,4 +60,6 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrate: bool = Tru
     def healthz():
         return {"status": "ok"}
 
+    # POST /webhooks is answered below Flask, before any of its per-request work (see `web.webhooks`).
+    app.wsgi_app = webhooks.WebhookReceiver(app.wsgi_app, app.config, app.extensions)
     return app

@@ -270,3 +270,39 @@ def _raising_queue(*_args, **_kwargs):
     import redis
 
     raise redis.ConnectionError("down")
+
+
+def test_held_connections_dropped_by_the_servers_are_replaced_and_nothing_is_lost(
+    client, db, redis_connection, worker
+):
+    """The endpoint holds one database and one Redis connection per process. When the servers drop them
+    (a restart, an idle timeout), the next webhook finds them dead, opens fresh ones and is still acked
+    only once stored and signalled."""
+    from sqlalchemy import text
+
+    assert post_webhook(client, "orders/paid", ORDER, webhook_id="wh-held-1").status_code == 200
+    worker.work()  # the drain lowers the flag: the next webhook must raise it on a fresh Redis connection
+    killed = redis_connection.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    if not db.is_sqlite:  # SQLite has no server to drop the connection
+        with db.engine.connect() as connection:
+            ended = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"
+                )
+            ).scalar()
+        assert ended >= 1
+    response = post_webhook(client, "orders/paid", dict(ORDER, id=1002), webhook_id="wh-held-2")
+    assert response.status_code == 200
+    assert queued_jobs(redis_connection) == 1
+    assert [d.webhook_id for d in deliveries(db)] == ["wh-held-1", "wh-held-2"]
+
+
+def test_the_receiver_answers_only_post_webhooks_and_hands_the_rest_to_flask(client, db):
+    response = client.get("/webhooks")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert client.get("/healthz").get_json() == {"status": "ok"}  # Flask still serves every other path
+    assert client.post("/webhooks/other").status_code == 404
+    assert deliveries(db) == []

@@ -17,6 +17,8 @@ import hmac
 import re
 from collections.abc import Mapping, Sequence
 
+from werkzeug.datastructures import Headers
+
 from plugin.clock import ClockError, parse_instant
 from plugin.store.deliveries import WebhookHeaders
 
@@ -131,10 +133,11 @@ class _Lowered(dict):
     """Headers keyed by their lower-cased names (HTTP header names are case-insensitive)."""
 
 
-def _lowered(headers: Mapping[str, str]) -> _Lowered:
-    """One pass over the request's headers, so each lookup after it is a dict lookup (the first
-    occurrence of a repeated header wins)."""
-    if isinstance(headers, _Lowered):
+def _lowered(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """Headers whose lookups ignore case: a request's own (Werkzeug's `Headers` already do, and its
+    `EnvironHeaders` look each name up in the WSGI environ at once), or one pass over any other mapping,
+    so each lookup after it is a dict lookup (the first occurrence of a repeated header wins)."""
+    if isinstance(headers, _Lowered | Headers):
         return headers
     lowered = _Lowered()
     for key, value in headers.items():
@@ -142,5 +145,5 @@ def _lowered(headers: Mapping[str, str]) -> _Lowered:
     return lowered
 
 
-def _header(headers: _Lowered, name: str) -> str | None:
+def _header(headers: Mapping[str, str], name: str) -> str | None:
     return headers.get(name.lower())

@@ -58,14 +58,21 @@ def _without_row_values(context) -> None:
     """Keep only the primary message of a driver error that details the row (the DETAIL stays readable
     through `error.orig.diag` for code that needs it, but is in no str(), log line or stored reason)."""
     original = context.original_exception
-    diag = getattr(original, "diag", None)
-    if diag is None or not getattr(diag, "message_detail", None):
+    if not drop_row_values(original):
         return
-    original.args = (diag.message_primary or type(original).__name__,)
     wrapped = context.sqlalchemy_exception
     if wrapped is not None:  # its message was composed from the driver's before this hook ran
         name = f"{type(original).__module__}.{type(original).__name__}"
         wrapped.args = (f"({name}) {original}", *wrapped.args[1:])
+
+
+def drop_row_values(error: BaseException) -> bool:
+    """Keep only the primary message of a driver error whose DETAIL quotes the row; True when it did."""
+    diag = getattr(error, "diag", None)
+    if diag is None or not getattr(diag, "message_detail", None):
+        return False
+    error.args = (diag.message_primary or type(error).__name__,)
+    return True
 
 
 def _serialise_sqlite_writers(engine: Engine, begin_immediate: bool = True) -> None:

@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import and_, bindparam, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from plugin.store.db import Database
+from plugin.store.db import Database, drop_row_values
 from plugin.store.models import Delivery, DeliveryStatus
 
 PRUNED_BODY = b'{"pruned": true}'
@@ -47,82 +46,164 @@ def record_delivery(
 def record_deliveries(
     db: Database, arrived: list[tuple[WebhookHeaders, bytes]], received_at: datetime
 ) -> list[RecordedDelivery]:
-    """Store deliveries once per webhook id, committed before returning, in one INSERT; one result per
-    item of `arrived`, in its order (the same webhook id twice gets the same row, new only once).
-
-    The webhook endpoint's whole database work (see `web.ledger_writer`): one statement that commits by
-    itself on `db.autocommit_engine`, a second only for duplicates. A pooled connection the server dropped
-    (a restart) is found dead by the INSERT, not by a ping before it; the statement is then retried once
-    on a fresh connection, and a second failure propagates (the endpoint answers 503, Shopify retries).
-    """
-    rows: dict[str, dict] = {}
-    for headers, body in arrived:
-        rows.setdefault(
-            headers.webhook_id,
-            dict(
-                webhook_id=headers.webhook_id,
-                shop_domain=headers.shop_domain,
-                topic=headers.topic,
-                api_version=headers.api_version,
-                event_id=headers.event_id,
-                triggered_at=headers.triggered_at,
-                received_at=received_at,
-                body=body,
-                status=DeliveryStatus.RECEIVED,
-                attempts=0,
-            ),
-        )
+    """Store deliveries once per webhook id, committed before returning (see `LedgerConnection.record`), on
+    a connection checked out of the pool for this call."""
+    ledger = LedgerConnection(db)
     try:
-        stored = _insert_deliveries(db, list(rows.values()))
-    except DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-        stored = _insert_deliveries(db, list(rows.values()))
-    results, told = [], set()
-    for headers, _body in arrived:
-        delivery_id, status, created = stored[headers.webhook_id]
-        results.append(RecordedDelivery(delivery_id, status, created and headers.webhook_id not in told))
-        told.add(headers.webhook_id)
-    return results
+        return ledger.record(arrived, received_at)
+    finally:
+        ledger.close()
 
 
-def _insert_deliveries(db: Database, rows: list[dict]) -> dict[str, tuple[int, str, bool]]:
-    """webhook id → (row id, status, inserted now)."""
+class LedgerConnection:
+    """A database connection held for recording deliveries: the webhook endpoint keeps one per process
+    (`web.ledger_writer`, whose writes never overlap), so a group of webhooks costs one round trip and no
+    pool checkout, session or execution context around it.
+
+    The connection is a DBAPI one from `db.autocommit_engine`'s pool, opened at the first write (after a
+    server's fork): every statement commits by itself. A connection the server dropped (a restart) is found
+    dead by the INSERT, not by a ping before it; the statement is then retried once on a fresh connection,
+    and a second failure propagates as SQLAlchemy's `DBAPIError` (the endpoint answers 503, Shopify
+    retries). Bound values never appear in the error (`hide_parameters`).
+    """
+
+    def __init__(self, db: Database):
+        self.db = db
+        self._held = None  # the pool's proxy of the DBAPI connection, once opened
+
+    def record(
+        self, arrived: list[tuple[WebhookHeaders, bytes]], received_at: datetime
+    ) -> list[RecordedDelivery]:
+        """Store deliveries once per webhook id, committed before returning, in one INSERT; one result per
+        item of `arrived`, in its order (the same webhook id twice gets the same row, new only once)."""
+        rows: dict[str, dict] = {}
+        for headers, body in arrived:
+            rows.setdefault(
+                headers.webhook_id,
+                dict(
+                    webhook_id=headers.webhook_id,
+                    shop_domain=headers.shop_domain,
+                    topic=headers.topic,
+                    api_version=headers.api_version,
+                    event_id=headers.event_id,
+                    triggered_at=headers.triggered_at,
+                    received_at=received_at,
+                    body=body,
+                    status=DeliveryStatus.RECEIVED.value,  # plain text for the driver
+                    attempts=0,
+                ),
+            )
+        try:
+            stored = self._insert(list(rows.values()))
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            stored = self._insert(list(rows.values()))
+        results, told = [], set()
+        for headers, _body in arrived:
+            delivery_id, status, created = stored[headers.webhook_id]
+            results.append(RecordedDelivery(delivery_id, status, created and headers.webhook_id not in told))
+            told.add(headers.webhook_id)
+        return results
+
+    def close(self) -> None:
+        """Hand the connection back to the pool (the next write opens one again)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
+    def _insert(self, rows: list[dict]) -> dict[str, tuple[int, str, bool]]:
+        """webhook id → (row id, status, inserted now)."""
+        engine = self.db.autocommit_engine
+        dialect = engine.dialect
+        if self._held is None:
+            self._held = engine.raw_connection()
+        statement, parameters = None, None
+        try:
+            cursor = self._held.cursor()
+            try:
+                stored: dict[str, tuple[int, str, bool]] = {}
+                for start in range(0, len(rows), ROWS_PER_INSERT):
+                    chunk = rows[start : start + ROWS_PER_INSERT]
+                    statement, bind = _ledger_insert(dialect, len(chunk))
+                    cursor.execute(statement, bind(chunk))
+                    for delivery_id, webhook_id in cursor.fetchall():
+                        stored[webhook_id] = (delivery_id, DeliveryStatus.RECEIVED, True)
+                known = [row["webhook_id"] for row in rows if row["webhook_id"] not in stored]
+                if known:  # a repeat: its row, as it stands
+                    statement, parameters = _known_rows(dialect, len(known)), tuple(known)
+                    cursor.execute(statement, parameters)
+                    for delivery_id, webhook_id, status in cursor.fetchall():
+                        stored[webhook_id] = (delivery_id, status, False)
+                return stored
+            finally:
+                cursor.close()
+        except dialect.loaded_dbapi.Error as error:
+            dead = dialect.is_disconnect(error, self._held.dbapi_connection, None)
+            drop_row_values(error)  # as the engines do (`db.make_engine`): no row's values in any message
+            self._drop(error)
+            raise DBAPIError.instance(
+                statement,
+                parameters,
+                error,
+                dialect.loaded_dbapi.Error,
+                hide_parameters=True,
+                connection_invalidated=dead,
+                dialect=dialect,
+            ) from error
+
+    def _drop(self, error: BaseException) -> None:
+        """Forget a connection a statement failed on: the pool closes it, the next write opens another."""
+        held, self._held = self._held, None
+        try:
+            held.invalidate(error)
+        except Exception:  # closing a broken connection may fail too; it is gone either way
+            pass
+
+
+# A group larger than this (a server with many threads) takes several statements; SQLite's limit on bound
+# parameters (32,766) is far away.
+ROWS_PER_INSERT = 64
+
+
+@lru_cache(maxsize=4 * ROWS_PER_INSERT)
+def _ledger_insert(dialect, count: int):
+    """The text of `INSERT … VALUES (…) × count ON CONFLICT (webhook_id) DO NOTHING RETURNING id,
+    webhook_id` for this dialect, and the function turning `count` rows into its flat parameters.
+
+    Driver SQL, not a Core `insert().values(rows)`: that one is built and compiled anew for every group of
+    webhooks (about 250 µs of CPU a row, the endpoint's largest cost), while this text is the same for
+    every group of one size, so the driver prepares it once on the held connection (psycopg after five
+    uses, sqlite3 from its statement cache). The values go through the columns' own bind processors, so they
+    are stored exactly as the ORM stores them (aware datetimes as naive UTC, SQLite's datetime text).
+    """
     table = Delivery.__table__
-    statement = _insert_statement(db.is_sqlite)
-    with db.autocommit_engine.connect() as connection:
-        if len(rows) == 1:  # the common case, and the compiled-statement cache's: parameters only
-            inserted = connection.execute(statement, rows[0]).all()
-        else:
-            inserted = connection.execute(
-                _multi_insert(db.is_sqlite).values(rows).returning(table.c.id, table.c.webhook_id)
-            ).all()
-        stored = {row.webhook_id: (row.id, DeliveryStatus.RECEIVED, True) for row in inserted}
-        known = [row["webhook_id"] for row in rows if row["webhook_id"] not in stored]
-        if known:
-            for row in connection.execute(
-                select(table.c.id, table.c.webhook_id, table.c.status).where(table.c.webhook_id.in_(known))
-            ):
-                stored[row.webhook_id] = (row.id, row.status, False)
-    return stored
-
-
-@lru_cache(maxsize=2)
-def _insert_statement(is_sqlite: bool):
-    """INSERT … ON CONFLICT (webhook_id) DO NOTHING RETURNING id, webhook_id, built once: its values come
-    as parameters, so SQLAlchemy's compiled-statement cache serves every webhook after the first."""
-    table = Delivery.__table__
-    return (
-        _multi_insert(is_sqlite)
-        .values({column: bindparam(column) for column in ACK_COLUMNS})
-        .returning(table.c.id, table.c.webhook_id)
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    row = "(" + ", ".join([marker] * len(ACK_COLUMNS)) + ")"
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(ACK_COLUMNS)}) VALUES {', '.join([row] * count)} "
+        "ON CONFLICT (webhook_id) DO NOTHING RETURNING id, webhook_id"
     )
+    processors = [
+        table.c[column].type.dialect_impl(dialect).bind_processor(dialect) for column in ACK_COLUMNS
+    ]
+
+    def bind(rows: list[dict]) -> tuple:
+        return tuple(
+            value if process is None or value is None else process(value)
+            for row in rows
+            for process, value in zip(processors, (row[column] for column in ACK_COLUMNS), strict=True)
+        )
+
+    return sql, bind
 
 
-def _multi_insert(is_sqlite: bool):
-    table = Delivery.__table__
-    insert = sqlite.insert if is_sqlite else postgresql.insert
-    return insert(table).on_conflict_do_nothing(index_elements=["webhook_id"])
+@lru_cache(maxsize=4 * ROWS_PER_INSERT)
+def _known_rows(dialect, count: int) -> str:
+    """SELECT id, webhook_id, status of `count` webhook ids (the repeats of a group)."""
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    table = Delivery.__table__.name
+    return f"SELECT id, webhook_id, status FROM {table} WHERE webhook_id IN ({', '.join([marker] * count)})"
 
 
 ACK_COLUMNS = (

@@ -3,7 +3,8 @@ wake-up signal, and each is answered only once its own row is committed.
 
 A request hands its delivery to `LedgerWriter.record` and waits. If no write is in flight it becomes the
 leader: it takes every delivery waiting at that moment (its own included), stores them with one statement
-(`store.deliveries.record_deliveries`), raises the drain's wake-up signal once, and hands each waiting
+on the process's held database connection (`store.deliveries.LedgerConnection`), raises the drain's
+wake-up signal once on its held Redis connection (`pipeline.queue.DrainSignal`), and hands each waiting
 request its own result (or the batch's exception, which the endpoint turns into a 503: nothing is
 acknowledged that is not stored). Deliveries arriving while a write is in flight wait for it to end, and
 one of them leads the next write. A lone request (a sync worker, a quiet store) writes at once, alone:
@@ -54,6 +55,8 @@ class LedgerWriter:
         self._lock = threading.Lock()
         self._waiting: list[_Waiting] = []
         self._writing = False
+        self._ledger: deliveries.LedgerConnection | None = None  # held connections, for the app's
+        self._signal: queue.DrainSignal | None = None  # current database and Redis (see _connections)
 
     def record(self, headers: WebhookHeaders, body: bytes) -> RecordedDelivery:
         """Store the delivery and make sure a drain will process it; return its ledger row.
@@ -84,15 +87,27 @@ class LedgerWriter:
             raise LedgerUnavailable(mine.error) from mine.error
         return mine.result
 
+    def _connections(self) -> tuple[deliveries.LedgerConnection, queue.DrainSignal]:
+        """The held database and Redis connections, opened again if the app's database or Redis changed."""
+        db: Database = self.extensions["lifecycle.db"]
+        if self._ledger is None or self._ledger.db is not db:
+            if self._ledger is not None:
+                self._ledger.close()
+            self._ledger = deliveries.LedgerConnection(db)
+        client = self.extensions["lifecycle.redis"]
+        if self._signal is None or self._signal.client is not client:
+            if self._signal is not None:
+                self._signal.close()
+            self._signal = queue.DrainSignal(client)
+        return self._ledger, self._signal
+
     def _write(self, batch: list[_Waiting]) -> None:
         """Store and signal one batch; every member gets its result or the batch's error."""
         try:
-            db: Database = self.extensions["lifecycle.db"]
-            arrived = [(item.headers, item.body) for item in batch]
-            stored = deliveries.record_deliveries(db, arrived, clock.now())
-            waking = [r.id for r in stored if r.created or r.status == DeliveryStatus.RECEIVED]
-            if waking:
-                queue.enqueue_deliveries(self.extensions["lifecycle.redis"], waking)
+            ledger, signal = self._connections()
+            stored = ledger.record([(item.headers, item.body) for item in batch], clock.now())
+            if any(r.created or r.status == DeliveryStatus.RECEIVED for r in stored):
+                signal.raise_flag()
         except BaseException as error:  # handed to every request of the batch, each answers 503
             for item in batch:
                 item.error = error
