@@ -5,8 +5,9 @@ shopper's stage is checked against what the store's own history says it must be.
     .venv/bin/python bench/replay.py [--shoppers 25000] [--workers 2] [--database-url URL]
 
 Reports the wall time from the first post to the last processed delivery, and, as the baseline measured in
-the same run, the time the same client needs to post the same bodies to a bare endpoint (`/bare`), so the
-figure reads as "x times the cost of merely receiving them". The client signs every body before the timed
+the same run, the time the same client needs to post the same bodies to a bare endpoint, so the figure
+reads as "x times the cost of merely receiving them": a Flask route (`/bare`) and one answered below Flask
+(`/bare-wsgi`), as POST /webhooks is. The client signs every body before the timed
 part and sends over keep-alive `http.client` connections, 8 threads, each shopper's webhooks in order from
 one thread: the baseline is the server's rate, not the client's.
 """
@@ -178,7 +179,11 @@ def main() -> None:
     engine = create_engine(database_url(args.database_url, servers.env["LIFECYCLE_INSTANCE_PATH"]))
     try:
         bare = post_all(args.port, "/bare", signed("/bare", histories, args.threads))
-        print(f"baseline: posting to a bare endpoint took {bare:.1f} s ({webhooks / bare:.0f}/s)")
+        print(f"baseline: posting to a bare Flask endpoint took {bare:.1f} s ({webhooks / bare:.0f}/s)")
+        bare_wsgi = post_all(args.port, "/bare-wsgi", signed("/bare-wsgi", histories, args.threads))
+        print(
+            f"          posting to a bare WSGI endpoint took {bare_wsgi:.1f} s ({webhooks / bare_wsgi:.0f}/s)"
+        )
         shares = signed("/webhooks", histories, args.threads)
         servers.start_workers(args.workers, burst=False)
         started = time.perf_counter()
@@ -189,7 +194,7 @@ def main() -> None:
         print(
             f"end to end (HTTP + {args.workers} workers to stage): {total:.1f} s = "
             f"{webhooks / total:.0f} webhooks/s; "
-            f"{total / bare:.2f}x the bare posting time"
+            f"{total / bare:.2f}x the bare Flask posting time, {total / bare_wsgi:.2f}x the bare WSGI one"
         )
         checked, wrong = check_stages(engine, histories)
         print(f"stages: {checked - len(wrong)}/{checked} right")
