@@ -306,3 +306,21 @@ def test_the_receiver_answers_only_post_webhooks_and_hands_the_rest_to_flask(cli
     assert client.get("/healthz").get_json() == {"status": "ok"}  # Flask still serves every other path
     assert client.post("/webhooks/other").status_code == 404
     assert deliveries(db) == []
+
+
+def test_a_chunked_body_over_the_cap_gets_413_not_401(app, db):
+    """A chunked body has no Content-Length to refuse up front: the cap is found while reading it."""
+    import io
+
+    from werkzeug.test import EnvironBuilder
+
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    body = encode(dict(ORDER, note="x" * 2000))
+    headers = webhook_headers("orders/paid", SHOP, "wh-chunked", body, SECRET)
+    environ = EnvironBuilder(path="/webhooks", method="POST", headers=headers).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True})
+    answered = []
+    app.wsgi_app(environ, lambda status, _headers: answered.append(status))
+    assert answered == ["413 REQUEST ENTITY TOO LARGE"]
+    assert deliveries(db) == []

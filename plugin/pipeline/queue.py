@@ -89,7 +89,10 @@ class DrainSignal:
     The flag's `SET … NX EX` is encoded once and sent as bytes: a group of webhooks costs one round trip
     and about 30 µs of CPU, where the client's `set()` (pool checkout, retry wrapper, encoding) costs three
     times that. A connection found dead (Redis restarted, or closed it while idle) is replaced and the SET
-    sent once more (it is idempotent); a second failure raises `redis.RedisError` (the endpoint answers 503).
+    sent once more; a second failure raises `redis.RedisError` (the endpoint answers 503). The first SET
+    may have run before its reply was lost, so a nil reply to the second cannot prove a drain is queued:
+    the job is queued then regardless (an extra drain finds nothing and ends). Any other Redis error (a
+    replica's READONLY after a failover) also drops the connection, so the next signal opens a fresh one.
     """
 
     def __init__(self, client: redis.Redis):
@@ -101,7 +104,8 @@ class DrainSignal:
         """Make sure a drain will process what was just committed; True when a new drain job was queued."""
         for attempt in (1, 2):
             if self._held is None:
-                self._held = self.client.connection_pool.make_connection()
+                pool = self.client.connection_pool  # its settings; the connection is ours, not the pool's
+                self._held = pool.connection_class(**pool.connection_kwargs)
                 self._packed = self._held.pack_command("SET", DRAIN_FLAG, 1, "EX", DRAIN_FLAG_TTL, "NX")
             try:
                 self._held.send_packed_command(self._packed)
@@ -111,7 +115,10 @@ class DrainSignal:
                 self.close()
                 if attempt == 2:
                     raise
-        if not raised:
+            except redis.RedisError:
+                self.close()
+                raise
+        if not raised and attempt == 1:
             return False  # a queued drain has not lowered the flag yet: it will see these deliveries
         _queue_drain_job(self.client)
         return True

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import SQLAlchemyError
+import redis
 
 from plugin import clock
 from plugin.pipeline import queue
@@ -34,7 +34,7 @@ class LedgerUnavailable(Exception):
 
     def __init__(self, cause: BaseException):
         super().__init__(f"{type(cause).__name__}")
-        self.database = isinstance(cause, SQLAlchemyError)
+        self.database = not isinstance(cause, redis.RedisError)  # Redis is only asked after the commit
 
 
 @dataclass

@@ -62,11 +62,15 @@ class WebhookReceiver:
         """Accept one Shopify webhook delivery: verify, record, queue; the status and JSON to answer."""
         cap = self.config["MAX_CONTENT_LENGTH"]
         try:  # raw bytes: the HMAC covers these, not re-serialised JSON
-            body = get_input_stream(environ, max_content_length=cap).read()
+            # A chunked body has no length to refuse up front: the stream stops at the cap, so one byte
+            # more is asked for, and getting it means the body is over the cap.
+            body = get_input_stream(environ, max_content_length=cap + 1).read()
         except RequestEntityTooLarge:
-            return 413, {"error": f"body larger than {cap} bytes"}
+            body = None
         except ClientDisconnected:
             return 400, {"error": "the body ended before its Content-Length"}
+        if body is None or len(body) > cap:
+            return 413, {"error": f"body larger than {cap} bytes"}
         try:
             headers = self.extensions["lifecycle.verifier"].verify(body, EnvironHeaders(environ))
         except WebhookVerificationError as error:
