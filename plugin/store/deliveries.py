@@ -178,8 +178,7 @@ def _ledger_insert(dialect, count: int):
     are stored exactly as the ORM stores them (aware datetimes as naive UTC, SQLite's datetime text).
     """
     table = Delivery.__table__
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    row = "(" + ", ".join([marker] * len(ACK_COLUMNS)) + ")"
+    row = "(" + ", ".join([_marker(dialect)] * len(ACK_COLUMNS)) + ")"
     sql = (
         f"INSERT INTO {table.name} ({', '.join(ACK_COLUMNS)}) VALUES {', '.join([row] * count)} "
         "ON CONFLICT (webhook_id) DO NOTHING RETURNING id, webhook_id"
@@ -201,9 +200,14 @@ def _ledger_insert(dialect, count: int):
 @lru_cache(maxsize=4 * ROWS_PER_INSERT)
 def _known_rows(dialect, count: int) -> str:
     """SELECT id, webhook_id, status of `count` webhook ids (the repeats of a group)."""
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
     table = Delivery.__table__.name
-    return f"SELECT id, webhook_id, status FROM {table} WHERE webhook_id IN ({', '.join([marker] * count)})"
+    markers = ", ".join([_marker(dialect)] * count)
+    return f"SELECT id, webhook_id, status FROM {table} WHERE webhook_id IN ({markers})"
+
+
+def _marker(dialect) -> str:
+    """The driver's positional placeholder: sqlite3's `?`, psycopg's `%s`."""
+    return "?" if dialect.paramstyle == "qmark" else "%s"
 
 
 ACK_COLUMNS = (

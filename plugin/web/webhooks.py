@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_input_stream
 
 from plugin.shopify.verify import WebhookHeaderError, WebhookVerificationError
@@ -30,8 +31,6 @@ from plugin.web.ledger_writer import LedgerUnavailable
 log = logging.getLogger(__name__)
 
 PATH = "/webhooks"
-REASONS = {200: "OK", 400: "BAD REQUEST", 401: "UNAUTHORIZED", 405: "METHOD NOT ALLOWED"}
-REASONS |= {413: "REQUEST ENTITY TOO LARGE", 503: "SERVICE UNAVAILABLE"}
 
 
 class WebhookReceiver:
@@ -55,7 +54,7 @@ class WebhookReceiver:
             headers.append(("Content-Type", "application/json"))
         if status == 405:
             headers.append(("Allow", "POST"))
-        start_response(f"{status} {REASONS[status]}", headers)
+        start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", headers)  # as Werkzeug writes it
         return [payload]
 
     def receive(self, environ: dict) -> tuple[int, dict | None]:
