@@ -1,6 +1,7 @@
 """Scale replay: a store of ~25,000 shoppers and ~70,000 orders posted as signed webhooks through HTTP
-(gunicorn, 2 processes) while `--workers` (2) `lifecycle worker` processes drain them; then every
-shopper's stage is checked against what the store's own history says it must be.
+(gunicorn, 2 processes × `--server-threads` 4, as the Procfile runs it) while `--workers` (2) `lifecycle
+worker` processes drain them; then every shopper's stage is checked against what the store's own history
+says it must be.
 
     .venv/bin/python bench/replay.py [--shoppers 25000] [--workers 2] [--database-url URL]
 
@@ -161,7 +162,10 @@ def check_stages(engine, histories: list[History]) -> tuple[int, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shoppers", type=int, default=25_000)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=8, help="client connections")
+    parser.add_argument(
+        "--server-threads", type=int, default=4, help="gunicorn threads per worker, as the Procfile"
+    )
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--port", type=int, default=8798)
     parser.add_argument("--seed", type=int, default=11)
@@ -174,7 +178,9 @@ def main() -> None:
     orders = sum(1 for h in histories for t, _ in h.webhooks if t == "orders/create")
     print(f"store: {args.shoppers} shoppers, {orders} orders, {webhooks} webhooks")
 
-    servers = Servers(SHOP, SECRET, args.database_url, args.port, "bench.bare_app:create()")
+    servers = Servers(
+        SHOP, SECRET, args.database_url, args.port, "bench.bare_app:create()", threads=args.server_threads
+    )
     servers.env["LIFECYCLE_NOW"] = NOW.isoformat()
     engine = create_engine(database_url(args.database_url, servers.env["LIFECYCLE_INSTANCE_PATH"]))
     try:

@@ -263,3 +263,42 @@ def test_an_older_version_stored_by_table_never_overwrites_a_newer_order(app, cl
     counted = counts_by_customer(db)
     assert counted[7] == (1, Decimal("40.00"))
     assert all(counted[20 + n] == (1, TOTAL) for n in range(5))
+
+
+def test_a_drain_lingers_after_a_partial_batch_only_while_webhooks_keep_arriving(
+    app, client, db, shop, monkeypatch
+):
+    from plugin.pipeline import deliveries as drain_module
+    from plugin.pipeline import queue
+
+    # given one order posted, a second posted once the drain has lowered its flag (so during its first
+    # batch, as far as the flag can tell), and a third posted while it waits
+    post_orders(client, [(2001, 1)])
+    lower_drain_flag, later = queue.lower_drain_flag, [(2002, 2)]
+    waits: list[float] = []
+
+    def lower_then_another_arrives(connection):
+        lower_drain_flag(connection)
+        post_orders(client, [later.pop()])
+
+    def wait_while_another_arrives(seconds: float) -> None:  # the wait itself is not timed here
+        waits.append(seconds)
+        if len(waits) == 1:
+            post_orders(client, [(2003, 3)])
+
+    monkeypatch.setattr(queue, "lower_drain_flag", lower_then_another_arrives)
+    monkeypatch.setattr(drain_module.time, "sleep", wait_while_another_arrives)
+    # when one drain runs
+    with app.app_context():
+        outcome = drain_deliveries()
+    # then it waited after each partial batch during which one arrived, and claimed every newcomer itself
+    assert outcome == {"processed": 3}
+    assert waits == [drain_module.BATCH_LINGER_SECONDS] * 2
+    assert counts_by_customer(db) == {customer: (1, TOTAL) for customer in (1, 2, 3)}
+    # and a drain during which nothing arrives ends without waiting
+    monkeypatch.setattr(queue, "lower_drain_flag", lower_drain_flag)
+    waits.clear()
+    post_orders(client, [(2004, 4)])
+    with app.app_context():
+        assert drain_deliveries() == {"processed": 1}
+    assert waits == []

@@ -34,6 +34,14 @@ BATCH_SECONDS = 0.5  # about this much work per transaction, so row locks are he
 SQLITE_BATCH_SECONDS = 0.25  # SQLite's one write lock also holds up the webhook endpoint's inserts
 
 
+# After a partial batch during which more webhooks arrived, a drain waits this long before its next claim,
+# so a steady stream is applied in batches of hundreds rather than of the few that arrived while the last
+# batch ran. Every batch pays the same fixed cost (its locks, the book's reads, a commit, dispatching the
+# runs it planned), so small batches cost up to twice the CPU per delivery, CPU the webhook endpoint
+# shares; a delivery waits at most this long more. Nothing waits when nothing arrives meanwhile.
+BATCH_LINGER_SECONDS = 0.5
+
+
 # A delivery whose processing raised (database hiccup, a bug) waits this long before its next attempt,
 # then is marked failed (and stays replayable). Bad payloads never raise: they are quarantined.
 RETRY_DELAYS = (timedelta(seconds=5), timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10))
@@ -49,8 +57,9 @@ def drain_deliveries(slot: int | None = None) -> dict[str, int]:
     Lowers the wake-up flag first (see `queue`), so a delivery committed during the drain is either
     claimed by it or queues the next drain. A full claim means more are waiting: it raises the flag and
     queues one more drain, so an idle worker joins (at most one drain waits at a time, however many
-    run). The claim size follows the measured time per delivery, aiming at BATCH_SECONDS a batch
-    (SQLITE_BATCH_SECONDS on SQLite).
+    run). A partial claim during which webhooks kept arriving (the flag is up again) is followed by
+    BATCH_LINGER_SECONDS of waiting, so a stream is applied in large batches. The claim size follows the
+    measured time per delivery, aiming at BATCH_SECONDS a batch (SQLITE_BATCH_SECONDS on SQLite).
     After DRAIN_SECONDS it queues its successor and returns, so a long backlog never meets RQ's job
     timeout mid-transaction.
     """
@@ -67,10 +76,12 @@ def drain_deliveries(slot: int | None = None) -> dict[str, int]:
         if not done:
             return dict(outcomes)
         outcomes.update(done.values())
-        if len(done) >= size:
-            queue.enqueue_drain(connection)  # a backlog: let another worker share it
         per_delivery = (time.monotonic() - batch_started) / len(done)
-        size = max(CLAIM_MIN, min(CLAIM_MAX, int(aim / max(per_delivery, 1e-4))))
+        claimed, size = size, max(CLAIM_MIN, min(CLAIM_MAX, int(aim / max(per_delivery, 1e-4))))
+        if len(done) >= claimed:
+            queue.enqueue_drain(connection)  # a backlog: let another worker share it
+        elif queue.drain_flag_raised(connection):  # a stream: let the next batch gather
+            time.sleep(BATCH_LINGER_SECONDS)
 
 
 def process_batch(delivery_ids: list[int] | None = None, limit: int = CLAIM_MAX) -> dict[int, str]:

@@ -134,6 +134,11 @@ def lower_drain_flag(connection: redis.Redis) -> None:
     connection.delete(DRAIN_FLAG)
 
 
+def drain_flag_raised(connection: redis.Redis) -> bool:
+    """Whether a delivery was committed since the flag was last lowered (a drain job then waits too)."""
+    return bool(connection.exists(DRAIN_FLAG))
+
+
 def _lower_flag(connection: redis.Redis) -> None:
     try:
         connection.delete(DRAIN_FLAG)
