@@ -51,7 +51,7 @@ def apply_batch(
     """
     parsed = {delivery.id: _parse(delivery) for delivery in claimed}
     _lock(db, session, claimed, parsed)
-    buyers = _stored_buyers(session, claimed, parsed)
+    buyers = _stored_buyers(db, session, claimed, parsed)
     booked = _bookable(session, claimed, parsed, buyers)
     book = _open_book(db, session, claimed, parsed, booked, buyers) if booked else None
     kept = book.objects() if book else ()  # the book's rows: not expired between other deliveries
@@ -141,7 +141,9 @@ def _bookable(session: Session, claimed: list[ClaimedDelivery], parsed: dict, bu
     return {d for d in fits if root(first_key[d]) not in unfit}
 
 
-def _stored_buyers(session: Session, claimed: list[ClaimedDelivery], parsed: dict) -> dict[tuple, tuple]:
+def _stored_buyers(
+    db: Database, session: Session, claimed: list[ClaimedDelivery], parsed: dict
+) -> dict[tuple, tuple]:
     """(shop domain, "order", id) → (shop domain, "customer", buyer) for the stored orders that deliveries
     name by id only (a refund, a fulfillment): their handlers reach the buyer through the stored order,
     so the buyer is theirs to touch too. One statement per shop."""
@@ -161,7 +163,7 @@ def _stored_buyers(session: Session, claimed: list[ClaimedDelivery], parsed: dic
         rows = session.execute(
             select(Order.order_id, Order.customer_id).where(
                 Order.shop_id == shop.id,
-                Order.order_id.in_(sorted(order_ids)),
+                db.among(Order.order_id, sorted(order_ids)),
                 Order.customer_id.is_not(None),
             )
         )

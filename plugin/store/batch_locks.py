@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import BigInteger, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from plugin.store.db import Database
@@ -36,6 +36,17 @@ _LOCK_ORDERS = text(
     "(SELECT unnest(CAST(:shops AS integer[])) AS s, unnest(CAST(:orders AS integer[])) AS o "
     "ORDER BY 1, 2) AS k"
 )
+
+# (shop id, key) pairs as two arrays: one statement text whatever the batch's size (see `Database.among`)
+_KEYS = text(
+    "SELECT unnest(CAST(:shops AS bigint[])) AS shop_id, unnest(CAST(:keys AS bigint[])) AS key"
+).columns(shop_id=BigInteger, key=BigInteger)
+
+
+def _pairs(pairs: list[tuple[int, int]]):
+    """The pairs as a subquery of two columns, for `tuple_(…).in_(…)`."""
+    keys = _KEYS.bindparams(shops=[p[0] for p in pairs], keys=[p[1] for p in pairs]).subquery()
+    return select(keys.c.shop_id, keys.c.key)
 
 
 def lock_batch_keys(
@@ -69,7 +80,7 @@ def lock_batch_keys(
         return
     locked = session.execute(
         select(Shopper.shop_id, Shopper.customer_id)
-        .where(tuple_(Shopper.shop_id, Shopper.customer_id).in_(customer_keys))
+        .where(tuple_(Shopper.shop_id, Shopper.customer_id).in_(_pairs(customer_keys)))
         .order_by(Shopper.shop_id, Shopper.customer_id)
         .with_for_update()
     )
@@ -79,7 +90,7 @@ def lock_batch_keys(
 def _stored_buyers(session: Session, orders: list[tuple[int, int]]) -> set[tuple[int, int]]:
     rows = session.execute(
         select(Order.shop_id, Order.customer_id).where(
-            tuple_(Order.shop_id, Order.order_id).in_(orders),
+            tuple_(Order.shop_id, Order.order_id).in_(_pairs(orders)),
             Order.customer_id.is_not(None),
         )
     )

@@ -91,7 +91,7 @@ def store_orders(
             ],
         )
     _refresh_refunded(
-        session, shop_id, sorted({o.id for o in orders} | {r.order_id for r in refunds.values()})
+        db, session, shop_id, sorted({o.id for o in orders} | {r.order_id for r in refunds.values()})
     )
     completions = {}
     for order in orders:  # the first delivery naming a checkout completes it, as one at a time
@@ -111,7 +111,7 @@ def store_orders(
         )
 
 
-def _refresh_refunded(session: Session, shop_id: int, order_ids: list[int]) -> None:
+def _refresh_refunded(db: Database, session: Session, shop_id: int, order_ids: list[int]) -> None:
     total = (
         select(func.coalesce(func.sum(Refund.amount), 0))
         .where(Refund.shop_id == Order.shop_id, Refund.order_id == Order.order_id)
@@ -119,7 +119,7 @@ def _refresh_refunded(session: Session, shop_id: int, order_ids: list[int]) -> N
     )
     session.execute(
         update(Order)
-        .where(Order.shop_id == shop_id, Order.order_id.in_(order_ids))
+        .where(Order.shop_id == shop_id, db.among(Order.order_id, order_ids))
         .values(refunded=total)
         .execution_options(synchronize_session=False)
     )

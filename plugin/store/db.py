@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import ColumnElement, Engine, any_, bindparam, create_engine, event, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -227,3 +227,13 @@ class Database:
     def insert(self, table):
         """A dialect-aware INSERT supporting ON CONFLICT."""
         return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
+
+    def among(self, column, values) -> ColumnElement[bool]:
+        """`column IN values`. On PostgreSQL as `column = ANY(:values)`, one array parameter: the
+        statement's text is the same whatever the number of values, so psycopg converts it once and can
+        prepare it, where an IN list writes one placeholder per value (a new text for every batch size,
+        parsed again by psycopg each time: a tenth of a worker's CPU in the batch's reads)."""
+        values = list(values)
+        if self.is_sqlite:
+            return column.in_(values)
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))

@@ -105,7 +105,7 @@ class ShopperBook:
                 [batch_locks.new_shopper(shop.id, customer_id) for customer_id in customer_ids],
             )
             for shopper in session.scalars(
-                select(Shopper).where(Shopper.shop_id == shop.id, Shopper.customer_id.in_(customer_ids))
+                select(Shopper).where(Shopper.shop_id == shop.id, db.among(Shopper.customer_id, customer_ids))
             ):
                 self.shoppers[(shop.id, shopper.customer_id)] = shopper
                 self.by_id[shopper.id] = shopper
@@ -119,7 +119,7 @@ class ShopperBook:
                 Order.source_updated_at,
             ).where(
                 Order.shop_id == shop.id,
-                Order.customer_id.in_(customer_ids) | Order.order_id.in_(order_ids),
+                db.among(Order.customer_id, customer_ids) | db.among(Order.order_id, order_ids),
             )
         )
         for order_id, customer_id, placed, cancelled, total, updated in rows:
@@ -128,7 +128,7 @@ class ShopperBook:
         held = {order_id for shop_id, order_id in self.orders if shop_id == shop.id} | set(order_ids)
         for order_id, refund_id, amount, created in session.execute(  # a refund may precede its order
             select(Refund.order_id, Refund.refund_id, Refund.amount, Refund.created_at).where(
-                Refund.shop_id == shop.id, Refund.order_id.in_(sorted(held))
+                Refund.shop_id == shop.id, db.among(Refund.order_id, sorted(held))
             )
         ):
             self.refunds[(shop.id, order_id)][refund_id] = (amount, created)
@@ -137,7 +137,7 @@ class ShopperBook:
         for token, customer_id in session.execute(
             select(Checkout.token, Checkout.customer_id).where(
                 Checkout.shop_id == shop.id,
-                Checkout.customer_id.in_(customer_ids),
+                db.among(Checkout.customer_id, customer_ids),
                 Checkout.completed_at.is_(None),
                 Checkout.closed_at.is_(None),
             )
@@ -146,7 +146,7 @@ class ShopperBook:
             self.checkouts_by_customer[(shop.id, customer_id)].append((shop.id, token))
         ids = [self.shoppers[(shop.id, c)].id for c in customer_ids]
         for run in session.scalars(
-            select(ActionRun).where(ActionRun.shopper_id.in_(ids), ActionRun.status.in_(PENDING))
+            select(ActionRun).where(db.among(ActionRun.shopper_id, ids), ActionRun.status.in_(PENDING))
         ):
             self.runs[run.idempotency_key] = run
             self.pending[run.shopper_id].append(run)
