@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, select, text, tuple_
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.orm import Session
 
 from plugin.store.db import Database
@@ -37,16 +37,15 @@ _LOCK_ORDERS = text(
     "ORDER BY 1, 2) AS k"
 )
 
-# (shop id, key) pairs as two arrays: one statement text whatever the batch's size (see `Database.among`)
-_KEYS = text(
-    "SELECT unnest(CAST(:shops AS bigint[])) AS shop_id, unnest(CAST(:keys AS bigint[])) AS key"
-).columns(shop_id=BigInteger, key=BigInteger)
 
-
-def _pairs(pairs: list[tuple[int, int]]):
-    """The pairs as a subquery of two columns, for `tuple_(…).in_(…)`."""
-    keys = _KEYS.bindparams(shops=[p[0] for p in pairs], keys=[p[1] for p in pairs]).subquery()
-    return select(keys.c.shop_id, keys.c.key)
+def _pairs(db: Database, shop_column, key_column, pairs: Iterable[tuple[int, int]]):
+    """`(shop_column, key_column) IN pairs`, as one `shop = s AND key = ANY(:keys)` per shop: a statement
+    text that does not grow with the batch (see `Database.among`) and that the planner answers from the
+    (shop, key) index (a pair list joined to `unnest` made it scan the whole table)."""
+    by_shop: dict[int, list[int]] = {}
+    for shop, key in sorted(pairs):
+        by_shop.setdefault(shop, []).append(key)
+    return or_(*(and_(shop_column == shop, db.among(key_column, keys)) for shop, keys in by_shop.items()))
 
 
 def lock_batch_keys(
@@ -68,7 +67,7 @@ def lock_batch_keys(
             _LOCK_ORDERS,
             {"shops": [k[0] for k in order_keys], "orders": [k[1] for k in order_keys]},
         )
-        buyers = _stored_buyers(session, [(k[0], k[2]) for k in order_keys])
+        buyers = _stored_buyers(db, session, [(k[0], k[2]) for k in order_keys])
     if named:  # created as the handlers would (they all create the shoppers their payloads name)
         session.execute(
             db.insert(Shopper.__table__).on_conflict_do_nothing(index_elements=["shop_id", "customer_id"]),
@@ -80,17 +79,17 @@ def lock_batch_keys(
         return
     locked = session.execute(
         select(Shopper.shop_id, Shopper.customer_id)
-        .where(tuple_(Shopper.shop_id, Shopper.customer_id).in_(_pairs(customer_keys)))
+        .where(_pairs(db, Shopper.shop_id, Shopper.customer_id, customer_keys))
         .order_by(Shopper.shop_id, Shopper.customer_id)
         .with_for_update()
     )
     session.info[LOCKED_SHOPPERS] = {tuple(row) for row in locked}  # `lock_shopper` inserts none of these
 
 
-def _stored_buyers(session: Session, orders: list[tuple[int, int]]) -> set[tuple[int, int]]:
+def _stored_buyers(db: Database, session: Session, orders: list[tuple[int, int]]) -> set[tuple[int, int]]:
     rows = session.execute(
         select(Order.shop_id, Order.customer_id).where(
-            tuple_(Order.shop_id, Order.order_id).in_(_pairs(orders)),
+            _pairs(db, Order.shop_id, Order.order_id, orders),
             Order.customer_id.is_not(None),
         )
     )
