@@ -36,7 +36,7 @@ from plugin.core.facts import ShopperFacts  # noqa: E402
 from plugin.core.stages import assess  # noqa: E402
 from plugin.demo import synthetic as s  # noqa: E402
 from plugin.store.db import database_url  # noqa: E402
-from plugin.store.models import Delivery, DeliveryStatus, Shop, Shopper  # noqa: E402
+from plugin.store.models import WAITING, Delivery, Shop, Shopper  # noqa: E402
 
 SHOP = "replay-store.myshopify.com"
 SECRET = "replay-secret"
@@ -135,7 +135,7 @@ def wait_processed(engine, total: int) -> None:
     second, a load of its own on the database the workers use."""
     with engine.connect() as connection:
         while True:
-            left = connection.scalar(select(func.count()).where(Delivery.status == DeliveryStatus.RECEIVED))
+            left = connection.scalar(select(func.count()).select_from(Delivery).where(WAITING))
             connection.rollback()
             if left == 0:
                 return

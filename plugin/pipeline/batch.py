@@ -146,7 +146,7 @@ def _stored_buyers(
 ) -> dict[tuple, tuple]:
     """(shop domain, "order", id) → (shop domain, "customer", buyer) for the stored orders that deliveries
     name by id only (a refund, a fulfillment): their handlers reach the buyer through the stored order,
-    so the buyer is theirs to touch too. One statement per shop."""
+    so the buyer is theirs to touch too. As the batch's locks read them, or one statement per shop."""
     named: dict[str, set[int]] = {}
     for delivery in claimed:
         payload = parsed[delivery.id]
@@ -155,10 +155,14 @@ def _stored_buyers(
         order_ids, customer_ids = lock_keys(payload)
         if order_ids and not customer_ids:
             named.setdefault(delivery.shop_domain, set()).update(order_ids)
-    buyers = {}
+    buyers, locked = {}, batch_locks.stored_buyers(session)
     for domain, order_ids in named.items():
         shop = shops.batch_shop(session, domain)
         if shop is None or not order_ids:
+            continue
+        if locked is not None:  # read with the locks (PostgreSQL)
+            stored = ((o, locked[(shop.id, o)]) for o in sorted(order_ids) if (shop.id, o) in locked)
+            buyers.update({(domain, "order", o): (domain, "customer", c) for o, c in stored})
             continue
         rows = session.execute(
             select(Order.order_id, Order.customer_id).where(

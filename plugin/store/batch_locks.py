@@ -28,6 +28,7 @@ from plugin.store.models import Order, Shopper
 
 # session.info keys: what this transaction holds already, so the handlers' lock calls skip a round trip
 LOCKED_ORDERS, LOCKED_SHOPPERS = "batch_locked_orders", "batch_locked_shoppers"
+BUYERS = "batch_buyers"  # (shop id, order id) → customer id of the locked orders stored with a buyer
 
 ADVISORY_MODULUS = 2_147_483_647  # as shoppers.lock_order: the order id folded into a 32-bit key
 
@@ -61,7 +62,7 @@ def lock_batch_keys(
         return
     order_keys = sorted({(shop, order % ADVISORY_MODULUS, order) for shop, order in orders})
     named = sorted(set(customers))
-    buyers: set[tuple[int, int]] = set()
+    buyers: dict[tuple[int, int], int] = {}
     if order_keys:
         session.execute(
             _LOCK_ORDERS,
@@ -73,8 +74,9 @@ def lock_batch_keys(
             db.insert(Shopper.__table__).on_conflict_do_nothing(index_elements=["shop_id", "customer_id"]),
             [new_shopper(shop, customer) for shop, customer in named],
         )
-    customer_keys = sorted(set(named) | buyers)
+    customer_keys = sorted(set(named) | {(shop, customer) for (shop, _), customer in buyers.items()})
     session.info[LOCKED_ORDERS] = {(shop, order) for shop, _, order in order_keys}
+    session.info[BUYERS] = buyers
     if not customer_keys:
         return
     locked = session.execute(
@@ -86,14 +88,20 @@ def lock_batch_keys(
     session.info[LOCKED_SHOPPERS] = {tuple(row) for row in locked}  # `lock_shopper` inserts none of these
 
 
-def _stored_buyers(db: Database, session: Session, orders: list[tuple[int, int]]) -> set[tuple[int, int]]:
+def _stored_buyers(db: Database, session: Session, orders: list[tuple[int, int]]) -> dict:
     rows = session.execute(
-        select(Order.shop_id, Order.customer_id).where(
+        select(Order.shop_id, Order.order_id, Order.customer_id).where(
             _pairs(db, Order.shop_id, Order.order_id, orders),
             Order.customer_id.is_not(None),
         )
     )
-    return {(shop, customer) for shop, customer in rows}
+    return {(shop, order): customer for shop, order, customer in rows}
+
+
+def stored_buyers(session: Session) -> dict[tuple[int, int], int] | None:
+    """The buyers of the orders this transaction locked, as stored when it locked them (None on SQLite,
+    which takes no locks: ask the database)."""
+    return session.info.get(BUYERS)
 
 
 def new_shopper(shop_id: int, customer_id: int) -> dict:

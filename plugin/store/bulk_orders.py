@@ -119,7 +119,11 @@ def _refresh_refunded(db: Database, session: Session, shop_id: int, order_ids: l
     )
     session.execute(
         update(Order)
-        .where(Order.shop_id == shop_id, db.among(Order.order_id, order_ids))
+        .where(
+            Order.shop_id == shop_id,
+            db.among(Order.order_id, order_ids),
+            Order.refunded.is_distinct_from(total),  # most have no refund: no new row version for them
+        )
         .values(refunded=total)
         .execution_options(synchronize_session=False)
     )

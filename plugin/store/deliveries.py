@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from plugin.store.db import Database, drop_row_values
-from plugin.store.models import Delivery, DeliveryStatus
+from plugin.store.models import WAITING, Delivery, DeliveryStatus
 
 PRUNED_BODY = b'{"pruned": true}'
 DONE_WITH = (DeliveryStatus.PROCESSED, DeliveryStatus.IGNORED, DeliveryStatus.QUARANTINED)
@@ -257,7 +257,7 @@ def claim_due_deliveries(
     (BEGIN IMMEDIATE), so there is one writer and the clause is not rendered.
     """
     conditions = [
-        Delivery.status == DeliveryStatus.RECEIVED,
+        WAITING,  # not `status = :param`: see WAITING
         or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
     ]
     if ids is not None:
@@ -293,7 +293,7 @@ def stuck_delivery_ids(session: Session, older_than: datetime, now: datetime) ->
         session.scalars(
             select(Delivery.id)
             .where(
-                Delivery.status == DeliveryStatus.RECEIVED,
+                WAITING,
                 or_(
                     and_(Delivery.next_attempt_at.is_(None), Delivery.received_at < older_than),
                     Delivery.next_attempt_at <= now,

@@ -125,6 +125,14 @@ class Shop(Base):
     personal_stages: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+# The condition of ix_deliveries_waiting, as a constant in the statement's text: a query that reads the
+# waiting deliveries must say it so, not as `status = :param`, for PostgreSQL to prove the index applies
+# in the generic plan of a prepared statement (psycopg prepares a statement run five times). Otherwise
+# the plan reads every row version ever updated from `received`, and on a queue table that is the whole
+# backlog since the last VACUUM.
+WAITING = text("status = 'received'")
+
+
 class Delivery(Base):
     """One webhook delivery as Shopify sent it: the durable record behind every acknowledgement."""
 
@@ -132,12 +140,7 @@ class Delivery(Base):
     __table_args__ = (
         Index("ix_deliveries_status_received_at", "status", "received_at"),
         # A drain's claim walks the waiting deliveries in id order: O(batch), however long the backlog.
-        Index(
-            "ix_deliveries_waiting",
-            "id",
-            postgresql_where=text("status = 'received'"),
-            sqlite_where=text("status = 'received'"),
-        ),
+        Index("ix_deliveries_waiting", "id", postgresql_where=WAITING, sqlite_where=WAITING),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
