@@ -238,7 +238,10 @@ class Refund(Base):
     """A refund, keyed by Shopify's id so it is subtracted once whichever topic brought it."""
 
     __tablename__ = "refunds"
-    __table_args__ = (UniqueConstraint("shop_id", "refund_id", name="uq_refunds_shop_refund"),)
+    __table_args__ = (
+        UniqueConstraint("shop_id", "refund_id", name="uq_refunds_shop_refund"),
+        Index("ix_refunds_shop_order", "shop_id", "order_id"),  # an order's refunds (its refunded sum)
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
