@@ -158,7 +158,7 @@ def main() -> None:
         print(
             f"workers: {total} deliveries processed in {drained:.1f} s = {total / drained:.0f}/s (2 workers)"
         )
-        end_to_end = results["webhooks"][0] + drained
+        end_to_end = results["/webhooks"][0] + drained
         print(f"end to end (HTTP ingest, then workers): {total / end_to_end:.0f} events/s")
     finally:
         servers.stop()
