@@ -1,0 +1,50 @@
+"""On PostgreSQL a batch's statements keep one text whatever the batch's size (its key lists are one array
+parameter, `Database.among`), so psycopg converts each once and PostgreSQL can prepare it; and every
+execution is planned for its own parameters (a generic plan costed while a table was nearly empty would
+walk a whole shop's rows for every batch).
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event, text
+
+from plugin.pipeline.deliveries import drain_deliveries
+from tests.test_worker_claims import post_orders
+
+
+def statements_of_a_drain(app, db) -> set[str]:
+    seen: set[str] = set()
+
+    def record(_connection, _cursor, statement, _parameters, _context, _executemany):
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE")):
+            seen.add(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with app.app_context():
+            drain_deliveries()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_a_batch_reads_and_updates_with_the_same_statements_whatever_its_size(app, client, db, shop):
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's array parameters; SQLite gets IN lists")
+    # given a batch of 3 orders of 3 new shoppers, then one of 9 orders of 9 others
+    post_orders(client, [(3000 + n, 300 + n) for n in range(3)], ("orders/create", "orders/paid"))
+    small = statements_of_a_drain(app, db)
+    post_orders(client, [(4000 + n, 400 + n) for n in range(9)], ("orders/create", "orders/paid"))
+    large = statements_of_a_drain(app, db)
+    # then the larger batch ran no SELECT or UPDATE text the smaller one did not: its key lists were
+    # arrays, not one placeholder per key
+    assert large - small == set()
+    assert any("= ANY (" in statement for statement in large)
+
+
+def test_every_execution_is_planned_for_its_parameters(db):
+    if db.is_sqlite:
+        pytest.skip("a PostgreSQL setting")
+    with db.session() as session:
+        assert session.execute(text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
