@@ -41,8 +41,8 @@ _LOCK_ORDERS = text(
 
 def _pairs(db: Database, shop_column, key_column, pairs: Iterable[tuple[int, int]]):
     """`(shop_column, key_column) IN pairs`, as one `shop = s AND key = ANY(:keys)` per shop: a statement
-    text that does not grow with the batch (see `Database.among`) and that the planner answers from the
-    (shop, key) index (a pair list joined to `unnest` made it scan the whole table)."""
+    text that does not grow with the batch (see `Database.among`; a tuple IN list writes two placeholders
+    per pair) and that the planner answers from the (shop, key) index."""
     by_shop: dict[int, list[int]] = {}
     for shop, key in sorted(pairs):
         by_shop.setdefault(shop, []).append(key)

@@ -125,11 +125,11 @@ class Shop(Base):
     personal_stages: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-# The condition of ix_deliveries_waiting, as a constant in the statement's text: a query that reads the
-# waiting deliveries must say it so, not as `status = :param`, for PostgreSQL to prove the index applies
-# in the generic plan of a prepared statement (psycopg prepares a statement run five times). Otherwise
-# the plan reads every row version ever updated from `received`, and on a queue table that is the whole
-# backlog since the last VACUUM.
+# The condition of ix_deliveries_waiting, one definition for the index and the queries that must use it.
+# Those queries state it as this constant, not as `status = :param`: a generic plan of a prepared statement
+# cannot prove a partial index from a parameter, and would read every row version ever updated from
+# `received` (on a queue table, the whole backlog since the last VACUUM). The app's own connections plan
+# every execution for its parameters (`db._plan_every_execution`); the constant holds on any connection.
 WAITING = text("status = 'received'")
 
 
