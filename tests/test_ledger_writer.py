@@ -178,3 +178,65 @@ def test_the_ledger_row_is_stored_exactly_as_the_orm_stores_it(db):
     by_id = {row[0]: tuple(row[1:]) for row in rows}
     assert by_id[webhook_id] == by_id["by-the-orm"]
     assert headers.triggered_at is not None and by_id[webhook_id][0] is not None
+
+
+def test_a_leader_waits_for_as_many_requests_as_its_last_group_carried_and_no_longer(app, db, monkeypatch):
+    """Under load the next group is cut to the last one's size (one commit and one Redis round trip for
+    them all), never waiting past GROUP_WAIT_SECONDS; after a group of one nothing waits."""
+    import time
+
+    from plugin.shopify.verify import read_headers
+    from plugin.store import deliveries
+    from plugin.web import ledger_writer
+
+    monkeypatch.setattr(ledger_writer, "GROUP_WAIT_SECONDS", 0.6)
+    real, groups, hold = deliveries.LedgerConnection.record, [], threading.Event()
+
+    def spied(self, arrived, received_at):
+        groups.append(len(arrived))
+        if len(groups) == 1:
+            hold.wait(10)  # the first write is slow: three requests gather behind it
+        return real(self, arrived, received_at)
+
+    monkeypatch.setattr(deliveries.LedgerConnection, "record", spied)
+    writer = ledger_writer.LedgerWriter(app.extensions)
+    items = iter(_bodies(9))
+
+    def post() -> threading.Thread:
+        webhook_id, body = next(items)
+        headers = read_headers(webhook_headers("orders/paid", SHOP, webhook_id, body, SECRET))
+        thread = threading.Thread(target=writer.record, args=(headers, body), daemon=True)
+        thread.start()
+        return thread
+
+    first = post()
+    while not groups:
+        time.sleep(0.005)
+    behind = [post() for _ in range(3)]
+    time.sleep(0.05)
+    hold.set()
+    for thread in [first, *behind]:
+        thread.join(10)
+    assert groups == [1, 3]
+
+    # Three webhooks 100 ms apart: one group, written once the third has joined.
+    spaced = []
+    for _ in range(3):
+        spaced.append(post())
+        time.sleep(0.1)
+    for thread in spaced:
+        thread.join(10)
+    assert groups == [1, 3, 3]
+
+    # One webhook alone: it waits GROUP_WAIT_SECONDS for the others, then goes alone; the next one does
+    # not wait at all.
+    started = time.monotonic()
+    post().join(10)
+    waited = time.monotonic() - started
+    started = time.monotonic()
+    post().join(10)
+    assert groups == [1, 3, 3, 1, 1]
+    assert 0.6 <= waited < 3
+    assert time.monotonic() - started < 0.5
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 9
