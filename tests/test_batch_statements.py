@@ -1,7 +1,8 @@
 """On PostgreSQL a batch's statements keep one text whatever the batch's size (its key lists are one array
 parameter, `Database.among`), so psycopg converts each once and PostgreSQL can prepare it; and every
 execution is planned for its own parameters (a generic plan costed while a table was nearly empty would
-walk a whole shop's rows for every batch).
+walk a whole shop's rows for every batch). A batch settles its deliveries with one UPDATE per settlement,
+not one per delivery.
 """
 
 from __future__ import annotations
@@ -48,3 +49,31 @@ def test_every_execution_is_planned_for_its_parameters(db):
         pytest.skip("a PostgreSQL setting")
     with db.session() as session:
         assert session.execute(text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
+
+
+def test_a_batch_settles_its_deliveries_with_one_update_per_settlement(app, client, db, shop):
+    """Not one UPDATE per delivery (an executemany runs a statement per row on PostgreSQL): the batch's
+    deliveries, all processed at their first attempt, are settled by one statement."""
+    from sqlalchemy import select
+
+    from plugin.store.models import Delivery
+
+    post_orders(client, [(5000 + n, 500 + n) for n in range(9)], ("orders/create", "orders/paid"))
+    updates: list[tuple[bool, int]] = []
+
+    def record(_connection, _cursor, statement, parameters, _context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE DELIVERIES"):
+            updates.append((executemany, len(parameters) if executemany else 1))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with app.app_context():
+            drain_deliveries()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert updates == [(False, 1)]
+    with db.session() as session:
+        settled = session.execute(select(Delivery.status, Delivery.attempts, Delivery.processed_at)).all()
+    assert len(settled) == 18
+    assert {(status, attempts) for status, attempts, _ in settled} == {("processed", 1)}
+    assert None not in {processed_at for _, _, processed_at in settled}

@@ -77,7 +77,7 @@ def apply_batch(
             result.jobs += ctx.jobs
     if book is not None:
         result.planned += book.write(db, session)
-    deliveries.mark_deliveries(session, marks)
+    deliveries.mark_deliveries(db, session, marks)
     return result
 
 

@@ -279,11 +279,22 @@ def claim_due_deliveries(
     return [ClaimedDelivery(*row) for row in rows]
 
 
-def mark_deliveries(session: Session, outcomes: list[dict]) -> None:
-    """Settle a batch's deliveries in one statement: each dict holds id, status, reason, processed_at and
-    attempts (the attempt just made counted)."""
-    if outcomes:
-        session.execute(update(Delivery), outcomes)
+def mark_deliveries(db: Database, session: Session, outcomes: list[dict]) -> None:
+    """Settle a batch's deliveries: each dict holds id, status, reason, processed_at and attempts (the
+    attempt just made counted). One UPDATE per distinct settlement, `WHERE id = ANY(:ids)`: a batch is
+    mostly deliveries processed at their first attempt, so it takes one or a few statements (an
+    executemany would run one per delivery)."""
+    settlements: dict[tuple, list[int]] = {}
+    for outcome in outcomes:
+        key = (outcome["status"], outcome["reason"], outcome["processed_at"], outcome["attempts"])
+        settlements.setdefault(key, []).append(outcome["id"])
+    for (status, reason, processed_at, attempts), ids in settlements.items():
+        session.execute(
+            update(Delivery)
+            .where(db.among(Delivery.id, sorted(ids)))
+            .values(status=status, reason=reason, processed_at=processed_at, attempts=attempts)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def stuck_delivery_ids(session: Session, older_than: datetime, now: datetime) -> list[int]:

@@ -98,12 +98,17 @@ class ShopperBook:
         self, db: Database, session: Session, shop: Shop, customer_ids: list[int], order_ids: list[int]
     ) -> None:
         if customer_ids:
-            session.execute(  # as `shoppers.lock_shopper` creates a customer seen first
-                db.insert(Shopper.__table__).on_conflict_do_nothing(
-                    index_elements=["shop_id", "customer_id"]
-                ),
-                [batch_locks.new_shopper(shop.id, customer_id) for customer_id in customer_ids],
-            )
+            # Created as `shoppers.lock_shopper` creates a customer seen first, unless the batch's locks
+            # (PostgreSQL) already hold the row.
+            locked = session.info.get(batch_locks.LOCKED_SHOPPERS, ())
+            unlocked = [customer_id for customer_id in customer_ids if (shop.id, customer_id) not in locked]
+            if unlocked:
+                session.execute(
+                    db.insert(Shopper.__table__).on_conflict_do_nothing(
+                        index_elements=["shop_id", "customer_id"]
+                    ),
+                    [batch_locks.new_shopper(shop.id, customer_id) for customer_id in unlocked],
+                )
             for shopper in session.scalars(
                 select(Shopper).where(Shopper.shop_id == shop.id, db.among(Shopper.customer_id, customer_ids))
             ):
