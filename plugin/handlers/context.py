@@ -92,17 +92,19 @@ def restage(ctx: HandlerContext, shopper: Shopper) -> None:
                 ctx.db, ctx.session, ctx.shop, shopper, ctx.now, ctx.topic, ctx.now, None, ctx.consent_wait
             )
         return
-    ctx.session.add(
-        StageTransition(
-            shop_id=ctx.shop.id,
-            shopper_id=shopper.id,
-            from_stage=shopper.stage if shopper.stage_changed_at is not None else None,
-            to_stage=assessment.stage,
-            at=ctx.now,
-            reason=assessment.reason,
-            cause=ctx.topic,
-        )
+    transition = dict(
+        shop_id=ctx.shop.id,
+        shopper_id=shopper.id,
+        from_stage=shopper.stage if shopper.stage_changed_at is not None else None,
+        to_stage=assessment.stage,
+        at=ctx.now,
+        reason=assessment.reason,
+        cause=ctx.topic,
     )
+    if book is not None:
+        book.new_transitions.append(transition)  # inserted with the batch's others by `book.write`
+    else:
+        ctx.session.add(StageTransition(**transition))
     shopper.stage = assessment.stage
     shopper.stage_changed_at = ctx.now
 

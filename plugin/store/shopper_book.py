@@ -27,9 +27,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from plugin.core.facts import is_stale
-from plugin.store import batch_locks, predictions
+from plugin.store import batch_locks, column_insert, predictions
 from plugin.store.db import Database
-from plugin.store.models import ActionRun, Checkout, Order, Refund, Shop, Shopper
+from plugin.store.models import ActionRun, Checkout, Order, Refund, Shop, Shopper, StageTransition
 from plugin.store.run_rows import PENDING, REVIVED, SUPERSEDED, revive_superseded
 
 BOOK = "shopper_book"  # session.info key
@@ -77,6 +77,7 @@ class ShopperBook:
         self.runs: dict[str, ActionRun] = {}  # idempotency key → a pending run loaded, or a new one
         self.pending: dict[int, list[ActionRun]] = defaultdict(list)  # shopper id → its runs above
         self.new_runs: list[ActionRun] = []  # planned in this batch, inserted by `write`
+        self.new_transitions: list[dict] = []  # stage_transitions rows recorded in this batch, likewise
         self.columns: tuple[str, ...] = ()  # of the rows `run_rows.planned_values` gives
         self.predictions: dict[int, Any] = {}
 
@@ -270,20 +271,25 @@ class ShopperBook:
     # -- writing back, one statement per table --------------------------------------------------------
 
     def write(self, db: Database, session: Session) -> list[int]:
-        """Insert the new runs (a key stored meanwhile, by another batch or before a pending run was
-        loaded, is revived as `run_rows.store_run` would, or left alone); flush the shoppers, the loaded
-        runs and the transitions the handlers changed. Returns the ids of the runs created or revived."""
+        """Flush the shoppers and loaded runs the handlers changed; insert the batch's transitions and its
+        new runs, a statement each (`column_insert`: one text whatever their number); a run whose key was
+        stored meanwhile (by another batch, or before a pending run was loaded) is revived as
+        `run_rows.store_run` would, or left alone. Returns the ids of the runs created or revived."""
         session.info.pop(BOOK, None)
         session.flush()
+        column_insert.insert_rows(db, session, StageTransition.__table__, self.new_transitions)
         if not self.new_runs:
             return []
-        table = ActionRun.__table__
         rows = [{c: getattr(run, c) for c in self.columns} for run in self.new_runs]
-        statement = db.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
-        created = {
-            key: run_id
-            for run_id, key in session.execute(statement.returning(table.c.id, table.c.idempotency_key), rows)
-        }
+        inserted = column_insert.insert_rows(
+            db,
+            session,
+            ActionRun.__table__,
+            rows,
+            skip_conflicts_on=("idempotency_key",),
+            returning=("id", "idempotency_key"),
+        )
+        created = {key: run_id for run_id, key in inserted}
         ids = list(created.values())
         for row in rows:
             if row["idempotency_key"] in created or row["status"] not in PENDING:
