@@ -309,6 +309,34 @@ def test_the_sandbox_refuses_unsafe_templates():
         render_email("welcome", {"shop_name": "S"}, "en", Override())
 
 
+def test_a_template_compiles_once_and_still_renders_within_the_limits_each_time():
+    """The sandbox keeps each compiled source; a render of it still spends its own budget, and an edited
+    override (a new source) renders its own text."""
+    import pytest
+
+    from plugin.emails import TemplateError, render_email
+    from plugin.emails.sandbox import compiled
+
+    class Override:
+        subject = "Hello {{ first_name }}"
+        html = text = "<p>{% for i in range(n) %}{{ i }}{% endfor %}</p>"
+
+    context = {"shop_name": "S", "first_name": "Ann", "n": 3}
+    first = render_email("welcome", context, "en", Override())
+    before = compiled.cache_info()
+    second = render_email("welcome", dict(context, first_name="Bob"), "en", Override())
+    after = compiled.cache_info()
+    assert first.subject == "Hello Ann" and second.subject == "Hello Bob"
+    assert after.misses == before.misses and after.hits > before.hits  # nothing compiled again
+    with pytest.raises(TemplateError):  # the same compiled loop, past the budget of this render
+        render_email("welcome", dict(context, n=10**9), "en", Override())
+
+    class Edited(Override):
+        subject = "Welcome back {{ first_name }}"
+
+    assert render_email("welcome", context, "en", Edited()).subject == "Welcome back Ann"
+
+
 def test_past_buyers_hear_about_a_restock_when_the_merchant_turns_it_on(client, shop, worker, smtp, db):
     from plugin.store.models import Rule
 
