@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import event, text
 
 from plugin.pipeline.deliveries import drain_deliveries
+from tests.conftest import SHOP
 from tests.test_worker_claims import post_orders
 
 
@@ -77,3 +78,48 @@ def test_a_batch_settles_its_deliveries_with_one_update_per_settlement(app, clie
     assert len(settled) == 18
     assert {(status, attempts) for status, attempts, _ in settled} == {("processed", 1)}
     assert None not in {processed_at for _, _, processed_at in settled}
+
+
+def test_the_claim_walks_the_waiting_index_as_a_plain_index_scan_and_nothing_else_does(app, client, db, shop):
+    """A bitmap scan of ix_deliveries_waiting never marks the entries of settled deliveries dead, so every
+    claim re-read every delivery settled since the last VACUUM (22,000 index entries a claim in the full
+    replay). The claim is planned as an ordered index scan; the batch's other statements plan as usual."""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's planner")
+    with db.engine.begin() as connection:  # a queue table as a busy day leaves it: 20,000 settled rows
+        connection.execute(
+            text(
+                "INSERT INTO deliveries (webhook_id, shop_domain, topic, received_at, body, status, attempts) "
+                "SELECT 'settled-' || n, :shop, 'orders/create', now(), '{}', 'received', 0 "
+                "FROM generate_series(1, 20000) AS n"
+            ),
+            {"shop": SHOP},
+        )
+        connection.execute(text("UPDATE deliveries SET status = 'processed'"))
+    post_orders(client, [(5000 + n, 500 + n) for n in range(4)], ("orders/create",))
+    plans: list[str] = []
+    settings_after_claim: list[tuple[str, str]] = []
+
+    def explain(_connection, cursor, statement, parameters, _context, executemany):
+        if executemany or not statement.lstrip().startswith("SELECT"):
+            return
+        raw = cursor.connection  # psycopg's own connection: the same transaction, the same settings
+        if "FROM deliveries" in statement and "SKIP LOCKED" in statement:
+            plans.append("\n".join(row[0] for row in raw.execute("EXPLAIN " + statement, parameters)))
+        elif plans and not settings_after_claim and "pg_settings" not in statement:
+            settings_after_claim.append(
+                raw.execute(
+                    "SELECT current_setting('enable_bitmapscan'), current_setting('enable_seqscan')"
+                ).fetchone()
+            )
+
+    event.listen(db.engine, "before_cursor_execute", explain)
+    try:
+        with app.app_context():
+            drain_deliveries()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", explain)
+    assert plans, "no claim ran"
+    assert "Index Scan using ix_deliveries_waiting" in plans[0], plans[0]
+    assert "Bitmap" not in plans[0] and "Seq Scan" not in plans[0], plans[0]
+    assert settings_after_claim == [("on", "on")]
