@@ -99,3 +99,61 @@ def test_rows_are_stored_as_the_orm_stores_them_and_taken_keys_are_skipped(db, s
     if not db.is_sqlite:  # one statement per table, whatever the number of rows
         inserts = [s for s in statements if s.startswith("INSERT INTO action_runs")]
         assert len(inserts) == 1 and "unnest(" in inserts[0]
+
+
+def test_an_upsert_updates_older_and_undated_rows_and_never_a_newer_one(db, shop):
+    """The orders' staleness guard in one statement: a stored row whose `source_updated_at` is later than
+    the given row's keeps its values; an older or undated one takes the given row's."""
+    from decimal import Decimal
+
+    from plugin.store.models import Order
+
+    def order(order_id: int, total: str, updated_at: datetime | None) -> dict:
+        return dict(
+            shop_id=shop.id,
+            order_id=order_id,
+            customer_id=9,
+            name=f"#{order_id}",
+            placed_at=AT,
+            source_updated_at=updated_at,
+            cancelled_at=None,
+            currency="EUR",
+            total_price=Decimal(total),
+            refunded=Decimal(0),
+            financial_status="paid",
+            fulfillment_status=None,
+            checkout_token=None,
+            line_items=[{"product_id": 5, "quantity": 1}],
+            discount_codes=["WELCOME"],
+        )
+
+    upsert = column_insert.Upsert(
+        ("shop_id", "order_id"),
+        ("total_price", "source_updated_at", "line_items"),
+        newer_by="source_updated_at",
+    )
+    later = AT + timedelta(hours=1)
+    with db.session() as session:  # stored: 1 newer, 2 older, 3 undated; 4 is new
+        column_insert.insert_rows(
+            db, session, Order.__table__, [order(1, "10", later), order(2, "20", AT), order(3, "30", None)]
+        )
+    with db.session() as session:
+        column_insert.insert_rows(
+            db,
+            session,
+            Order.__table__,
+            [order(n, f"{n}00", AT + timedelta(minutes=30)) for n in (1, 2, 3, 4)],
+            upsert=upsert,
+        )
+    with db.session() as session:
+        stored = {
+            row.order_id: (row.total_price, row.source_updated_at, row.line_items)
+            for row in session.scalars(select(Order).where(Order.shop_id == shop.id))
+        }
+    half = AT + timedelta(minutes=30)
+    assert stored == {
+        1: (Decimal("10.00"), later, [{"product_id": 5, "quantity": 1}]),  # newer: kept
+        2: (Decimal("200.00"), half, [{"product_id": 5, "quantity": 1}]),
+        3: (Decimal("300.00"), half, [{"product_id": 5, "quantity": 1}]),
+        4: (Decimal("400.00"), half, [{"product_id": 5, "quantity": 1}]),
+    }

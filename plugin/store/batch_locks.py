@@ -23,6 +23,7 @@ from decimal import Decimal
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.orm import Session
 
+from plugin.store import column_insert
 from plugin.store.db import Database
 from plugin.store.models import Order, Shopper
 
@@ -70,9 +71,12 @@ def lock_batch_keys(
         )
         buyers = _stored_buyers(db, session, [(k[0], k[2]) for k in order_keys])
     if named:  # created as the handlers would (they all create the shoppers their payloads name)
-        session.execute(
-            db.insert(Shopper.__table__).on_conflict_do_nothing(index_elements=["shop_id", "customer_id"]),
+        column_insert.insert_rows(
+            db,
+            session,
+            Shopper.__table__,
             [new_shopper(shop, customer) for shop, customer in named],
+            skip_conflicts_on=("shop_id", "customer_id"),
         )
     customer_keys = sorted(set(named) | {(shop, customer) for (shop, _), customer in buyers.items()})
     session.info[LOCKED_ORDERS] = {(shop, order) for shop, _, order in order_keys}

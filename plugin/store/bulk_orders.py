@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from plugin.core.facts import is_stale
+from plugin.store import column_insert
 from plugin.store.db import Database
 from plugin.store.models import Checkout, Order, Refund
 
@@ -62,18 +63,14 @@ def store_orders(
     if not orders and not refunds:
         return
     if orders:
-        table = Order.__table__
-        statement = db.insert(table)
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["shop_id", "order_id"],
-                set_={name: statement.excluded[name] for name in UPDATED_COLUMNS},
-                where=or_(
-                    table.c.source_updated_at.is_(None),
-                    statement.excluded.source_updated_at >= table.c.source_updated_at,
-                ),
-            ),
+        column_insert.insert_rows(
+            db,
+            session,
+            Order.__table__,
             [_order_row(shop_id, order) for order in fold_versions(orders)],
+            upsert=column_insert.Upsert(
+                ("shop_id", "order_id"), UPDATED_COLUMNS, newer_by="source_updated_at"
+            ),
         )
     refunds = {r.id: r for r in [*(r for order in orders for r in order.refunds), *refunds]}
     if refunds:

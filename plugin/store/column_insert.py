@@ -14,12 +14,24 @@ them (aware datetimes as naive UTC, JSON as text).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 from sqlalchemy import Table, text
 from sqlalchemy.orm import Session
 
 from plugin.store.db import Database
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """ON CONFLICT (`key`) DO UPDATE SET each of `columns` to the row given, unless the stored row's
+    `newer_by` column is later than the given one's (a stored NULL is overwritten): the staleness guard.
+    The rows must not repeat a key (PostgreSQL refuses to update one row twice in a statement)."""
+
+    key: tuple[str, ...]
+    columns: tuple[str, ...]
+    newer_by: str
 
 
 def insert_rows(
@@ -29,11 +41,13 @@ def insert_rows(
     rows: Sequence[dict],
     *,
     skip_conflicts_on: tuple[str, ...] = (),
+    upsert: Upsert | None = None,
     returning: tuple[str, ...] = (),
 ) -> list[tuple]:
     """Insert `rows` (dicts with the same keys) in one statement; with `skip_conflicts_on`, a row whose
-    key is taken is skipped (ON CONFLICT DO NOTHING). Returns the `returning` columns of the rows
-    inserted (none of the skipped ones), in no particular order."""
+    key is taken is skipped (ON CONFLICT DO NOTHING); with `upsert`, it updates the stored row as
+    `Upsert` says. Returns the `returning` columns of the rows inserted (none of the skipped ones), in
+    no particular order."""
     if not rows:
         return []
     rows = _with_defaults(table, rows)
@@ -42,12 +56,19 @@ def insert_rows(
         statement = db.insert(table)
         if skip_conflicts_on:
             statement = statement.on_conflict_do_nothing(index_elements=list(skip_conflicts_on))
+        if upsert:
+            guard = table.c[upsert.newer_by]
+            statement = statement.on_conflict_do_update(
+                index_elements=list(upsert.key),
+                set_={name: statement.excluded[name] for name in upsert.columns},
+                where=guard.is_(None) | (statement.excluded[upsert.newer_by] >= guard),
+            )
         if returning:
             statement = statement.returning(*(table.c[column] for column in returning))
             return [tuple(row) for row in session.execute(statement, list(rows))]
         session.execute(statement, list(rows))
         return []
-    sql, processors = _unnest_insert(db.engine.dialect, table, columns, skip_conflicts_on, returning)
+    sql, processors = _unnest_insert(db.engine.dialect, table, columns, skip_conflicts_on, upsert, returning)
     arrays = {
         f"c{index}": [
             value if process is None or value is None else process(value)
@@ -80,7 +101,14 @@ def _with_defaults(table: Table, rows: Sequence[dict]) -> Sequence[dict]:
 
 
 @lru_cache(maxsize=64)
-def _unnest_insert(dialect, table: Table, columns: tuple[str, ...], conflict: tuple[str, ...], returning):
+def _unnest_insert(
+    dialect,
+    table: Table,
+    columns: tuple[str, ...],
+    conflict: tuple[str, ...],
+    upsert: Upsert | None,
+    returning,
+):
     """The statement for these columns (each array cast to its column's type) and their bind processors."""
     casts = ", ".join(
         f"CAST(:c{index} AS {table.c[column].type.compile(dialect=dialect)}[])"
@@ -89,6 +117,13 @@ def _unnest_insert(dialect, table: Table, columns: tuple[str, ...], conflict: tu
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({casts})"
     if conflict:
         sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+    if upsert:
+        changes = ", ".join(f"{column} = excluded.{column}" for column in upsert.columns)
+        newer = f"{table.name}.{upsert.newer_by}"
+        sql += (
+            f" ON CONFLICT ({', '.join(upsert.key)}) DO UPDATE SET {changes}"
+            f" WHERE {newer} IS NULL OR excluded.{upsert.newer_by} >= {newer}"
+        )
     if returning:
         sql += f" RETURNING {', '.join(returning)}"
     processors = tuple(

@@ -104,11 +104,12 @@ class ShopperBook:
             locked = session.info.get(batch_locks.LOCKED_SHOPPERS, ())
             unlocked = [customer_id for customer_id in customer_ids if (shop.id, customer_id) not in locked]
             if unlocked:
-                session.execute(
-                    db.insert(Shopper.__table__).on_conflict_do_nothing(
-                        index_elements=["shop_id", "customer_id"]
-                    ),
+                column_insert.insert_rows(
+                    db,
+                    session,
+                    Shopper.__table__,
                     [batch_locks.new_shopper(shop.id, customer_id) for customer_id in unlocked],
+                    skip_conflicts_on=("shop_id", "customer_id"),
                 )
             for shopper in session.scalars(
                 select(Shopper).where(Shopper.shop_id == shop.id, db.among(Shopper.customer_id, customer_ids))
