@@ -189,7 +189,8 @@ def test_a_leader_waits_for_as_many_requests_as_its_last_group_carried_and_no_lo
     from plugin.store import deliveries
     from plugin.web import ledger_writer
 
-    monkeypatch.setattr(ledger_writer, "GROUP_WAIT_SECONDS", 0.6)
+    # Long enough that a loaded machine's stalls (a thread started late) do not cut a group short.
+    monkeypatch.setattr(ledger_writer, "GROUP_WAIT_SECONDS", 2.0)
     real, groups, hold = deliveries.LedgerConnection.record, [], threading.Event()
 
     def spied(self, arrived, received_at):
@@ -236,7 +237,7 @@ def test_a_leader_waits_for_as_many_requests_as_its_last_group_carried_and_no_lo
     started = time.monotonic()
     post().join(10)
     assert groups == [1, 3, 3, 1, 1]
-    assert 0.6 <= waited < 3
+    assert 2.0 <= waited < 5
     assert time.monotonic() - started < 0.5
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Delivery)) == 9
