@@ -157,3 +157,40 @@ def test_an_upsert_updates_older_and_undated_rows_and_never_a_newer_one(db, shop
         3: (Decimal("300.00"), half, [{"product_id": 5, "quantity": 1}]),
         4: (Decimal("400.00"), half, [{"product_id": 5, "quantity": 1}]),
     }
+
+
+def test_a_numeric_column_may_mix_ints_and_decimals_in_one_statement(db, shop):
+    """psycopg refuses a list mixing int and Decimal; a batch's free order (0) beside a paid one
+    (Decimal) must still go in as one statement."""
+    from decimal import Decimal
+
+    from plugin.store.models import Order
+
+    rows = [
+        dict(
+            shop_id=shop.id,
+            order_id=n,
+            customer_id=None,
+            name=None,
+            placed_at=AT,
+            source_updated_at=AT,
+            cancelled_at=None,
+            currency="EUR",
+            total_price=total,
+            refunded=0,
+            financial_status=None,
+            fulfillment_status=None,
+            checkout_token=None,
+            line_items=[],
+            discount_codes=[],
+        )
+        for n, total in ((1, Decimal("19.90")), (2, 0), (3, Decimal(0)))
+    ]
+    upsert = column_insert.Upsert(("shop_id", "order_id"), ("total_price",), newer_by="source_updated_at")
+    with db.session() as session:
+        column_insert.insert_rows(db, session, Order.__table__, rows, upsert=upsert)
+    with db.session() as session:
+        stored = dict(
+            session.execute(select(Order.order_id, Order.total_price).where(Order.shop_id == shop.id)).all()
+        )
+    assert stored == {1: Decimal("19.90"), 2: Decimal("0.00"), 3: Decimal("0.00")}

@@ -12,6 +12,7 @@ writing the same orders cannot deadlock.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
@@ -136,8 +137,8 @@ def _order_row(shop_id: int, order: OrderData) -> dict:
         source_updated_at=order.updated_at,
         cancelled_at=order.cancelled_at,
         currency=order.currency,
-        total_price=order.total_price or 0,
-        refunded=0,
+        total_price=order.total_price if order.total_price is not None else Decimal(0),
+        refunded=Decimal(0),
         financial_status=order.financial_status,
         fulfillment_status=order.fulfillment_status,
         checkout_token=order.checkout_token,

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 
-from sqlalchemy import Table, text
+from sqlalchemy import Float, Numeric, Table, text
 from sqlalchemy.orm import Session
 
 from plugin.store.db import Database
@@ -50,6 +51,7 @@ def insert_rows(
     no particular order."""
     if not rows:
         return []
+    assert not (skip_conflicts_on and upsert), "one ON CONFLICT clause: skip or upsert"
     rows = _with_defaults(table, rows)
     columns = tuple(rows[0])
     if db.is_sqlite:
@@ -126,7 +128,19 @@ def _unnest_insert(
         )
     if returning:
         sql += f" RETURNING {', '.join(returning)}"
-    processors = tuple(
-        table.c[column].type.dialect_impl(dialect).bind_processor(dialect) for column in columns
-    )
+    processors = tuple(_processor(dialect, table.c[column].type) for column in columns)
     return text(sql), processors
+
+
+def _processor(dialect, column_type):
+    """The column's bind processor; for a NUMERIC column without one, `_as_decimal`: psycopg refuses to
+    dump a list that mixes ints and Decimals (a free order's `0` beside `Decimal("19.90")`), which one
+    row at a time never met."""
+    process = column_type.dialect_impl(dialect).bind_processor(dialect)
+    if process is None and isinstance(column_type, Numeric) and not isinstance(column_type, Float):
+        return _as_decimal
+    return process
+
+
+def _as_decimal(value) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
