@@ -15,6 +15,17 @@ from tests.conftest import SHOP
 from tests.test_worker_claims import post_orders
 
 
+def drain_watched(app, db, listener) -> None:
+    """Drain the waiting deliveries with `listener` called before each statement (SQLAlchemy's
+    `before_cursor_execute`)."""
+    event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        with app.app_context():
+            drain_deliveries()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
+
+
 def statements_of_a_drain(app, db) -> set[str]:
     seen: set[str] = set()
 
@@ -22,12 +33,7 @@ def statements_of_a_drain(app, db) -> set[str]:
         if statement.lstrip().upper().startswith(("SELECT", "UPDATE")):
             seen.add(statement)
 
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        with app.app_context():
-            drain_deliveries()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
+    drain_watched(app, db, record)
     return seen
 
 
@@ -113,12 +119,7 @@ def test_the_claim_walks_the_waiting_index_as_a_plain_index_scan_and_nothing_els
                 ).fetchone()
             )
 
-    event.listen(db.engine, "before_cursor_execute", explain)
-    try:
-        with app.app_context():
-            drain_deliveries()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", explain)
+    drain_watched(app, db, explain)
     assert plans, "no claim ran"
     assert "Index Scan using ix_deliveries_waiting" in plans[0], plans[0]
     assert "Bitmap" not in plans[0] and "Seq Scan" not in plans[0], plans[0]

@@ -4,11 +4,12 @@ stored exactly as the ORM stores them, conflicting keys skipped and only the ins
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import event, select
 
 from plugin.store import column_insert
-from plugin.store.models import ActionRun, Shopper, StageTransition
+from plugin.store.models import ActionRun, Order, Shopper, StageTransition
 
 AT = datetime(2026, 10, 3, 4, 5, 6, tzinfo=UTC)
 
@@ -33,6 +34,28 @@ def _run(shop_id: int, shopper_id: int, key: str, **changes) -> dict:
         due_at=AT + timedelta(hours=2),
         wait_until=None,
         event_at=AT - timedelta(minutes=3),
+    )
+    row.update(changes)
+    return row
+
+
+def _order(shop_id: int, order_id: int, **changes) -> dict:
+    row = dict(
+        shop_id=shop_id,
+        order_id=order_id,
+        customer_id=9,
+        name=f"#{order_id}",
+        placed_at=AT,
+        source_updated_at=AT,
+        cancelled_at=None,
+        currency="EUR",
+        total_price=Decimal("12.50"),
+        refunded=Decimal(0),
+        financial_status="paid",
+        fulfillment_status=None,
+        checkout_token=None,
+        line_items=[{"product_id": 5, "quantity": 1}],
+        discount_codes=["WELCOME"],
     )
     row.update(changes)
     return row
@@ -104,28 +127,9 @@ def test_rows_are_stored_as_the_orm_stores_them_and_taken_keys_are_skipped(db, s
 def test_an_upsert_updates_older_and_undated_rows_and_never_a_newer_one(db, shop):
     """The orders' staleness guard in one statement: a stored row whose `source_updated_at` is later than
     the given row's keeps its values; an older or undated one takes the given row's."""
-    from decimal import Decimal
-
-    from plugin.store.models import Order
 
     def order(order_id: int, total: str, updated_at: datetime | None) -> dict:
-        return dict(
-            shop_id=shop.id,
-            order_id=order_id,
-            customer_id=9,
-            name=f"#{order_id}",
-            placed_at=AT,
-            source_updated_at=updated_at,
-            cancelled_at=None,
-            currency="EUR",
-            total_price=Decimal(total),
-            refunded=Decimal(0),
-            financial_status="paid",
-            fulfillment_status=None,
-            checkout_token=None,
-            line_items=[{"product_id": 5, "quantity": 1}],
-            discount_codes=["WELCOME"],
-        )
+        return _order(shop.id, order_id, total_price=Decimal(total), source_updated_at=updated_at)
 
     upsert = column_insert.Upsert(
         ("shop_id", "order_id"),
@@ -162,28 +166,8 @@ def test_an_upsert_updates_older_and_undated_rows_and_never_a_newer_one(db, shop
 def test_a_numeric_column_may_mix_ints_and_decimals_in_one_statement(db, shop):
     """psycopg refuses a list mixing int and Decimal; a batch's free order (0) beside a paid one
     (Decimal) must still go in as one statement."""
-    from decimal import Decimal
-
-    from plugin.store.models import Order
-
     rows = [
-        dict(
-            shop_id=shop.id,
-            order_id=n,
-            customer_id=None,
-            name=None,
-            placed_at=AT,
-            source_updated_at=AT,
-            cancelled_at=None,
-            currency="EUR",
-            total_price=total,
-            refunded=0,
-            financial_status=None,
-            fulfillment_status=None,
-            checkout_token=None,
-            line_items=[],
-            discount_codes=[],
-        )
+        _order(shop.id, n, total_price=total, refunded=0)
         for n, total in ((1, Decimal("19.90")), (2, 0), (3, Decimal(0)))
     ]
     upsert = column_insert.Upsert(("shop_id", "order_id"), ("total_price",), newer_by="source_updated_at")
