@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from urllib.parse import urlparse
 
 import pytest
 import redis as redis_lib
@@ -26,10 +27,33 @@ PREVIOUS_SECRET = "previous-webhook-secret"
 SHOP = "demo-store.myshopify.com"
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
-REDIS_URL = os.environ.get("LIFECYCLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-POSTGRES_URL = os.environ.get(
-    "LIFECYCLE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/lifecycle_test"
+# pytest-xdist runs the suite in parallel processes (`-n auto` in pyproject.toml, at most
+# `MAX_TEST_PROCESSES`): each process gets a Redis database and a PostgreSQL database of its own, so one
+# process's FLUSHDB or emptied tables never touch another's. The first process (or a run without xdist)
+# uses the URLs as given; process N the Redis database N below and the PostgreSQL database suffixed _N.
+MAX_TEST_PROCESSES = 4
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
+def _own_redis_url(url: str) -> str:
+    parsed = urlparse(url)
+    return parsed._replace(path=f"/{int(parsed.path.strip('/') or 0) - WORKER}").geturl()
+
+
+REDIS_URL = _own_redis_url(os.environ.get("LIFECYCLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+_postgres = make_url(
+    os.environ.get(
+        "LIFECYCLE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/lifecycle_test"
+    )
 )
+if WORKER:
+    _postgres = _postgres.set(database=f"{_postgres.database}_{WORKER}")
+POSTGRES_URL = _postgres.render_as_string(hide_password=False)
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one process per core, at most MAX_TEST_PROCESSES (each needs a Redis database)."""
+    return max(1, min(os.cpu_count() or 1, MAX_TEST_PROCESSES))
 
 
 def _postgres_available() -> bool:
