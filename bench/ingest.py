@@ -8,7 +8,9 @@ is not client-bound. Phase 1 posts realistic signed order bodies to /bare (a Fla
 body, returns 200), to /bare-wsgi (the same, answered below Flask as /webhooks is) and to /webhooks
 (verify, record, enqueue, 200), alternating rounds so all see the same machine state, and reports
 webhooks/s, p50/p99 ack latency and the ratios to both baselines. Phase 2 starts two
-`lifecycle worker --burst` processes and reports how fast they drain what was acknowledged.
+`lifecycle worker --burst` processes and reports how fast they drain what was acknowledged: from their
+launch to their exit (their start-up included), and from the last poll that found every delivery waiting
+to the first that found none (the drain alone).
 """
 
 from __future__ import annotations
