@@ -124,3 +124,25 @@ def test_the_claim_walks_the_waiting_index_as_a_plain_index_scan_and_nothing_els
     assert "Index Scan using ix_deliveries_waiting" in plans[0], plans[0]
     assert "Bitmap" not in plans[0] and "Seq Scan" not in plans[0], plans[0]
     assert settings_after_claim == [("on", "on")]
+
+
+def test_a_batch_writes_its_changed_shoppers_with_one_update(app, client, db, shop):
+    """Not the ORM's flush of one UPDATE per shopper: the book writes the 9 shoppers its orders changed
+    with one statement (an array per column on PostgreSQL, an executemany on SQLite), and they read
+    back as the orders made them."""
+    from sqlalchemy import select
+
+    from plugin.store.models import Shopper
+
+    post_orders(client, [(6000 + n, 600 + n) for n in range(9)], ("orders/create", "orders/paid"))
+    updates: list[int] = []
+
+    def record(_connection, _cursor, statement, parameters, _context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE SHOPPERS"):
+            updates.append(len(parameters) if executemany else 1)
+
+    drain_watched(app, db, record)
+    assert updates == ([9] if db.is_sqlite else [1])
+    with db.session() as session:
+        stored = session.execute(select(Shopper.customer_id, Shopper.orders_count, Shopper.stage)).all()
+    assert sorted(stored) == [(600 + n, 1, "first_time") for n in range(9)]

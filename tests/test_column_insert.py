@@ -178,3 +178,55 @@ def test_a_numeric_column_may_mix_ints_and_decimals_in_one_statement(db, shop):
             session.execute(select(Order.order_id, Order.total_price).where(Order.shop_id == shop.id)).all()
         )
     assert stored == {1: Decimal("19.90"), 2: Decimal("0.00"), 3: Decimal("0.00")}
+
+
+def test_update_rows_sets_the_given_columns_of_the_rows_with_those_keys_in_one_statement(db, shop):
+    with db.session() as session:
+        shoppers = [Shopper(shop_id=shop.id, customer_id=n, email=f"s{n}@example.com") for n in (1, 2, 3)]
+        session.add_all(shoppers)
+        session.flush()
+        ids = [shopper.id for shopper in shoppers]
+    vip = {"vip": {"on": True, "at": "2026-10-03T04:05:06+00:00"}}
+    rows = [  # not in key order; a JSON, an aware datetime, NULLs, and an int beside a Decimal
+        dict(
+            id=ids[2],
+            orders_count=5,
+            total_spent=Decimal("80.10"),
+            tag_events=vip,
+            last_order_at=AT,
+            stage="repeat",
+            email=None,
+        ),
+        dict(
+            id=ids[1],
+            orders_count=2,
+            total_spent=0,
+            tag_events={},
+            last_order_at=None,
+            stage="first_time",
+            email="new@example.com",
+        ),
+    ]
+    updates = []
+
+    def record(_connection, _cursor, statement, _parameters, _context, _executemany):
+        if statement.lstrip().upper().startswith("UPDATE"):
+            updates.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with db.session() as session:
+            column_insert.update_rows(db, session, Shopper.__table__, rows)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert len(updates) == 1
+    with db.session() as session:
+        stored = {
+            s.customer_id: (s.orders_count, s.total_spent, s.tag_events, s.last_order_at, s.stage, s.email)
+            for s in session.scalars(select(Shopper).where(Shopper.shop_id == shop.id))
+        }
+    assert stored == {
+        1: (0, Decimal("0.00"), {}, None, "prospect", "s1@example.com"),
+        2: (2, Decimal("0.00"), {}, None, "first_time", "new@example.com"),
+        3: (5, Decimal("80.10"), vip, AT, "repeat", None),
+    }

@@ -229,6 +229,8 @@ def _open_book(
         elif isinstance(payload, RefundData):
             facts.setdefault(shop, ([], []))[1].append(payload)
     book = ShopperBook.load(db, session, wanted)
+    for shop in wanted:  # read (and cached) before any shopper changes: the read's autoflush would write
+        shops.shop_rules(session, shop.id)  # the first changed shoppers one statement early
     for shop in sorted(facts, key=lambda shop: shop.id):
         bulk_orders.store_orders(db, session, shop.id, *facts[shop])
     return book

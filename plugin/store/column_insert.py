@@ -1,4 +1,5 @@
-"""Many rows into one table in one statement whose text does not depend on how many rows there are.
+"""Many rows into (or onto) one table in one statement whose text does not depend on how many rows there
+are.
 
 On PostgreSQL the rows travel as one array per column: `INSERT INTO t (a, b) SELECT * FROM
 unnest(CAST(:a AS integer[]), CAST(:b AS text[]))`. The same text serves every batch, so psycopg parses
@@ -6,6 +7,8 @@ it once and PostgreSQL can prepare it. The ORM's flush and SQLAlchemy's multi-ro
 write a new text for every row count, with a placeholder per value, which psycopg parses anew each time
 (about a twentieth of a worker's CPU for a batch's transitions and runs); an executemany runs one
 statement per row. SQLite is in-process: an executemany costs no round trip there, and is kept.
+`update_rows` does the same for rows already stored: `UPDATE … FROM unnest(…)`, one statement where the
+ORM's flush runs an executemany of one UPDATE per row.
 
 Values pass through each column's own bind processor, so the rows are stored exactly as the ORM stores
 them (aware datetimes as naive UTC, JSON as text).
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
-from sqlalchemy import Float, Numeric, Table, text
+from sqlalchemy import Float, Numeric, Table, bindparam, text, update
 from sqlalchemy.orm import Session
 
 from plugin.store.db import Database
@@ -71,15 +74,69 @@ def insert_rows(
         session.execute(statement, list(rows))
         return []
     sql, processors = _unnest_insert(db.engine.dialect, table, columns, skip_conflicts_on, upsert, returning)
-    arrays = {
+    result = session.execute(sql, _arrays(rows, columns, processors))
+    return [tuple(row) for row in result] if returning else []
+
+
+def update_rows(db: Database, session: Session, table: Table, rows: Sequence[dict], key: str = "id") -> None:
+    """Set the columns of `rows` (dicts with the same keys, `key` among them) on the stored rows of the
+    same `key`, in one statement: `UPDATE t SET a = v.a … FROM unnest(…) AS v WHERE t.key = v.key` on
+    PostgreSQL, an executemany on SQLite. The rows are sent in key order."""
+    if not rows:
+        return
+    rows = sorted(rows, key=lambda row: row[key])
+    columns = tuple(rows[0])
+    if db.is_sqlite:
+        statement = (
+            update(table)
+            .where(table.c[key] == bindparam(f"v_{key}"))
+            .values({column: bindparam(f"v_{column}") for column in columns if column != key})
+        )
+        session.execute(statement, [{f"v_{column}": value for column, value in row.items()} for row in rows])
+        return
+    sql, processors = _unnest_update(db.engine.dialect, table, columns, key)
+    session.execute(_NESTED_LOOP_ONLY)
+    session.execute(sql, _arrays(rows, columns, processors))
+    session.execute(_OTHER_JOINS_AGAIN)  # after an error, the transaction's rollback puts them back
+
+
+# The UPDATE … FROM unnest finds each row through the table's key index (a nested loop), never by hashing
+# the whole table: with rows in the hundreds the planner prefers a hash join over a sequential scan, which
+# reads every row version of the table (on a table updated this often, every one since the last VACUUM).
+_NESTED_LOOP_ONLY = text(
+    "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
+)
+_OTHER_JOINS_AGAIN = text(
+    "SELECT set_config(name, reset_val, true) FROM pg_settings "
+    "WHERE name IN ('enable_hashjoin', 'enable_mergejoin')"
+)
+
+
+@lru_cache(maxsize=64)
+def _unnest_update(dialect, table: Table, columns: tuple[str, ...], key: str):
+    """The UPDATE … FROM unnest statement for these columns, and their bind processors."""
+    casts = ", ".join(
+        f"CAST(:c{index} AS {table.c[column].type.compile(dialect=dialect)}[])"
+        for index, column in enumerate(columns)
+    )
+    changes = ", ".join(f"{column} = v.{column}" for column in columns if column != key)
+    sql = (
+        f"UPDATE {table.name} SET {changes} FROM unnest({casts}) AS v({', '.join(columns)})"
+        f" WHERE {table.name}.{key} = v.{key}"
+    )
+    processors = tuple(_processor(dialect, table.c[column].type) for column in columns)
+    return text(sql), processors
+
+
+def _arrays(rows: Sequence[dict], columns: tuple[str, ...], processors) -> dict[str, list]:
+    """One array per column (`c0`, `c1`…), each value through its column's bind processor."""
+    return {
         f"c{index}": [
             value if process is None or value is None else process(value)
             for value in (row[column] for row in rows)
         ]
         for index, (column, process) in enumerate(zip(columns, processors, strict=True))
     }
-    result = session.execute(sql, arrays)
-    return [tuple(row) for row in result] if returning else []
 
 
 def _with_defaults(table: Table, rows: Sequence[dict]) -> Sequence[dict]:

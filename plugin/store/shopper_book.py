@@ -23,8 +23,9 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from plugin.core.facts import is_stale
 from plugin.store import batch_locks, column_insert, predictions
@@ -33,6 +34,12 @@ from plugin.store.models import ActionRun, Checkout, Order, Refund, Shop, Shoppe
 from plugin.store.run_rows import PENDING, REVIVED, SUPERSEDED, revive_superseded
 
 BOOK = "shopper_book"  # session.info key
+# The columns `ShopperBook.write` may set on a stored shopper, in the table's order (one statement text per
+# set of changed columns): all but the ones that name it.
+SHOPPER_COLUMNS = tuple(
+    c.name for c in Shopper.__table__.columns if c.name not in ("id", "shop_id", "customer_id")
+)
+_WRITTEN = frozenset(SHOPPER_COLUMNS)
 CENT = Decimal("0.01")
 
 
@@ -80,6 +87,7 @@ class ShopperBook:
         self.new_transitions: list[dict] = []  # stage_transitions rows recorded in this batch, likewise
         self.columns: tuple[str, ...] = ()  # of the rows `run_rows.planned_values` gives
         self.predictions: dict[int, Any] = {}
+        self.db: Database | None = None  # set by `load`; `_write_shoppers` needs its dialect
 
     # -- reading, one statement per table -------------------------------------------------------------
 
@@ -90,6 +98,7 @@ class ShopperBook:
         """Read the shoppers (created when new) of each shop's customer ids, their orders and those of
         its order ids, the refunds of all these orders, open checkouts and pending runs."""
         book = cls()
+        book.db = db
         for shop, (customer_ids, order_ids) in wanted.items():
             book._load_shop(db, session, shop, sorted(customer_ids), sorted(order_ids))
         session.info[BOOK] = book
@@ -272,10 +281,12 @@ class ShopperBook:
     # -- writing back, one statement per table --------------------------------------------------------
 
     def write(self, db: Database, session: Session) -> list[int]:
-        """Flush the shoppers and loaded runs the handlers changed; insert the batch's transitions and its
-        new runs, a statement each (`column_insert`: one text whatever their number); a run whose key was
-        stored meanwhile (by another batch, or before a pending run was loaded) is revived as
-        `run_rows.store_run` would, or left alone. Returns the ids of the runs created or revived."""
+        """Update the shoppers the handlers changed in one statement (`_write_shoppers`) and flush the
+        loaded runs they changed; insert the batch's transitions and its new runs, a statement each
+        (`column_insert`: one text whatever their number); a run whose key was stored meanwhile (by
+        another batch, or before a pending run was loaded) is revived as `run_rows.store_run` would, or
+        left alone. Returns the ids of the runs created or revived."""
+        self._write_shoppers(session)
         session.info.pop(BOOK, None)
         session.flush()
         column_insert.insert_rows(db, session, StageTransition.__table__, self.new_transitions)
@@ -299,6 +310,40 @@ class ShopperBook:
             if revived is not None:
                 ids.append(revived)
         return ids
+
+    def _write_shoppers(self, session: Session) -> None:
+        """Every held shopper the handlers changed, in one UPDATE of the columns any of them changed, then
+        marked as stored, so a flush after it has nothing left to write for them (the ORM's flush runs
+        one UPDATE per shopper, an executemany per set of changed columns). Runs at `write` and before
+        every flush while the book is open (`_before_flush`): a query's autoflush, or the flush after a
+        delivery the book does not serve."""
+        changed = {}
+        for shopper in self.by_id.values():
+            state = inspect(shopper)
+            if (
+                state.persistent
+                and state.modified
+                and (keys := [k for k in state.committed_state if k in _WRITTEN])
+            ):
+                changed[shopper] = keys  # anything else (none today) is left to the flush
+        if not changed:
+            return
+        names = set().union(*changed.values())
+        columns = ("id", *(column for column in SHOPPER_COLUMNS if column in names))
+        rows = [{column: getattr(shopper, column) for column in columns} for shopper in changed]
+        with session.no_autoflush:  # the statement's own autoflush would come back here
+            column_insert.update_rows(self.db, session, Shopper.__table__, rows)
+        for shopper, keys in changed.items():
+            for key in keys:
+                set_committed_value(shopper, key, getattr(shopper, key))
+
+
+@event.listens_for(Session, "before_flush")
+def _before_flush(session: Session, _flush_context, _instances) -> None:
+    """While a batch's book is open, its changed shoppers go in its one UPDATE before any flush."""
+    book = session.info.get(BOOK)
+    if book is not None:
+        book._write_shoppers(session)
 
 
 def of(session: Session) -> ShopperBook | None:
