@@ -216,10 +216,14 @@ def test_update_rows_sets_the_given_columns_of_the_rows_with_those_keys_in_one_s
     event.listen(db.engine, "before_cursor_execute", record)
     try:
         with db.session() as session:
-            column_insert.update_rows(db, session, Shopper.__table__, rows)
+            updated = column_insert.update_rows(db, session, Shopper.__table__, rows)
+            gone = column_insert.update_rows(
+                db, session, Shopper.__table__, [dict(id=ids[2] + 100, stage="lapsed")]
+            )
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
-    assert len(updates) == 1
+    assert (updated, gone) == (2, 0)
+    assert len(updates) == 2  # one statement each
     with db.session() as session:
         stored = {
             s.customer_id: (s.orders_count, s.total_spent, s.tag_events, s.last_order_at, s.stage, s.email)

@@ -78,12 +78,13 @@ def insert_rows(
     return [tuple(row) for row in result] if returning else []
 
 
-def update_rows(db: Database, session: Session, table: Table, rows: Sequence[dict], key: str = "id") -> None:
+def update_rows(db: Database, session: Session, table: Table, rows: Sequence[dict], key: str = "id") -> int:
     """Set the columns of `rows` (dicts with the same keys, `key` among them) on the stored rows of the
     same `key`, in one statement: `UPDATE t SET a = v.a … FROM unnest(…) AS v WHERE t.key = v.key` on
-    PostgreSQL, an executemany on SQLite. The rows are sent in key order."""
+    PostgreSQL, an executemany on SQLite. The rows are sent in key order. Returns how many rows were
+    updated (fewer than given when some key is not stored)."""
     if not rows:
-        return
+        return 0
     rows = sorted(rows, key=lambda row: row[key])
     columns = tuple(rows[0])
     if db.is_sqlite:
@@ -92,12 +93,13 @@ def update_rows(db: Database, session: Session, table: Table, rows: Sequence[dic
             .where(table.c[key] == bindparam(f"v_{key}"))
             .values({column: bindparam(f"v_{column}") for column in columns if column != key})
         )
-        session.execute(statement, [{f"v_{column}": value for column, value in row.items()} for row in rows])
-        return
+        parameters = [{f"v_{column}": value for column, value in row.items()} for row in rows]
+        return session.execute(statement, parameters).rowcount
     sql, processors = _unnest_update(db.engine.dialect, table, columns, key)
     session.execute(_NESTED_LOOP_ONLY)
-    session.execute(sql, _arrays(rows, columns, processors))
+    updated = session.execute(sql, _arrays(rows, columns, processors)).rowcount
     session.execute(_OTHER_JOINS_AGAIN)  # after an error, the transaction's rollback puts them back
+    return updated
 
 
 # The UPDATE … FROM unnest finds each row through the table's key index (a nested loop), never by hashing

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.exc import StaleDataError
 
 from plugin.core.facts import is_stale
 from plugin.store import batch_locks, column_insert, predictions
@@ -332,7 +333,11 @@ class ShopperBook:
         columns = ("id", *(column for column in SHOPPER_COLUMNS if column in names))
         rows = [{column: getattr(shopper, column) for column in columns} for shopper in changed]
         with session.no_autoflush:  # the statement's own autoflush would come back here
-            column_insert.update_rows(self.db, session, Shopper.__table__, rows)
+            updated = column_insert.update_rows(self.db, session, Shopper.__table__, rows)
+        if updated != len(rows):  # as the ORM's flush would raise: the batch is rolled back and split
+            raise StaleDataError(
+                f"{len(rows) - updated} of the batch's {len(rows)} changed shoppers are gone"
+            )
         for shopper, keys in changed.items():
             for key in keys:
                 set_committed_value(shopper, key, getattr(shopper, key))
