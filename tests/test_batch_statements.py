@@ -72,12 +72,7 @@ def test_a_batch_settles_its_deliveries_with_one_update_per_settlement(app, clie
         if statement.lstrip().upper().startswith("UPDATE DELIVERIES"):
             updates.append((executemany, len(parameters) if executemany else 1))
 
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        with app.app_context():
-            drain_deliveries()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
+    drain_watched(app, db, record)
     assert updates == [(False, 1)]
     with db.session() as session:
         settled = session.execute(select(Delivery.status, Delivery.attempts, Delivery.processed_at)).all()

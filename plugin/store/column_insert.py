@@ -24,7 +24,7 @@ from functools import lru_cache
 from sqlalchemy import Float, Numeric, Table, bindparam, text, update
 from sqlalchemy.orm import Session
 
-from plugin.store.db import Database
+from plugin.store.db import Database, planned_without
 
 
 @dataclass(frozen=True)
@@ -96,38 +96,25 @@ def update_rows(db: Database, session: Session, table: Table, rows: Sequence[dic
         parameters = [{f"v_{column}": value for column, value in row.items()} for row in rows]
         return session.execute(statement, parameters).rowcount
     sql, processors = _unnest_update(db.engine.dialect, table, columns, key)
-    session.execute(_NESTED_LOOP_ONLY)
-    updated = session.execute(sql, _arrays(rows, columns, processors)).rowcount
-    session.execute(_OTHER_JOINS_AGAIN)  # after an error, the transaction's rollback puts them back
-    return updated
+    with planned_without(session, *NESTED_LOOP_ONLY):
+        return session.execute(sql, _arrays(rows, columns, processors)).rowcount
 
 
 # The UPDATE … FROM unnest finds each row through the table's key index (a nested loop), never by hashing
 # the whole table: with rows in the hundreds the planner prefers a hash join over a sequential scan, which
 # reads every row version of the table (on a table updated this often, every one since the last VACUUM).
-_NESTED_LOOP_ONLY = text(
-    "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
-)
-_OTHER_JOINS_AGAIN = text(
-    "SELECT set_config(name, reset_val, true) FROM pg_settings "
-    "WHERE name IN ('enable_hashjoin', 'enable_mergejoin')"
-)
+NESTED_LOOP_ONLY = ("enable_hashjoin", "enable_mergejoin")
 
 
 @lru_cache(maxsize=64)
 def _unnest_update(dialect, table: Table, columns: tuple[str, ...], key: str):
     """The UPDATE … FROM unnest statement for these columns, and their bind processors."""
-    casts = ", ".join(
-        f"CAST(:c{index} AS {table.c[column].type.compile(dialect=dialect)}[])"
-        for index, column in enumerate(columns)
-    )
     changes = ", ".join(f"{column} = v.{column}" for column in columns if column != key)
     sql = (
-        f"UPDATE {table.name} SET {changes} FROM unnest({casts}) AS v({', '.join(columns)})"
-        f" WHERE {table.name}.{key} = v.{key}"
+        f"UPDATE {table.name} SET {changes} FROM unnest({_casts(dialect, table, columns)})"
+        f" AS v({', '.join(columns)}) WHERE {table.name}.{key} = v.{key}"
     )
-    processors = tuple(_processor(dialect, table.c[column].type) for column in columns)
-    return text(sql), processors
+    return text(sql), _processors(dialect, table, columns)
 
 
 def _arrays(rows: Sequence[dict], columns: tuple[str, ...], processors) -> dict[str, list]:
@@ -171,10 +158,7 @@ def _unnest_insert(
     returning,
 ):
     """The statement for these columns (each array cast to its column's type) and their bind processors."""
-    casts = ", ".join(
-        f"CAST(:c{index} AS {table.c[column].type.compile(dialect=dialect)}[])"
-        for index, column in enumerate(columns)
-    )
+    casts = _casts(dialect, table, columns)
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({casts})"
     if conflict:
         sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
@@ -187,8 +171,19 @@ def _unnest_insert(
         )
     if returning:
         sql += f" RETURNING {', '.join(returning)}"
-    processors = tuple(_processor(dialect, table.c[column].type) for column in columns)
-    return text(sql), processors
+    return text(sql), _processors(dialect, table, columns)
+
+
+def _casts(dialect, table: Table, columns: tuple[str, ...]) -> str:
+    """`CAST(:c0 AS type[]), …`: each column's array parameter, cast to an array of its column's type."""
+    return ", ".join(
+        f"CAST(:c{index} AS {table.c[column].type.compile(dialect=dialect)}[])"
+        for index, column in enumerate(columns)
+    )
+
+
+def _processors(dialect, table: Table, columns: tuple[str, ...]) -> tuple:
+    return tuple(_processor(dialect, table.c[column].type) for column in columns)
 
 
 def _processor(dialect, column_type):

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, Engine, any_, bindparam, create_engine, event, make_url, text
@@ -121,6 +121,25 @@ def _serialise_sqlite_writers(engine: Engine, begin_immediate: bool = True) -> N
 
 
 READ_ONLY_OPTION = "lifecycle_read_only"  # a connection execution option `_on_begin` reads
+
+
+@contextmanager
+def planned_without(session: Session, *settings: str) -> Iterator[None]:
+    """PostgreSQL: plan the block's statements with these planner settings (`enable_…`) off, in this
+    transaction only; after the block they are put back to the connection's own (after an error, the
+    transaction's rollback puts them back: an aborted transaction takes no more statements)."""
+    off, again = _planner_switches(settings)
+    session.execute(off)
+    yield
+    session.execute(again)
+
+
+@lru_cache(maxsize=8)
+def _planner_switches(settings: tuple[str, ...]):
+    names = ", ".join(f"'{name}'" for name in settings)  # names from our own code, never input
+    off = text("SELECT " + ", ".join(f"set_config('{name}', 'off', true)" for name in settings))
+    again = text(f"SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name IN ({names})")
+    return off, again
 
 
 def migrate(url: str) -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from plugin.store.db import Database, drop_row_values
+from plugin.store.db import Database, drop_row_values, planned_without
 from plugin.store.models import WAITING, Delivery, DeliveryStatus
 
 PRUNED_BODY = b'{"pruned": true}'
@@ -263,24 +264,22 @@ def claim_due_deliveries(
     ]
     if ids is not None:
         conditions.append(Delivery.id.in_(ids))
-    if postgres:
-        session.execute(_INDEX_SCAN_ONLY)
-    rows = session.execute(
-        select(
-            Delivery.id,
-            Delivery.topic,
-            Delivery.shop_domain,
-            Delivery.triggered_at,
-            Delivery.body,
-            Delivery.attempts,
-        )
-        .where(*conditions)
-        .order_by(Delivery.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
-    if postgres:
-        session.execute(_BITMAP_SCANS_AGAIN)  # the batch's own reads plan as they would
+    # See INDEX_SCAN_ONLY; the batch's own reads plan as they would.
+    with planned_without(session, *INDEX_SCAN_ONLY) if postgres else nullcontext():
+        rows = session.execute(
+            select(
+                Delivery.id,
+                Delivery.topic,
+                Delivery.shop_domain,
+                Delivery.triggered_at,
+                Delivery.body,
+                Delivery.attempts,
+            )
+            .where(*conditions)
+            .order_by(Delivery.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
     return [ClaimedDelivery(*row) for row in rows]
 
 
@@ -292,15 +291,9 @@ def claim_due_deliveries(
 # larger than the rows it expects gains nothing from the index's order), and on a queue table VACUUM
 # always lags: in the full store replay on a PostgreSQL without autovacuum, the claims read 22,000 index
 # entries each on average and took 51 of PostgreSQL's seconds (bench/README.md, "Session 11").
-# (A sequential scan is ruled out too: it would read the same dead rows.) Both settings last until
-# `_BITMAP_SCANS_AGAIN` puts them back to the connection's own, right after the claim.
-_INDEX_SCAN_ONLY = text(
-    "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)"
-)
-_BITMAP_SCANS_AGAIN = text(
-    "SELECT set_config(name, reset_val, true) FROM pg_settings "
-    "WHERE name IN ('enable_bitmapscan', 'enable_seqscan')"
-)
+# (A sequential scan is ruled out too: it would read the same dead rows.) Both settings are put back to
+# the connection's own right after the claim (`db.planned_without`).
+INDEX_SCAN_ONLY = ("enable_bitmapscan", "enable_seqscan")
 
 
 def mark_deliveries(db: Database, session: Session, outcomes: list[dict]) -> None:
