@@ -11,7 +11,8 @@ statement per row. SQLite is in-process: an executemany costs no round trip ther
 ORM's flush runs an executemany of one UPDATE per row.
 
 Values pass through each column's own bind processor, so the rows are stored exactly as the ORM stores
-them (aware datetimes as naive UTC, JSON as text).
+them (aware datetimes as naive UTC, JSON as text). The arrays travel in PostgreSQL's binary format
+(`_BinaryArray`), except NUMERIC ones.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
+import psycopg
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Float, Numeric, Table, bindparam, text, update
 from sqlalchemy.orm import Session
 
@@ -117,14 +120,29 @@ def _unnest_update(dialect, table: Table, columns: tuple[str, ...], key: str):
     return text(sql), _processors(dialect, table, columns)
 
 
+class _BinaryArray(list):
+    """A column's values, which psycopg sends in PostgreSQL's binary array format (registered below).
+
+    psycopg's default for a list is the text format, which escapes and quotes every element in Python:
+    1 µs an integer or a string, 4 µs a timestamp, 6 µs a JSON text (measured, psycopg 3.3), about a tenth
+    of a worker's CPU over a batch's statements. The binary format packs each element: 0.2–0.4 µs. NUMERIC
+    arrays stay text (`_array_kinds`), where psycopg's binary Decimal dumper is the slower one (2.1 µs
+    against 0.9 µs). The array's element type is the one psycopg reads off the values (int8, text,
+    timestamp…); each statement casts it to its column's type, as it does the text arrays.
+    """
+
+
+psycopg.adapters.register_dumper(_BinaryArray, ListBinaryDumper)
+
+
 def _arrays(rows: Sequence[dict], columns: tuple[str, ...], processors) -> dict[str, list]:
     """One array per column (`c0`, `c1`…), each value through its column's bind processor."""
     return {
-        f"c{index}": [
+        f"c{index}": kind(
             value if process is None or value is None else process(value)
             for value in (row[column] for row in rows)
-        ]
-        for index, (column, process) in enumerate(zip(columns, processors, strict=True))
+        )
+        for index, (column, (process, kind)) in enumerate(zip(columns, processors, strict=True))
     }
 
 
@@ -183,7 +201,15 @@ def _casts(dialect, table: Table, columns: tuple[str, ...]) -> str:
 
 
 def _processors(dialect, table: Table, columns: tuple[str, ...]) -> tuple:
-    return tuple(_processor(dialect, table.c[column].type) for column in columns)
+    """Per column, its bind processor and the kind of list its array travels as (`_BinaryArray` but for
+    NUMERIC columns)."""
+    return tuple(
+        (_processor(dialect, table.c[column].type), _array_kind(table.c[column].type)) for column in columns
+    )
+
+
+def _array_kind(column_type) -> type:
+    return list if isinstance(column_type, Numeric) and not isinstance(column_type, Float) else _BinaryArray
 
 
 def _processor(dialect, column_type):
