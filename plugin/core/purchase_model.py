@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy  # its submodules load on first use: `lifecycle` commands and workers start without them
 from numpy.typing import ArrayLike, NDArray
-from scipy import optimize, special
 
 UNITS = {"days": 1.0, "weeks": 7.0}
 
@@ -51,8 +51,8 @@ def bg_nbd_log_likelihood(params: ArrayLike, x: ArrayLike, t_x: ArrayLike, T: Ar
     """Return each shopper's log-likelihood under (r, alpha, a, b), times in alpha's unit."""
     r, alpha, a, b = (float(v) for v in params)
     x, t_x, T = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
-    head = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
-    head += special.betaln(a, b + x) - special.betaln(a, b)
+    head = scipy.special.gammaln(r + x) - scipy.special.gammaln(r) + r * np.log(alpha)
+    head += scipy.special.betaln(a, b + x) - scipy.special.betaln(a, b)
     stay = -(r + x) * np.log(alpha + T)
     with np.errstate(divide="ignore"):
         leave = np.log(a) - np.log(np.maximum(b + x - 1, 0)) - (r + x) * np.log(alpha + t_x)
@@ -83,9 +83,9 @@ class _Likelihood:
 
     def _head(self, r: float, alpha: float, a: float, b: float) -> tuple[NDArray, NDArray]:
         """Return the terms that depend on x alone, per distinct x, and their derivatives."""
-        xs, psi = self.xs, special.digamma
-        head = special.gammaln(r + xs) - special.gammaln(r) + r * np.log(alpha)
-        head += special.betaln(a, b + xs) - special.betaln(a, b)
+        xs, psi = self.xs, scipy.special.digamma
+        head = scipy.special.gammaln(r + xs) - scipy.special.gammaln(r) + r * np.log(alpha)
+        head += scipy.special.betaln(a, b + xs) - scipy.special.betaln(a, b)
         d_head = np.array(
             [
                 psi(r + xs) - psi(r) + np.log(alpha),
@@ -166,7 +166,7 @@ def fit_bg_nbd(
     rate = max(float(w @ x) / max(float(w @ T), 1e-9), 1e-6)
     start = np.log([1.0, 1.0 / rate, 1.0, 1.0])
     bounds = [(-20.0, 20.0)] * 4
-    result = optimize.minimize(
+    result = scipy.optimize.minimize(
         objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-13, "gtol": 1e-8}
     )
     if not np.isfinite(result.fun):
@@ -192,7 +192,7 @@ def p_alive(fit: BgNbdFit, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> NDArra
             - np.log(np.maximum(fit.b + x - 1, 0))
             + (fit.r + x) * (np.log(fit.alpha + T) - np.log(fit.alpha + t_x))
         )
-    return np.where(x > 0, special.expit(-odds), 1.0)
+    return np.where(x > 0, scipy.special.expit(-odds), 1.0)
 
 
 def _expected_if_alive(fit: BgNbdFit, t: NDArray, x: NDArray, T: NDArray) -> NDArray:
@@ -213,7 +213,7 @@ def _expected_if_alive(fit: BgNbdFit, t: NDArray, x: NDArray, T: NDArray) -> NDA
     if a + b >= POINT_MASS_DROPOUT:
         return limit
     with np.errstate(invalid="ignore", over="ignore"):
-        hyper = special.hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
+        hyper = scipy.special.hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
         exact = (a + b + x - 1) / (a - 1) * (1 - (1 - z) ** (a - 1) * hyper)
     return np.where(np.isfinite(exact), exact, limit)
 

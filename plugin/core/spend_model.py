@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy  # its submodules load on first use: `lifecycle` commands and workers start without them
 from numpy.typing import ArrayLike, NDArray
-from scipy import optimize, special
 
 from plugin.core.purchase_model import FitError
 
@@ -32,9 +32,9 @@ def gamma_gamma_log_likelihood(params: ArrayLike, x: ArrayLike, m: ArrayLike) ->
     p, q, gamma = (float(v) for v in params)
     x, m = np.asarray(x, dtype=np.float64), np.asarray(m, dtype=np.float64)
     return (
-        special.gammaln(p * x + q)
-        - special.gammaln(p * x)
-        - special.gammaln(q)
+        scipy.special.gammaln(p * x + q)
+        - scipy.special.gammaln(p * x)
+        - scipy.special.gammaln(q)
         + q * np.log(gamma)
         + p * x * np.log(x)
         + (p * x - 1) * np.log(m)
@@ -47,11 +47,16 @@ def _objective(theta: NDArray, x: NDArray, m: NDArray, log_xm: NDArray) -> tuple
     p, q, gamma = np.exp(theta)
     px = p * x
     log_g = np.log(gamma + x * m)
-    value = special.gammaln(px + q) - special.gammaln(px) - special.gammaln(q) + q * np.log(gamma)
+    value = (
+        scipy.special.gammaln(px + q)
+        - scipy.special.gammaln(px)
+        - scipy.special.gammaln(q)
+        + q * np.log(gamma)
+    )
     value += px * log_xm - np.log(m) - (px + q) * log_g
-    psi_sum = special.digamma(px + q)
-    d_p = x * (psi_sum - special.digamma(px) + log_xm - log_g)
-    d_q = psi_sum - special.digamma(q) + np.log(gamma) - log_g
+    psi_sum = scipy.special.digamma(px + q)
+    d_p = x * (psi_sum - scipy.special.digamma(px) + log_xm - log_g)
+    d_q = psi_sum - scipy.special.digamma(q) + np.log(gamma) - log_g
     d_gamma = q / gamma - (px + q) / (gamma + x * m)
     grad = np.array([d_p.sum() * p, d_q.sum() * q, d_gamma.sum() * gamma])
     return -float(value.sum()) / len(x), -grad / len(x)
@@ -71,7 +76,7 @@ def fit_gamma_gamma(x: ArrayLike, m: ArrayLike) -> GammaGammaFit:
     # Moments: within a shopper CV² = 1/p; with q = 2 the shop's mean spend p γ / (q − 1) gives γ.
     p0 = 1 / max(float(np.var(m) / np.mean(m) ** 2), 1e-3) if len(m) > 1 else 1.0
     start = np.log([p0, 2.0, float(np.mean(m)) / p0])
-    result = optimize.minimize(
+    result = scipy.optimize.minimize(
         _objective,
         start,
         args=(x, m, log_xm),
