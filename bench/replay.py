@@ -12,6 +12,15 @@ reads as "x times the cost of merely receiving them": a Flask route (`/bare`) an
 part and sends over keep-alive `http.client` connections, 8 threads, each shopper's webhooks in order from
 one thread: the baseline is the server's rate, not the client's.
 
+With `--check-runs`, the same webhooks are then applied once more on a fresh database, one delivery per
+batch, shopper by shopper in their history's order (the one-per-batch path, `reference_outcome`), and the
+two outcomes must be equal: every shopper's profile (orders, spend, stage, consent) and every run planned,
+by play, shopper and cycle, with the status it was planned in (waiting for consent, scheduled, cancelled,
+or released to its effect: what the effect then did, a deferral included, is not planning and is not
+compared). Runs cancelled
+as superseded and stage write-backs are left out, as in `tests/test_delivery_order.py`: a batch plans only
+for the stage a shopper ends it in. The one-per-batch path takes several times as long as the measured run.
+
 Each baseline is posted `--baseline-runs` times (2) and the fastest run counts. The kernel hands the 8
 connections to gunicorn's two processes as they happen to accept them, 4 and 4 or 5 and 3; a bare
 Flask endpoint is CPU-bound in its processes, so an uneven split slows it by up to a quarter (43 s or
@@ -22,8 +31,12 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
+import os
 import random
+import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, make_url, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,7 +54,15 @@ from plugin.core.facts import ShopperFacts  # noqa: E402
 from plugin.core.stages import assess  # noqa: E402
 from plugin.demo import synthetic as s  # noqa: E402
 from plugin.store.db import database_url  # noqa: E402
-from plugin.store.models import WAITING, Delivery, Shop, Shopper  # noqa: E402
+from plugin.store.models import (  # noqa: E402
+    WAITING,
+    ActionAttempt,
+    ActionRun,
+    Delivery,
+    DeliveryStatus,
+    Shop,
+    Shopper,
+)
 
 SHOP = "replay-store.myshopify.com"
 SECRET = "replay-secret"
@@ -173,6 +194,131 @@ def check_stages(engine, histories: list[History]) -> tuple[int, list[str]]:
     return len(histories), wrong
 
 
+# A run's status as planned: these as they are, unless its effect has been attempted (it may then be
+# deferred back to `scheduled`); any other (queued, and what its effect made of it) is "released", whose
+# later fate depends on the effect, not on the planning compared here.
+PLANNED_STATUSES = ("waiting", "scheduled", "cancelled")
+
+
+def outcome(engine) -> dict:
+    """Every shopper's profile by customer id, and every run by play, customer and cycle with the status
+    it was planned in (see PLANNED_STATUSES), without superseded runs and stage write-backs."""
+    with engine.connect() as connection:
+        shop_id = connection.scalar(select(Shop.id).where(Shop.domain == SHOP))
+        profiles, customers = {}, {}
+        for shopper_id, customer, orders, spent, stage, consent in connection.execute(
+            select(
+                Shopper.id,
+                Shopper.customer_id,
+                Shopper.orders_count,
+                Shopper.total_spent,
+                Shopper.stage,
+                Shopper.consent_state,
+            ).where(Shopper.shop_id == shop_id)
+        ):
+            customers[shopper_id] = customer
+            profiles[str(customer)] = [orders, str(spent), stage, consent]
+        attempted = set(connection.scalars(select(ActionAttempt.run_id).distinct()))
+        runs = {}
+        for run_id, play, shopper_id, email, cycle, status, reason in connection.execute(
+            select(
+                ActionRun.id,
+                ActionRun.play,
+                ActionRun.shopper_id,
+                ActionRun.recipient_email,
+                ActionRun.cycle,
+                ActionRun.status,
+                ActionRun.skip_reason,
+            ).where(ActionRun.shop_id == shop_id)
+        ):
+            if play == "stage_sync" or (status == "cancelled" and (reason or "").startswith("superseded")):
+                continue
+            who = customers.get(shopper_id, email)
+            planned = status in PLANNED_STATUSES and run_id not in attempted
+            runs[f"{play} {who} {cycle}"] = status if planned else "released"
+    return {"profiles": profiles, "runs": runs}
+
+
+def reference_outcome(args, database: str | None) -> dict:
+    """The outcome of the one-per-batch path: a fresh database (`database`, or SQLite in a fresh instance
+    folder), its own embedded Redis, the clock pinned; a child process (`--role reference`) stores every
+    webhook of the same histories, then applies them one delivery per batch, shopper by shopper."""
+    env = dict(
+        {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")},
+        SHOPIFY_API_KEY="bench",
+        SHOPIFY_API_SECRET=SECRET,
+        LIFECYCLE_SECRET_KEY="bench",
+        LIFECYCLE_INSTANCE_PATH=tempfile.mkdtemp(prefix="lifecycle-reference-"),
+        LIFECYCLE_LOG_LEVEL="WARNING",
+        LIFECYCLE_NOW=NOW.isoformat(),
+        PYTHONPATH=str(ROOT),
+    )
+    if database:
+        env["DATABASE_URL"] = database
+    command = [sys.executable, str(Path(__file__).resolve()), "--role", "reference"]
+    command += ["--shoppers", str(args.shoppers), "--seed", str(args.seed)]
+    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def apply_one_per_batch(shoppers: int, seed: int) -> None:
+    """The reference path, in this process (`--role reference`): print its outcome as JSON."""
+    from plugin import create_app
+    from plugin.pipeline.deliveries import process_batch
+    from plugin.store import shops
+
+    rng = random.Random(seed)
+    histories = [shopper_history(i, rng) for i in range(shoppers)]
+    app = create_app()
+    db = app.extensions["lifecycle.db"]
+    with db.session() as session:
+        shops.upsert_shop(session, SHOP, None, NOW)
+    rows = [  # as the endpoint stores them (its Triggered-At is the same for every webhook here)
+        dict(
+            webhook_id=f"reference-{index}-{n}",
+            shop_domain=SHOP,
+            topic=topic,
+            triggered_at=datetime(2026, 11, 1, tzinfo=UTC),
+            received_at=NOW,
+            body=s.encode(payload),
+            status=DeliveryStatus.RECEIVED,
+            attempts=0,
+        )
+        for index, history in enumerate(histories)
+        for n, (topic, payload) in enumerate(history.webhooks)
+    ]
+    with db.engine.begin() as connection:
+        connection.execute(Delivery.__table__.insert(), rows)
+        ids = connection.scalars(select(Delivery.id).order_by(Delivery.id)).all()
+    with app.app_context():
+        for delivery_id in ids:  # stored shopper by shopper, each history in its order
+            process_batch([delivery_id], 1)
+    print(json.dumps(outcome(db.engine)))
+
+
+def fresh_database(url: str) -> str:
+    """`url`'s database with `_reference` after its name, dropped and created again (PostgreSQL)."""
+    target = make_url(url)
+    reference = target.set(database=f"{target.database}_reference")
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{reference.database}"'))
+        connection.execute(text(f'CREATE DATABASE "{reference.database}"'))
+    admin.dispose()
+    return reference.render_as_string(hide_password=False)
+
+
+def compare(measured: dict, reference: dict) -> list[str]:
+    """The differences between two outcomes, as lines (none when they are equal)."""
+    lines = []
+    for part in ("profiles", "runs"):
+        mine, theirs = measured[part], reference[part]
+        for key in sorted(mine.keys() | theirs.keys()):
+            if mine.get(key) != theirs.get(key):
+                lines.append(f"{part} {key}: batched {mine.get(key)} != one per batch {theirs.get(key)}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shoppers", type=int, default=25_000)
@@ -185,7 +331,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--baseline-runs", type=int, default=2, help="the fastest run of each counts")
+    parser.add_argument(
+        "--check-runs", action="store_true", help="compare with the one-per-batch path afterwards"
+    )
+    parser.add_argument("--role", choices=("reference",), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role == "reference":
+        apply_one_per_batch(args.shoppers, args.seed)
+        return
 
     rng = random.Random(args.seed)
     histories = [shopper_history(i, rng) for i in range(args.shoppers)]
@@ -223,8 +376,23 @@ def main() -> None:
             print("  " + line)
         if wrong:
             sys.exit(1)
+        measured = outcome(engine) if args.check_runs else None
     finally:
         servers.stop()
+    if measured is not None:
+        started = time.perf_counter()
+        database = fresh_database(args.database_url) if args.database_url else None
+        reference = reference_outcome(args, database)
+        differences = compare(measured, reference)
+        print(
+            f"one per batch ({time.perf_counter() - started:.0f} s): {len(reference['runs'])} runs planned, "
+            f"{len(measured['runs'])} batched; {len(reference['profiles'])} profiles; "
+            + ("the same outcome" if not differences else f"{len(differences)} differences")
+        )
+        for line in differences[:20]:
+            print("  " + line)
+        if differences:
+            sys.exit(1)
 
 
 if __name__ == "__main__":
