@@ -255,3 +255,43 @@ def test_random_claim_sizes_over_a_shuffled_backlog_give_the_outcome_of_event_ti
     order = list(events)
     rng.shuffle(order)
     assert harness.run_claims(order, rng) == expected, f"seed {seed}"
+
+
+def loyal_history() -> list[Event]:
+    """A consented shopper whose third order takes their spend past the loyal threshold (500 over at least
+    two orders), and who orders a fourth time: loyal from their third order (`runs.entry_count`)."""
+    customer_id, email = 8, "bea@example.com"
+    created = NOW - 100 * DAY
+    events = [
+        Event(created, "customers/create", s.customer_payload(customer_id, email, created), "customer"),
+        Event(
+            created + DAY,
+            "customers_email_marketing_consent/update",
+            s.consent_payload(customer_id, email, "subscribed", created + DAY),
+            "consent",
+        ),
+    ]
+    for order_id, days_ago, total in (
+        (81, 60, "200.00"),
+        (82, 40, "100.00"),
+        (83, 20, "250.00"),
+        (84, 10, "50.00"),
+    ):
+        placed = NOW - days_ago * DAY
+        body = s.order_payload(order_id, customer_id, placed, Decimal(total), email=email)
+        events.append(Event(placed, "orders/paid", body, f"order {order_id}"))
+    return events
+
+
+def test_a_stage_entry_counts_the_orders_placed_before_it_whatever_came_first(harness):
+    # given: the third order makes the shopper loyal; the fourth arrives first (two workers' batches may
+    # commit in either order), so the shopper turns loyal only when the third one arrives, with 4 orders
+    events = loyal_history()
+    customer, (first, second, third, fourth) = events[:2], events[2:]
+    # when: applied one per batch in event-time order, then in three batches out of order
+    expected = harness.run(by_event_time(events))
+    batched = harness.run([[*customer, first, fourth], [second], [third]])
+    # then: the VIP reward belongs to the entry at the third order both times, not to "loyal:4", the
+    # count the last batch's restage saw when the shopper's stage changed
+    assert ("vip_reward", 8, "loyal:3") in expected["runs"]
+    assert batched == expected

@@ -5,7 +5,9 @@ key), and picking the runs that are due.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -14,7 +16,8 @@ from plugin.core import rules as rules_module
 from plugin.core.facts import accepts_marketing
 from plugin.core.policy import CONSENT_WAIT, consent_gate, expire_wait
 from plugin.core.rules import Profile, Trigger
-from plugin.store import shopper_book
+from plugin.core.stages import Thresholds, assess
+from plugin.store import predictions, shopper_book
 from plugin.store.db import Database
 from plugin.store.models import (
     ActionRun,
@@ -24,7 +27,7 @@ from plugin.store.models import (
     StageTransition,
 )
 from plugin.store.run_rows import PENDING, SUPERSEDED, planned_values, store_run
-from plugin.store.shoppers import profile_as_of, profile_of
+from plugin.store.shoppers import facts_of, kept_orders, profile_as_of, profile_of
 from plugin.store.shops import shop_rules
 from plugin.store.stage_syncs import stage_sync_run
 
@@ -96,14 +99,41 @@ def _pending_runs(session: Session, shopper: Shopper) -> list[ActionRun]:
 TIME_STAGES = ("at_risk", "lapsed")
 
 
-def stage_cycle(shopper: Shopper) -> str:
+def stage_cycle(session: Session, shop: Shop, shopper: Shopper, now: datetime) -> str:
     """The stage entry a stage play belongs to, from the shopper's facts (not from the order deliveries
-    came in): falling at risk or lapsing is counted from the last kept order, so a shopper who buys again
-    and falls again is in a new cycle, and the same fall seen twice (or seen while older orders were still
-    arriving) is one; other stages by the order count at entry."""
+    came in, nor from how they were batched): falling at risk or lapsing is counted from the last kept
+    order, so a shopper who buys again and falls again is in a new cycle, and the same fall seen twice (or
+    seen while older orders were still arriving) is one; other stages by the order count at entry
+    (`entry_count`)."""
     if shopper.stage in TIME_STAGES and shopper.last_order_at is not None:
         return f"{shopper.stage}:{shopper.last_order_at.isoformat()}"
-    return f"{shopper.stage}:{shopper.orders_count or 0}"
+    return f"{shopper.stage}:{entry_count(session, shop, shopper, now)}"
+
+
+def entry_count(session: Session, shop: Shop, shopper: Shopper, now: datetime) -> int:
+    """How many kept orders the shopper had when they entered their current stage: the smallest count
+    from which the shopper's orders, taken in the order they were placed, assess to that stage at every
+    count up to now's (each count's facts as of `now`, as a restage after that order would have seen
+    them). The count the shopper has when a restage sees the stage change would depend on the deliveries'
+    batches: a batch holding a shopper's third and fourth orders restages with both counted, and a
+    shopper loyal from their third order entered at 4 (bench/replay.py --check-runs found it)."""
+    orders = kept_orders(session, shop.id, shopper)
+    if not orders:
+        return 0
+    book = shopper_book.holding(session, shopper)
+    if book is not None:
+        prediction = book.predictions.get(shopper.id)
+    else:
+        prediction = predictions.personal_predictions(session, shop, [shopper.id]).get(shopper.id)
+    thresholds, facts = Thresholds.of(shop), facts_of(shopper)
+    count, spent = len(orders), sum((net for _, net in orders), Decimal(0))
+    while count > 1:
+        spent -= orders[count - 1][1]
+        before = replace(facts, orders_count=count - 1, total_spent=spent, last_order_at=orders[count - 2][0])
+        if assess(before, now, thresholds, prediction=prediction).stage.value != shopper.stage:
+            break
+        count -= 1
+    return count
 
 
 def plan_stage_plays(
@@ -118,7 +148,7 @@ def plan_stage_plays(
     consent_wait: timedelta = CONSENT_WAIT,
 ) -> list[int]:
     """Plan the rules of the shopper's current stage entry; cancel pending plays of other entries."""
-    cycle = stage_cycle(shopper)
+    cycle = stage_cycle(session, shop, shopper, now)
     supersede_stage_plays(session, shopper, cycle, now)
     trigger = Trigger(name=f"stage:{shopper.stage}", at=at, cycle=cycle, source=source)
     return plan(db, session, shop, profile_of(shopper), trigger, now, rules, consent_wait)

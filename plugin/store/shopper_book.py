@@ -234,6 +234,14 @@ class ShopperBook:
         placed = [o.placed_at for o in kept]
         return Counts(len(kept), money(spent), min(placed, default=None), max(placed, default=None))
 
+    def kept_orders(self, shopper: Shopper) -> list[tuple[datetime, Decimal]]:
+        """(placed at, net of all its refunds) of each kept order, as `counts` sums them."""
+        return [
+            (o.placed_at, max(o.total - sum(a for a, _ in o.refunds.values()), Decimal(0)))
+            for o in self._orders_of(shopper)
+            if o.cancelled_at is None
+        ]
+
     def counts_as_of(self, shopper: Shopper, at: datetime) -> Counts:
         """As `shoppers.profile_as_of` counts in SQL: orders placed before `at`, not cancelled by then,
         net of the refunds made before then."""

@@ -109,6 +109,24 @@ def recount_orders(ctx: ShopWork, shopper: Shopper) -> None:
     shopper.last_order_at = aware(row[3])
 
 
+def kept_orders(session: Session, shop_id: int, shopper: Shopper) -> list[tuple[datetime, Decimal]]:
+    """The shopper's kept orders as (placed at, net value), in the order they were placed: from the
+    batch's book when it holds the shopper, else from the stored orders (as `recount_orders` counts)."""
+    book = shopper_book.holding(session, shopper)
+    if book is not None:
+        return sorted(book.kept_orders(shopper))
+    net = Order.total_price - Order.refunded
+    with session.no_autoflush:
+        rows = session.execute(
+            select(Order.placed_at, case((net > 0, net), else_=0)).where(
+                Order.shop_id == shop_id,
+                Order.customer_id == shopper.customer_id,
+                Order.cancelled_at.is_(None),
+            )
+        ).all()
+    return sorted((aware(placed), Decimal(value)) for placed, value in rows)
+
+
 def refresh_refunded(ctx: ShopWork, order_id: int) -> None:
     """Set an order's refunded amount to the sum of its distinct refunds (one UPDATE, in SQL)."""
     total = (
