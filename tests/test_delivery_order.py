@@ -111,11 +111,9 @@ def draw_history(seed: int) -> list[Event]:
     return events
 
 
-def natural_history() -> list[Event]:
-    """The issue's shopper: customer, consent, three orders, one cancelled, in the order they happened."""
-    customer_id, email = 7, "ann@example.com"
-    created = NOW - 300 * DAY
-    events = [
+def subscribed_customer(customer_id: int, email: str, created) -> list[Event]:
+    """A customer created at `created`, who subscribes to email marketing a day later."""
+    return [
         Event(created, "customers/create", s.customer_payload(customer_id, email, created), "customer"),
         Event(
             created + DAY,
@@ -124,6 +122,13 @@ def natural_history() -> list[Event]:
             "consent",
         ),
     ]
+
+
+def natural_history() -> list[Event]:
+    """The issue's shopper: customer, consent, three orders, one cancelled, in the order they happened."""
+    customer_id, email = 7, "ann@example.com"
+    created = NOW - 300 * DAY
+    events = subscribed_customer(customer_id, email, created)
     for order_id, days_ago in ((71, 250), (72, 200), (73, 120)):
         placed = NOW - days_ago * DAY
         body = s.order_payload(order_id, customer_id, placed, Decimal("40.00"), email=email)
@@ -262,15 +267,7 @@ def loyal_history() -> list[Event]:
     two orders), and who orders a fourth time: loyal from their third order (`runs.entry_count`)."""
     customer_id, email = 8, "bea@example.com"
     created = NOW - 100 * DAY
-    events = [
-        Event(created, "customers/create", s.customer_payload(customer_id, email, created), "customer"),
-        Event(
-            created + DAY,
-            "customers_email_marketing_consent/update",
-            s.consent_payload(customer_id, email, "subscribed", created + DAY),
-            "consent",
-        ),
-    ]
+    events = subscribed_customer(customer_id, email, created)
     for order_id, days_ago, total in (
         (81, 60, "200.00"),
         (82, 40, "100.00"),

@@ -227,11 +227,9 @@ class ShopperBook:
 
     def counts(self, shopper: Shopper) -> Counts:
         """As `shoppers.recount_orders` counts in SQL: kept orders, net of all their refunds."""
-        kept = [o for o in self._orders_of(shopper) if o.cancelled_at is None]
-        spent = sum(
-            (max(o.total - sum(a for a, _ in o.refunds.values()), Decimal(0)) for o in kept), Decimal(0)
-        )
-        placed = [o.placed_at for o in kept]
+        kept = self.kept_orders(shopper)
+        spent = sum((net for _, net in kept), Decimal(0))
+        placed = [placed_at for placed_at, _ in kept]
         return Counts(len(kept), money(spent), min(placed, default=None), max(placed, default=None))
 
     def kept_orders(self, shopper: Shopper) -> list[tuple[datetime, Decimal]]:
