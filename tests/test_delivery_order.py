@@ -45,8 +45,9 @@ class Event:
 
 
 def customer_history(rng: random.Random, customer_id: int) -> list[Event]:
-    """A customer, consent or not, up to three orders (create/paid/updated, maybe fulfilled), maybe a
-    cancellation, a refund and a checkout."""
+    """A customer, consent or not, up to four orders (create/paid/updated, maybe fulfilled; some large
+    enough that two or three of them make the shopper loyal), maybe a cancellation, a refund and a
+    checkout."""
     email = f"c{customer_id}@example.com"
     created = NOW - rng.uniform(1, 300) * DAY
     events = [Event(created, "customers/create", s.customer_payload(customer_id, email, created), "customer")]
@@ -55,10 +56,10 @@ def customer_history(rng: random.Random, customer_id: int) -> list[Event]:
         consent = s.consent_payload(customer_id, email, "subscribed", given)
         events.append(Event(given, "customers_email_marketing_consent/update", consent, "consent"))
     orders = []
-    for n in range(rng.randint(0, 3)):
+    for n in range(rng.randint(0, 4)):
         order_id = customer_id * 100 + n
         placed = created + rng.uniform(0, 1) * (NOW - MINUTE - created)
-        total = Decimal(rng.choice(["20.00", "45.50", "80.00"]))
+        total = Decimal(rng.choice(["20.00", "45.50", "80.00", "260.00"]))
         orders.append((order_id, placed, total))
         for step, topic in enumerate(("orders/create", "orders/paid", "orders/updated")):
             at = placed + step * MINUTE
@@ -262,18 +263,14 @@ def test_random_claim_sizes_over_a_shuffled_backlog_give_the_outcome_of_event_ti
     assert harness.run_claims(order, rng) == expected, f"seed {seed}"
 
 
-def loyal_history() -> list[Event]:
+def loyal_history(totals=("200.00", "100.00", "250.00", "50.00")) -> list[Event]:
     """A consented shopper whose third order takes their spend past the loyal threshold (500 over at least
-    two orders), and who orders a fourth time: loyal from their third order (`runs.entry_count`)."""
+    two orders), and who orders a fourth time: loyal from their third order (`runs.entry_count`). Orders
+    are placed 60, 40, 20 and 10 days ago, one per total given."""
     customer_id, email = 8, "bea@example.com"
     created = NOW - 100 * DAY
     events = subscribed_customer(customer_id, email, created)
-    for order_id, days_ago, total in (
-        (81, 60, "200.00"),
-        (82, 40, "100.00"),
-        (83, 20, "250.00"),
-        (84, 10, "50.00"),
-    ):
+    for order_id, days_ago, total in zip((81, 82, 83, 84), (60, 40, 20, 10), totals, strict=False):
         placed = NOW - days_ago * DAY
         body = s.order_payload(order_id, customer_id, placed, Decimal(total), email=email)
         events.append(Event(placed, "orders/paid", body, f"order {order_id}"))
@@ -290,5 +287,20 @@ def test_a_stage_entry_counts_the_orders_placed_before_it_whatever_came_first(ha
     batched = harness.run([[*customer, first, fourth], [second], [third]])
     # then: the VIP reward belongs to the entry at the third order both times, not to "loyal:4", the
     # count the last batch's restage saw when the shopper's stage changed
+    assert ("vip_reward", 8, "loyal:3") in expected["runs"]
+    assert batched == expected
+
+
+def test_an_older_order_applied_after_the_stage_change_moves_the_entry_its_plays_belong_to(harness):
+    # given: the first and third orders alone make the shopper loyal (550 over two orders), and they are
+    # applied first; the second, placed between them, comes in a later batch: the stage stays loyal, but
+    # seen whole the shopper turned loyal at their third order, not their second
+    events = loyal_history(totals=("300.00", "100.00", "250.00"))
+    customer, (first, second, third) = events[:2], events[2:]
+    # when: applied one per batch in event-time order, then in two batches
+    expected = harness.run(by_event_time(events))
+    batched = harness.run([[*customer, first, third], [second]])
+    # then: the VIP reward planned as "loyal:2" was superseded before it acted, and planned again under
+    # the entry the whole history gives
     assert ("vip_reward", 8, "loyal:3") in expected["runs"]
     assert batched == expected

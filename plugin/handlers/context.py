@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from plugin.core.policy import CONSENT_WAIT
 from plugin.core.rules import Profile, Trigger
 from plugin.core.stages import Thresholds, assess
-from plugin.store import predictions, runs, shopper_book, shoppers
+from plugin.store import runs, shopper_book, shoppers
 from plugin.store.db import Database
 from plugin.store.models import Shop, Shopper, StageTransition
 from plugin.store.runs import TIME_STAGES
@@ -77,19 +77,31 @@ def restage(ctx: HandlerContext, shopper: Shopper) -> None:
 
     At risk or lapsed, the entry is counted from the last kept order (`runs.stage_cycle`): an older order
     arriving late moves no stage but a newer one does move the entry, whose plays replace those of the
-    entry seen before."""
+    entry seen before. Other stages count from the orders placed before the entry: an older order
+    arriving after the stage changed moves the entry back or forth (`runs.replan_stage_entry`)."""
     book = shopper_book.holding(ctx.session, shopper)
-    if book is not None:
-        prediction = book.predictions.get(shopper.id)
-    else:
-        prediction = predictions.personal_predictions(ctx.session, ctx.shop, [shopper.id]).get(shopper.id)
+    prediction = runs.personal_prediction(ctx.session, ctx.shop, shopper)
     assessment = assess(facts_of(shopper), ctx.now, Thresholds.of(ctx.shop), prediction=prediction)
     shopper.stage_reason = assessment.reason
     if shopper.stage == assessment.stage and shopper.stage_changed_at is not None:
         if shopper.stage in TIME_STAGES:
             ctx.flush_for(shopper)
             ctx.planned_runs += runs.plan_stage_plays(
-                ctx.db, ctx.session, ctx.shop, shopper, ctx.now, ctx.topic, ctx.now, None, ctx.consent_wait
+                ctx.db,
+                ctx.session,
+                ctx.shop,
+                shopper,
+                ctx.now,
+                ctx.topic,
+                ctx.now,
+                None,
+                ctx.consent_wait,
+                prediction,
+            )
+        else:
+            ctx.flush_for(shopper)
+            ctx.planned_runs += runs.replan_stage_entry(
+                ctx.db, ctx.session, ctx.shop, shopper, ctx.topic, ctx.now, ctx.consent_wait, prediction
             )
         return
     transition = dict(
@@ -110,5 +122,13 @@ def restage(ctx: HandlerContext, shopper: Shopper) -> None:
 
     ctx.flush_for(shopper)
     ctx.planned_runs += runs.plan_stage_entry(
-        ctx.db, ctx.session, ctx.shop, shopper, ctx.now, ctx.topic, ctx.now, consent_wait=ctx.consent_wait
+        ctx.db,
+        ctx.session,
+        ctx.shop,
+        shopper,
+        ctx.now,
+        ctx.topic,
+        ctx.now,
+        consent_wait=ctx.consent_wait,
+        prediction=prediction,
     )

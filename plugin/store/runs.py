@@ -33,6 +33,8 @@ from plugin.store.stage_syncs import stage_sync_run
 
 log = logging.getLogger(__name__)
 
+UNREAD = object()  # the shopper's personal prediction, not read yet (None is a prediction: there is none)
+
 
 def plan(
     db: Database,
@@ -66,9 +68,13 @@ def plan_stage_entry(
     now: datetime,
     rules=None,
     consent_wait: timedelta = CONSENT_WAIT,
+    prediction=UNREAD,
 ) -> list[int]:
-    """Plan the plays of entering the shopper's current stage, and the write-back of the stage to Shopify."""
-    created = plan_stage_plays(db, session, shop, shopper, transition_at, source, now, rules, consent_wait)
+    """Plan the plays of entering the shopper's current stage, and the write-back of the stage to Shopify
+    (`prediction`: the shopper's personal prediction, when the caller has read it)."""
+    created = plan_stage_plays(
+        db, session, shop, shopper, transition_at, source, now, rules, consent_wait, prediction
+    )
     if not shop.access_token_encrypted:
         return created  # no token, no Admin API: nothing to write back
     sync = _store(db, session, shop.id, stage_sync_run(shop.id, shopper.id, transition_at, source), now)
@@ -99,7 +105,7 @@ def _pending_runs(session: Session, shopper: Shopper) -> list[ActionRun]:
 TIME_STAGES = ("at_risk", "lapsed")
 
 
-def stage_cycle(session: Session, shop: Shop, shopper: Shopper, now: datetime) -> str:
+def stage_cycle(session: Session, shop: Shop, shopper: Shopper, now: datetime, prediction=UNREAD) -> str:
     """The stage entry a stage play belongs to, from the shopper's facts (not from the order deliveries
     came in, nor from how they were batched): falling at risk or lapsing is counted from the last kept
     order, so a shopper who buys again and falls again is in a new cycle, and the same fall seen twice (or
@@ -107,10 +113,10 @@ def stage_cycle(session: Session, shop: Shop, shopper: Shopper, now: datetime) -
     (`entry_count`)."""
     if shopper.stage in TIME_STAGES and shopper.last_order_at is not None:
         return f"{shopper.stage}:{shopper.last_order_at.isoformat()}"
-    return f"{shopper.stage}:{entry_count(session, shop, shopper, now)}"
+    return f"{shopper.stage}:{entry_count(session, shop, shopper, now, prediction)}"
 
 
-def entry_count(session: Session, shop: Shop, shopper: Shopper, now: datetime) -> int:
+def entry_count(session: Session, shop: Shop, shopper: Shopper, now: datetime, prediction=UNREAD) -> int:
     """How many kept orders the shopper had when they entered their current stage: the smallest count
     from which the shopper's orders, taken in the order they were placed, assess to that stage at every
     count up to now's (each count's facts as of `now`, as a restage after that order would have seen
@@ -120,11 +126,8 @@ def entry_count(session: Session, shop: Shop, shopper: Shopper, now: datetime) -
     if (shopper.orders_count or 0) <= 1:  # nothing to look back on (the tick's moves to prospect)
         return shopper.orders_count or 0
     orders = kept_orders(session, shop.id, shopper)
-    book = shopper_book.holding(session, shopper)
-    if book is not None:
-        prediction = book.predictions.get(shopper.id)
-    else:
-        prediction = predictions.personal_predictions(session, shop, [shopper.id]).get(shopper.id)
+    if prediction is UNREAD:
+        prediction = personal_prediction(session, shop, shopper)
     thresholds, facts = Thresholds.of(shop), facts_of(shopper)
     count, spent = len(orders), sum((net for _, net in orders), Decimal(0))
     while count > 1:
@@ -146,12 +149,60 @@ def plan_stage_plays(
     now: datetime,
     rules=None,
     consent_wait: timedelta = CONSENT_WAIT,
+    prediction=UNREAD,
 ) -> list[int]:
     """Plan the rules of the shopper's current stage entry; cancel pending plays of other entries."""
-    cycle = stage_cycle(session, shop, shopper, now)
+    cycle = stage_cycle(session, shop, shopper, now, prediction)
     supersede_stage_plays(session, shopper, cycle, now)
     trigger = Trigger(name=f"stage:{shopper.stage}", at=at, cycle=cycle, source=source)
     return plan(db, session, shop, profile_of(shopper), trigger, now, rules, consent_wait)
+
+
+def replan_stage_entry(
+    db: Database,
+    session: Session,
+    shop: Shop,
+    shopper: Shopper,
+    source: str,
+    now: datetime,
+    consent_wait: timedelta = CONSENT_WAIT,
+    prediction=UNREAD,
+) -> list[int]:
+    """The shopper's stage did not change, but the entry it counts from may have: an order placed before
+    the stage change was applied after it (an older order in a later batch), so seen whole the shopper
+    entered this stage at another order count (`entry_count`). Pending plays of the entry planned under
+    the count seen before are superseded, and their rules planned again under the count the whole history
+    gives, at the entry's own time. Plays already acted on stay as they are: their effect happened once,
+    and planning them again would repeat it. At risk and lapsed re-plan on every restage instead
+    (`context.restage`), as their entry is dated by the last order."""
+    if shopper.stage in TIME_STAGES:
+        return []
+    stale = [
+        run
+        for run in _pending_runs(session, shopper)
+        if run.play != "stage_sync" and run.rule_id is not None and run.play_stage == shopper.stage
+    ]
+    if not stale:
+        return []  # nothing pending: nothing planned under a count this could correct
+    cycle = stage_cycle(session, shop, shopper, now, prediction)
+    stale = [run for run in stale if run.cycle != cycle]
+    if not stale:
+        return []
+    rule_ids = {run.rule_id for run in stale}
+    at = min(run.event_at or now for run in stale)
+    supersede_stage_plays(session, shopper, cycle, now)
+    rules = [(rule_id, rule) for rule_id, rule in shop_rules(session, shop.id) if rule_id in rule_ids]
+    trigger = Trigger(name=f"stage:{shopper.stage}", at=at, cycle=cycle, source=source)
+    return plan(db, session, shop, profile_of(shopper), trigger, now, rules, consent_wait)
+
+
+def personal_prediction(session: Session, shop: Shop, shopper: Shopper):
+    """The shopper's personal prediction (None without one): from the batch's book when it holds the
+    shopper, else read."""
+    book = shopper_book.holding(session, shopper)
+    if book is not None:
+        return book.predictions.get(shopper.id)
+    return predictions.personal_predictions(session, shop, [shopper.id]).get(shopper.id)
 
 
 def recheck_conditions(
