@@ -7,9 +7,12 @@ from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
 from sqlalchemy import func, select
 
 from plugin.demo import synthetic as s
+from plugin.pipeline import queue
 from plugin.pipeline.tick import run_tick
 from plugin.store.models import ActionRun, Delivery, DeliveryStatus, Order, Shopper
 from tests.conftest import NOW
@@ -77,3 +80,42 @@ def test_redis_emptied_mid_ingest_loses_nothing_and_repeats_nothing(
     per_shopper = Counter((m["To"], m["Subject"]) for m in smtp.messages)
     welcomes = [key for key in per_shopper if "welcome" in key[1].lower()]
     assert all(per_shopper[key] == 1 for key in welcomes)
+
+
+def test_a_run_whose_job_redis_lost_is_queued_again_by_the_tick_and_acts_once(
+    app, client, db, shop, worker, redis_connection, smtp, monkeypatch
+):
+    # given: a consented shopper's welcome is planned and queued to a worker; then Redis loses its job
+    # before any worker takes it (emptied, evicted, failed over)
+    email = "lost.job@example.com"
+    signed_up = NOW - timedelta(hours=1)
+    for topic, payload, webhook_id in (
+        ("customers/create", s.customer_payload(901, email, signed_up), "lost-c"),
+        (
+            "customers_email_marketing_consent/update",
+            s.consent_payload(901, email, "subscribed", signed_up + timedelta(minutes=1)),
+            "lost-m",
+        ),
+    ):
+        assert post_webhook(client, topic, payload, webhook_id=webhook_id).status_code == 200
+    webhooks_only = [queue.get_queue(redis_connection, queue.WEBHOOKS)]
+    with app.app_context():
+        SimpleWorker(webhooks_only, connection=redis_connection, serializer=JSONSerializer).work(
+            burst=True, logging_level="WARNING"
+        )
+    with db.session() as session:
+        queued = session.scalars(select(ActionRun.play).where(ActionRun.status == "queued")).all()
+    assert "welcome" in queued
+    redis_connection.flushdb()
+    # when: ticks come and workers drain, before and after the stuck delay
+    for later in (timedelta(minutes=1), timedelta(minutes=10), timedelta(minutes=20)):
+        monkeypatch.setenv("LIFECYCLE_NOW", (NOW + later).isoformat())
+        report = run_tick(db, redis_connection, NOW + later, 300)
+        worker.work()
+    # then: the welcome went out once, queued again by the tick once its job was missed
+    welcomes = [m for m in smtp.messages if m["To"] == email and "welcome" in m["Subject"].lower()]
+    assert len(welcomes) == 1
+    with db.session() as session:
+        statuses = session.scalars(select(ActionRun.status).where(ActionRun.play == "welcome")).all()
+    assert statuses == ["succeeded"]
+    assert report.requeued_runs == 0  # nothing left to queue again on the last tick

@@ -245,6 +245,31 @@ def enqueue_action_run(connection: redis.Redis, run_id: int) -> bool:
     return True
 
 
+def requeue_lost_runs(connection: redis.Redis, run_ids: list[int]) -> int:
+    """Queue again the runs among `run_ids` (all marked queued in the database) whose job Redis no longer
+    holds: emptied, evicted, or failed over to a replica that had not seen it. One round trip asks for
+    every job. A job that exists is left alone: waiting or running, it will come; failed (it raised), it
+    waits in RQ's failed registry for someone to look, rather than failing again at every tick. A run
+    queued twice acts once anyway (`run_action` locks the run and acts only while it is pending).
+    Returns how many were queued again."""
+    from rq.job import Job
+
+    if not run_ids:
+        return 0
+    with connection.pipeline(transaction=False) as pipe:
+        for run_id in run_ids:
+            pipe.exists(Job.key_for(f"run-{run_id}"))
+        held = pipe.execute()
+    requeued = sum(
+        enqueue_action_run(connection, run_id)
+        for run_id, exists in zip(run_ids, held, strict=True)
+        if not exists
+    )
+    if requeued:
+        log.warning("queued again %d run(s) whose job Redis had lost", requeued)
+    return requeued
+
+
 MAINTENANCE_TIMEOUT = 4 * 3600  # a backfill streams a whole store's history in one job
 
 

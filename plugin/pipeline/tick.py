@@ -29,6 +29,7 @@ class TickReport:
     now: datetime
     moves: dict[str, int] = field(default_factory=dict)  # "from→to" -> count
     requeued: int = 0
+    requeued_runs: int = 0  # runs queued again: their job was lost (`queue.requeue_lost_runs`)
     planned: int = 0
     dispatched: int = 0
     maintenance: dict[str, int] = field(default_factory=dict)
@@ -42,6 +43,7 @@ class TickReport:
             "planned_runs": self.planned,
             "dispatched_runs": self.dispatched,
             "requeued_deliveries": self.requeued,
+            "requeued_runs": self.requeued_runs,
             "maintenance": self.maintenance,
             "pruned_bodies": self.pruned_bodies,
             "expired_waits": self.expired_waits,
@@ -56,7 +58,7 @@ def run_tick(
     consent_wait: timedelta = CONSENT_WAIT,
 ) -> TickReport:
     """Settle expired consent waits, move stages for every active shop as of `now`, then re-queue
-    deliveries stuck in `received`."""
+    deliveries stuck in `received` and runs whose job was lost."""
     report = TickReport(now=now)
     with db.session() as session:
         report.expired_waits = runs.settle_expired_waits(session, now)
@@ -70,7 +72,11 @@ def run_tick(
                 report.planned += runs.plan_tick_transitions(db, session, shop, now, consent_wait)
         log.info("tick moved stages for %s", shop.domain)
     if connection is not None:
-        report.requeued = requeue_stuck(db, connection, now - timedelta(seconds=stuck_after), now)
+        stuck_since = now - timedelta(seconds=stuck_after)
+        report.requeued = requeue_stuck(db, connection, stuck_since, now)
+        with db.session() as session:
+            lost = runs.queued_run_ids(session, stuck_since)
+        report.requeued_runs = queue.requeue_lost_runs(connection, lost)
     return report
 
 

@@ -264,6 +264,25 @@ def due_run_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
     return ids
 
 
+def queued_run_ids(session: Session, due_before: datetime, limit: int = 1000) -> list[int]:
+    """Runs marked queued to a worker and due before `due_before`, oldest first: their job is normally
+    waiting in Redis or running, but may have been lost (Redis emptied, a worker killed before it took
+    the run); `queue.requeue_lost_runs` tells which. Stage write-backs are left out: the tick routes
+    their shops again whatever their jobs became (`stage_syncs.route_due_stage_syncs`)."""
+    return list(
+        session.scalars(
+            select(ActionRun.id)
+            .where(
+                ActionRun.status == RunStatus.QUEUED,
+                ActionRun.due_at <= due_before,
+                ActionRun.play != "stage_sync",
+            )
+            .order_by(ActionRun.due_at, ActionRun.id)
+            .limit(limit)
+        )
+    )
+
+
 def cancel_pending(session: Session, shop_id: int, reason: str, now: datetime) -> int:
     """Cancel every pending run of a shop (uninstall)."""
     result = session.execute(
