@@ -20,7 +20,7 @@ from plugin.handlers.batch_keys import lock_keys
 from plugin.handlers.context import HandlerContext
 from plugin.shopify import payloads
 from plugin.shopify.payloads import OrderData, RefundData
-from plugin.store import batch_locks, bulk_orders, deliveries, shops
+from plugin.store import batch_locks, bulk_orders, deliveries, runs, shops
 from plugin.store.db import Database
 from plugin.store.deliveries import ClaimedDelivery
 from plugin.store.models import DeliveryStatus, Order, Shop
@@ -31,10 +31,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BatchResult:
-    """What a committed batch leaves to do: statuses by delivery id, runs planned, maintenance jobs."""
+    """What a committed batch leaves to do: statuses by delivery id, runs planned, the runs and stage
+    write-backs it marked queued (to queue after commit), maintenance jobs."""
 
     settled: dict[int, str] = field(default_factory=dict)
     planned: list[int] = field(default_factory=list)
+    queued_runs: list[int] = field(default_factory=list)
+    writeback_shops: list[int] = field(default_factory=list)
     jobs: list[tuple[str, int]] = field(default_factory=list)
 
 
@@ -77,6 +80,7 @@ def apply_batch(
             result.jobs += ctx.jobs
     if book is not None:
         result.planned += book.write(db, session)
+    result.queued_runs, result.writeback_shops = runs.queue_due_planned(db, session, result.planned, now)
     deliveries.mark_deliveries(db, session, marks)
     return result
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from plugin import clock
 from plugin.pipeline import batch, queue
-from plugin.pipeline.run_action import database, dispatch_due_runs
+from plugin.pipeline.run_action import database
 from plugin.store import deliveries
 from plugin.store.db import Database
 from plugin.store.models import Delivery, DeliveryStatus
@@ -111,7 +111,7 @@ def process_batch(delivery_ids: list[int] | None = None, limit: int = CLAIM_MAX)
         return process_batch(claimed_ids[:half], half) | process_batch(
             claimed_ids[half:], len(claimed_ids) - half
         )
-    _after_commit(db, result.planned, result.jobs)
+    _after_commit(result)
     return result.settled
 
 
@@ -129,12 +129,16 @@ def process_delivery(delivery_id: int) -> str:
         return delivery.status if delivery else "missing"
 
 
-def _after_commit(db: Database, planned: list[int], jobs: list[tuple]) -> None:
-    """Effects never precede the data they are about: runs and jobs are queued once it is committed."""
-    if planned:
-        dispatch_due_runs(db, clock.now())
+def _after_commit(result: batch.BatchResult) -> None:
+    """Effects never precede the data they are about: the runs the batch marked queued, its shops'
+    stage write-backs and its maintenance jobs are queued once it is committed. (Should Redis lose them,
+    the tick queues them again: `queue.requeue_lost_runs`, `stage_syncs.route_due_stage_syncs`.)"""
     connection = current_app.extensions["lifecycle.redis"]
-    for name, shop_id in jobs:
+    for shop_id in result.writeback_shops:
+        queue.enqueue_stage_writeback(connection, shop_id)
+    for run_id in result.queued_runs:
+        queue.enqueue_action_run(connection, run_id)
+    for name, shop_id in result.jobs:
         queue.MAINTENANCE_JOBS[name](connection, shop_id)
 
 

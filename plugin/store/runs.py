@@ -245,6 +245,31 @@ def plan_tick_transitions(
     )
 
 
+def queue_due_planned(
+    db: Database, session: Session, run_ids: list[int], now: datetime
+) -> tuple[list[int], list[int]]:
+    """Of the runs a batch just planned (or released), mark those due now queued, in the batch's own
+    transaction and one statement: (run ids to queue after commit, highest priority first; shop ids whose
+    stage write-back job to queue). Runs due later, and any other run come due meanwhile, are the
+    tick's (`dispatch_due_runs`): a batch does not pay a transaction of its own to look for them."""
+    if not run_ids:
+        return [], []
+    rows = session.execute(
+        update(ActionRun)
+        .where(
+            db.among(ActionRun.id, sorted(set(run_ids))),
+            ActionRun.status == RunStatus.SCHEDULED,
+            ActionRun.due_at <= now,
+        )
+        .values(status=RunStatus.QUEUED)
+        .returning(ActionRun.id, ActionRun.play, ActionRun.shop_id, ActionRun.priority, ActionRun.due_at)
+        .execution_options(synchronize_session=False)
+    ).all()
+    actions = sorted((row for row in rows if row.play != "stage_sync"), key=lambda r: (-r.priority, r.due_at))
+    shops = sorted({row.shop_id for row in rows if row.play == "stage_sync"})
+    return [row.id for row in actions], shops
+
+
 def due_run_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
     """Scheduled runs whose time has come, highest priority first; marked queued in the same statement."""
     ids = list(
