@@ -12,12 +12,14 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from plugin.demo import synthetic as s
+from plugin.pipeline.batch import apply_batch
 from plugin.pipeline.deliveries import process_batch
+from plugin.store import deliveries
 from plugin.store.models import ActionRun, Shopper, StageTransition
 from tests.conftest import NOW
 from tests.webhook_client import post_webhook
 
-DAY = timedelta(days=1)
+DAY, HOUR = timedelta(days=1), timedelta(hours=1)
 
 
 def post(client, topic: str, body: dict) -> None:
@@ -90,3 +92,28 @@ def test_a_refund_and_its_buyers_next_order_in_one_batch_both_count(app, client,
     assert set(drain_in_one_batch(app).values()) == {"processed"}
     count, spent, stage, _, _ = shopper_row(db, 601)
     assert (count, spent, stage) == (2, Decimal("70.00"), "repeat")
+
+
+def test_a_consent_releasing_a_run_planned_earlier_in_the_same_batch_commits_with_it(app, client, db, shop):
+    # given: a new customer's order, then their consent, in one batch: the order's marketing plays wait
+    # for consent, and the consent releases them before the batch has written them (no id yet)
+    email = "c701@example.com"
+    post(client, "customers/create", s.customer_payload(701, email, created_at=NOW - 2 * DAY))
+    post(client, "orders/paid", s.order_payload(9301, 701, NOW - 3 * HOUR, Decimal("30.00"), email=email))
+    consent = s.consent_payload(701, email, "SUBSCRIBED", NOW - 2 * HOUR)
+    post(client, "customers_email_marketing_consent/update", consent)
+    # when: applied in one transaction (not through `process_batch`, whose split would hide a raise)
+    with app.app_context(), db.session() as session:
+        claimed = deliveries.claim_due_deliveries(session, NOW, 500)
+        result = apply_batch(db, session, claimed, NOW, app.config["CONSENT_WAIT"])
+    # then: all three processed, and the released plays due now queued with the batch
+    assert len(result.settled) == 3 and set(result.settled.values()) == {"processed"}
+    with db.session() as session:
+        released = session.execute(
+            select(ActionRun.id, ActionRun.play, ActionRun.status).where(
+                ActionRun.marketing.is_(True), ActionRun.play != "stage_sync"
+            )
+        ).all()
+    assert released and all(status in ("queued", "scheduled") for _, _, status in released)
+    assert {run_id for run_id, _, status in released if status == "queued"} == set(result.queued_runs)
+    assert result.queued_runs

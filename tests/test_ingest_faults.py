@@ -8,12 +8,14 @@ from datetime import timedelta
 from decimal import Decimal
 
 from rq import SimpleWorker
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from sqlalchemy import func, select
 
 from plugin.demo import synthetic as s
 from plugin.pipeline import queue
-from plugin.pipeline.tick import run_tick
+from plugin.pipeline.tick import FAILED_JOB, run_tick
 from plugin.store.models import ActionRun, Delivery, DeliveryStatus, Order, Shopper
 from tests.conftest import NOW
 from tests.webhook_client import post_webhook
@@ -108,14 +110,57 @@ def test_a_run_whose_job_redis_lost_is_queued_again_by_the_tick_and_acts_once(
     assert "welcome" in queued
     redis_connection.flushdb()
     # when: ticks come and workers drain, before and after the stuck delay
+    requeued = []
     for later in (timedelta(minutes=1), timedelta(minutes=10), timedelta(minutes=20)):
         monkeypatch.setenv("LIFECYCLE_NOW", (NOW + later).isoformat())
-        report = run_tick(db, redis_connection, NOW + later, 300)
+        requeued.append(run_tick(db, redis_connection, NOW + later, 300).requeued_runs)
         worker.work()
-    # then: the welcome went out once, queued again by the tick once its job was missed
+    # then: the tick queued it again once it was overdue by the stuck delay, once; the welcome went out once
+    assert requeued == [0, 1, 0]
     welcomes = [m for m in smtp.messages if m["To"] == email and "welcome" in m["Subject"].lower()]
     assert len(welcomes) == 1
     with db.session() as session:
         statuses = session.scalars(select(ActionRun.status).where(ActionRun.play == "welcome")).all()
     assert statuses == ["succeeded"]
-    assert report.requeued_runs == 0  # nothing left to queue again on the last tick
+
+
+def test_a_run_whose_job_failed_before_acting_ends_failed_with_the_reason_and_sends_nothing(
+    app, client, db, shop, worker, redis_connection, smtp, monkeypatch
+):
+    # given: a consented shopper's welcome is queued, and its job fails before `run_action` marks the
+    # run running (as when the database went away): RQ keeps the job in its failed registry
+    email = "failed.job@example.com"
+    signed_up = NOW - timedelta(hours=1)
+    for topic, payload, webhook_id in (
+        ("customers/create", s.customer_payload(902, email, signed_up), "failed-c"),
+        (
+            "customers_email_marketing_consent/update",
+            s.consent_payload(902, email, "subscribed", signed_up + timedelta(minutes=1)),
+            "failed-m",
+        ),
+    ):
+        assert post_webhook(client, topic, payload, webhook_id=webhook_id).status_code == 200
+    webhooks_only = [queue.get_queue(redis_connection, queue.WEBHOOKS)]
+    with app.app_context():
+        SimpleWorker(webhooks_only, connection=redis_connection, serializer=JSONSerializer).work(
+            burst=True, logging_level="WARNING"
+        )
+    with db.session() as session:
+        run_id = session.scalar(select(ActionRun.id).where(ActionRun.play == "welcome"))
+    runs_queue = queue.get_queue(redis_connection, queue.RUNS)
+    job = Job.fetch(f"run-{run_id}", connection=redis_connection, serializer=JSONSerializer)
+    runs_queue.remove(job)
+    job.set_status(JobStatus.FAILED)
+    FailedJobRegistry(queue=runs_queue).add(job, ttl=3600, exc_string="OperationalError: server closed")
+    # when: the tick comes past the stuck delay, twice, and workers drain
+    reports = []
+    for later in (timedelta(minutes=10), timedelta(minutes=20)):
+        monkeypatch.setenv("LIFECYCLE_NOW", (NOW + later).isoformat())
+        reports.append(run_tick(db, redis_connection, NOW + later, 300))
+        worker.work()
+    # then: the run ended failed once, with the reason, and nothing was sent or queued again
+    assert [(r.failed_runs, r.requeued_runs) for r in reports] == [(1, 0), (0, 0)]
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        assert (run.status, run.skip_reason) == ("failed", FAILED_JOB)
+    assert not [m for m in smtp.messages if m["To"] == email]

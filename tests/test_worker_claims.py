@@ -16,10 +16,12 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from plugin.demo import synthetic as s
 from plugin.pipeline.deliveries import drain_deliveries, process_batch
-from plugin.store.models import Delivery, Order, Shopper
+from plugin.store import runs
+from plugin.store.models import ActionRun, Delivery, Order, Shopper
 from tests.conftest import API_KEY, NOW, SECRET
 from tests.webhook_client import post_webhook
 
@@ -302,3 +304,44 @@ def test_a_drain_lingers_after_a_partial_batch_only_while_webhooks_keep_arriving
     with app.app_context():
         assert drain_deliveries() == {"processed": 1}
     assert waits == []
+
+
+def test_a_stale_play_a_worker_took_meanwhile_is_neither_cancelled_nor_planned_again(app, client, db, shop):
+    if db.is_sqlite:
+        pytest.skip("needs a worker committing beside an open batch: PostgreSQL (SQLite has one writer)")
+    # given: a queued welcome, read by a batch's transaction; then a worker takes it (`run_action` marks
+    # it running and commits) before the batch decides to supersede it
+    email = "c801@example.com"
+    post_webhook(client, "customers/create", s.customer_payload(801, email, NOW - timedelta(days=1)))
+    consent = s.consent_payload(801, email, "subscribed", NOW - timedelta(hours=20))
+    post_webhook(client, "customers_email_marketing_consent/update", consent)
+    with app.app_context():
+        process_batch(limit=10)
+    with db.session() as batch:
+        run = batch.scalar(select(ActionRun).where(ActionRun.play == "welcome"))
+        assert run.status == "queued"
+        with db.session() as worker:
+            worker.execute(update(ActionRun).where(ActionRun.id == run.id).values(status="running"))
+        # when: the batch asks which of its stale plays are still pending
+        pending = runs.still_pending(db, batch, [run])
+        # then: none, the run reads as running, and committing the batch writes nothing over it
+        assert pending == [] and run.status == "running"
+    with db.session() as session:
+        assert session.get(ActionRun, run.id).status == "running"
+
+
+def test_a_stale_play_still_pending_is_locked_until_the_batch_commits(app, client, db, shop):
+    if db.is_sqlite:
+        pytest.skip("needs a worker beside an open batch: PostgreSQL (SQLite has one writer)")
+    email = "c802@example.com"
+    post_webhook(client, "customers/create", s.customer_payload(802, email, NOW - timedelta(days=1)))
+    consent = s.consent_payload(802, email, "subscribed", NOW - timedelta(hours=20))
+    post_webhook(client, "customers_email_marketing_consent/update", consent)
+    with app.app_context():
+        process_batch(limit=10)
+    with db.session() as batch:
+        run = batch.scalar(select(ActionRun).where(ActionRun.play == "welcome"))
+        assert runs.still_pending(db, batch, [run]) == [run]
+        # a worker's `run_action` (which locks the run before it acts) cannot take it meanwhile
+        with db.session() as worker, pytest.raises(OperationalError):
+            worker.execute(select(ActionRun).where(ActionRun.id == run.id).with_for_update(nowait=True))

@@ -245,29 +245,27 @@ def enqueue_action_run(connection: redis.Redis, run_id: int) -> bool:
     return True
 
 
-def requeue_lost_runs(connection: redis.Redis, run_ids: list[int]) -> int:
+def requeue_lost_runs(connection: redis.Redis, run_ids: list[int]) -> tuple[int, list[int]]:
     """Queue again the runs among `run_ids` (all marked queued in the database) whose job Redis no longer
-    holds: emptied, evicted, or failed over to a replica that had not seen it. One round trip asks for
-    every job. A job that exists is left alone: waiting or running, it will come; failed (it raised), it
-    waits in RQ's failed registry for someone to look, rather than failing again at every tick. A run
-    queued twice acts once anyway (`run_action` locks the run and acts only while it is pending).
-    Returns how many were queued again."""
+    holds: emptied, evicted, or failed over to a replica that had not seen it. One round trip reads every
+    job's status. A job waiting or running is left alone: it will come. A run queued twice acts once
+    anyway (`run_action` locks the run and acts only while it is pending). Returns how many were queued
+    again, and the runs whose job failed (it raised before the run was marked running, so nothing was
+    done): `runs.fail_queued_runs` ends them, rather than each tick retrying what failed."""
     from rq.job import Job
 
     if not run_ids:
-        return 0
+        return 0, []
     with connection.pipeline(transaction=False) as pipe:
         for run_id in run_ids:
-            pipe.exists(Job.key_for(f"run-{run_id}"))
-        held = pipe.execute()
-    requeued = sum(
-        enqueue_action_run(connection, run_id)
-        for run_id, exists in zip(run_ids, held, strict=True)
-        if not exists
-    )
+            pipe.hget(Job.key_for(f"run-{run_id}"), "status")
+        statuses = pipe.execute()
+    lost = [run_id for run_id, status in zip(run_ids, statuses, strict=True) if status is None]
+    failed = [run_id for run_id, status in zip(run_ids, statuses, strict=True) if status == b"failed"]
+    requeued = sum(enqueue_action_run(connection, run_id) for run_id in lost)
     if requeued:
         log.warning("queued again %d run(s) whose job Redis had lost", requeued)
-    return requeued
+    return requeued, failed
 
 
 MAINTENANCE_TIMEOUT = 4 * 3600  # a backfill streams a whole store's history in one job

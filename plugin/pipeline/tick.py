@@ -30,6 +30,7 @@ class TickReport:
     moves: dict[str, int] = field(default_factory=dict)  # "from→to" -> count
     requeued: int = 0
     requeued_runs: int = 0  # runs queued again: their job was lost (`queue.requeue_lost_runs`)
+    failed_runs: int = 0  # runs whose job failed before acting, now failed (`runs.fail_queued_runs`)
     planned: int = 0
     dispatched: int = 0
     maintenance: dict[str, int] = field(default_factory=dict)
@@ -44,6 +45,7 @@ class TickReport:
             "dispatched_runs": self.dispatched,
             "requeued_deliveries": self.requeued,
             "requeued_runs": self.requeued_runs,
+            "failed_runs": self.failed_runs,
             "maintenance": self.maintenance,
             "pruned_bodies": self.pruned_bodies,
             "expired_waits": self.expired_waits,
@@ -75,8 +77,10 @@ def run_tick(
         stuck_since = now - timedelta(seconds=stuck_after)
         report.requeued = requeue_stuck(db, connection, stuck_since, now)
         with db.session() as session:
-            lost = runs.queued_run_ids(session, stuck_since)
-        report.requeued_runs = queue.requeue_lost_runs(connection, lost)
+            queued = runs.queued_run_ids(session, stuck_since)
+        report.requeued_runs, failed = queue.requeue_lost_runs(connection, queued)
+        with db.session() as session:
+            report.failed_runs = runs.fail_queued_runs(session, failed, FAILED_JOB, now)
     return report
 
 
@@ -100,6 +104,8 @@ def tick_app(app) -> TickReport:
     )
     return report
 
+
+FAILED_JOB = "its worker's job failed before carrying it out (see the worker's log); nothing was done"
 
 RECONCILE_EVERY = timedelta(minutes=15)
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from plugin.core import rules as rules_module
 from plugin.core.facts import accepts_marketing
@@ -185,15 +186,41 @@ def replan_stage_entry(
     if not stale:
         return []  # nothing pending: nothing planned under a count this could correct
     cycle = stage_cycle(session, shop, shopper, now, prediction)
-    stale = [run for run in stale if run.cycle != cycle]
+    stale = still_pending(db, session, [run for run in stale if run.cycle != cycle])
     if not stale:
         return []
     rule_ids = {run.rule_id for run in stale}
     at = min(run.event_at or now for run in stale)
-    supersede_stage_plays(session, shopper, cycle, now)
+    for run in stale:
+        run.status, run.finished_at = RunStatus.CANCELLED, now
+        run.skip_reason = f"{SUPERSEDED}the shopper's stage entry is now {cycle}"
     rules = [(rule_id, rule) for rule_id, rule in shop_rules(session, shop.id) if rule_id in rule_ids]
     trigger = Trigger(name=f"stage:{shopper.stage}", at=at, cycle=cycle, source=source)
     return plan(db, session, shop, profile_of(shopper), trigger, now, rules, consent_wait)
+
+
+def still_pending(db: Database, session: Session, stale: list[ActionRun]) -> list[ActionRun]:
+    """Of runs read as pending when the batch began, those still pending, locked until the batch commits
+    (one statement): a worker may have taken a queued one since (`run_action` locks it and marks it
+    running before it acts), and a run being carried out must neither be cancelled nor planned again.
+    A run the lock finds taken gets the status it has now. SQLite's one writer needs no lock: nothing
+    changed since the batch's reads."""
+    stored = sorted(run.id for run in stale if run.id is not None)
+    if not stored or db.is_sqlite:
+        return stale
+    with session.no_autoflush:  # the batch's changes are written with its book, not before
+        now_status = dict(
+            session.execute(
+                select(ActionRun.id, ActionRun.status)
+                .where(db.among(ActionRun.id, stored))
+                .order_by(ActionRun.id)
+                .with_for_update()
+            ).all()
+        )
+    for run in stale:
+        if run.id in now_status and now_status[run.id] != run.status:
+            set_committed_value(run, "status", now_status[run.id])  # as stored; nothing to write back
+    return [run for run in stale if run.status in PENDING]
 
 
 def personal_prediction(session: Session, shop: Shop, shopper: Shopper):
@@ -252,12 +279,13 @@ def queue_due_planned(
     transaction and one statement: (run ids to queue after commit, highest priority first; shop ids whose
     stage write-back job to queue). Runs due later, and any other run come due meanwhile, are the
     tick's (`dispatch_due_runs`): a batch does not pay a transaction of its own to look for them."""
+    run_ids = sorted({run_id for run_id in run_ids if run_id is not None})
     if not run_ids:
         return [], []
     rows = session.execute(
         update(ActionRun)
         .where(
-            db.among(ActionRun.id, sorted(set(run_ids))),
+            db.among(ActionRun.id, run_ids),
             ActionRun.status == RunStatus.SCHEDULED,
             ActionRun.due_at <= now,
         )
@@ -308,6 +336,21 @@ def queued_run_ids(session: Session, due_before: datetime, limit: int = 1000) ->
     )
 
 
+def fail_queued_runs(session: Session, run_ids: list[int], reason: str, now: datetime) -> int:
+    """Runs still marked queued whose job failed before it acted (`queue.requeue_lost_runs` found it in
+    RQ's failed registry) end failed, with the reason: nothing was done, and the merchant sees why,
+    rather than the run staying queued for ever (or going out a month late once RQ forgets the job)."""
+    if not run_ids:
+        return 0
+    result = session.execute(
+        update(ActionRun)
+        .where(ActionRun.id.in_(run_ids), ActionRun.status == RunStatus.QUEUED)
+        .values(status=RunStatus.FAILED, skip_reason=reason, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
 def cancel_pending(session: Session, shop_id: int, reason: str, now: datetime) -> int:
     """Cancel every pending run of a shop (uninstall)."""
     result = session.execute(
@@ -341,7 +384,8 @@ def apply_consent(session: Session, shopper: Shopper, now: datetime) -> list[int
             run.status, run.deferred_reason = RunStatus.WAITING, gate.why
         elif run.status == RunStatus.WAITING:
             run.status, run.deferred_reason = RunStatus.SCHEDULED, None
-            released.append(run.id)
+            if run.id is not None:  # a run new in the batch's book has none yet: `book.write` returns it
+                released.append(run.id)
     return released
 
 
