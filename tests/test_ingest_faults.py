@@ -84,30 +84,36 @@ def test_redis_emptied_mid_ingest_loses_nothing_and_repeats_nothing(
     assert all(per_shopper[key] == 1 for key in welcomes)
 
 
-def test_a_run_whose_job_redis_lost_is_queued_again_by_the_tick_and_acts_once(
-    app, client, db, shop, worker, redis_connection, smtp, monkeypatch
-):
-    # given: a consented shopper's welcome is planned and queued to a worker; then Redis loses its job
-    # before any worker takes it (emptied, evicted, failed over)
-    email = "lost.job@example.com"
+def queued_welcome(app, client, db, redis_connection, customer_id: int, email: str) -> int:
+    """A customer who consents: their deliveries are applied (the webhooks queue only), so the welcome
+    is planned and queued to a worker, its job waiting in Redis. Returns the run's id."""
     signed_up = NOW - timedelta(hours=1)
-    for topic, payload, webhook_id in (
-        ("customers/create", s.customer_payload(901, email, signed_up), "lost-c"),
+    for topic, payload in (
+        ("customers/create", s.customer_payload(customer_id, email, signed_up)),
         (
             "customers_email_marketing_consent/update",
-            s.consent_payload(901, email, "subscribed", signed_up + timedelta(minutes=1)),
-            "lost-m",
+            s.consent_payload(customer_id, email, "subscribed", signed_up + timedelta(minutes=1)),
         ),
     ):
-        assert post_webhook(client, topic, payload, webhook_id=webhook_id).status_code == 200
+        assert post_webhook(client, topic, payload).status_code == 200
     webhooks_only = [queue.get_queue(redis_connection, queue.WEBHOOKS)]
     with app.app_context():
         SimpleWorker(webhooks_only, connection=redis_connection, serializer=JSONSerializer).work(
             burst=True, logging_level="WARNING"
         )
     with db.session() as session:
-        queued = session.scalars(select(ActionRun.play).where(ActionRun.status == "queued")).all()
-    assert "welcome" in queued
+        run = session.scalar(select(ActionRun).where(ActionRun.play == "welcome"))
+        assert run.status == "queued"
+        return run.id
+
+
+def test_a_run_whose_job_redis_lost_is_queued_again_by_the_tick_and_acts_once(
+    app, client, db, shop, worker, redis_connection, smtp, monkeypatch
+):
+    # given: a consented shopper's welcome is planned and queued to a worker; then Redis loses its job
+    # before any worker takes it (emptied, evicted, failed over)
+    email = "lost.job@example.com"
+    queued_welcome(app, client, db, redis_connection, 901, email)
     redis_connection.flushdb()
     # when: ticks come and workers drain, before and after the stuck delay
     requeued = []
@@ -130,23 +136,7 @@ def test_a_run_whose_job_failed_before_acting_ends_failed_with_the_reason_and_se
     # given: a consented shopper's welcome is queued, and its job fails before `run_action` marks the
     # run running (as when the database went away): RQ keeps the job in its failed registry
     email = "failed.job@example.com"
-    signed_up = NOW - timedelta(hours=1)
-    for topic, payload, webhook_id in (
-        ("customers/create", s.customer_payload(902, email, signed_up), "failed-c"),
-        (
-            "customers_email_marketing_consent/update",
-            s.consent_payload(902, email, "subscribed", signed_up + timedelta(minutes=1)),
-            "failed-m",
-        ),
-    ):
-        assert post_webhook(client, topic, payload, webhook_id=webhook_id).status_code == 200
-    webhooks_only = [queue.get_queue(redis_connection, queue.WEBHOOKS)]
-    with app.app_context():
-        SimpleWorker(webhooks_only, connection=redis_connection, serializer=JSONSerializer).work(
-            burst=True, logging_level="WARNING"
-        )
-    with db.session() as session:
-        run_id = session.scalar(select(ActionRun.id).where(ActionRun.play == "welcome"))
+    run_id = queued_welcome(app, client, db, redis_connection, 902, email)
     runs_queue = queue.get_queue(redis_connection, queue.RUNS)
     job = Job.fetch(f"run-{run_id}", connection=redis_connection, serializer=JSONSerializer)
     runs_queue.remove(job)

@@ -306,20 +306,26 @@ def test_a_drain_lingers_after_a_partial_batch_only_while_webhooks_keep_arriving
     assert waits == []
 
 
+def read_queued_welcome(app, client, session, customer_id: int) -> ActionRun:
+    """A customer who consents, their deliveries applied: their welcome, queued, read by `session`."""
+    email = f"c{customer_id}@example.com"
+    post_webhook(client, "customers/create", s.customer_payload(customer_id, email, NOW - timedelta(days=1)))
+    consent = s.consent_payload(customer_id, email, "subscribed", NOW - timedelta(hours=20))
+    post_webhook(client, "customers_email_marketing_consent/update", consent)
+    with app.app_context():
+        process_batch(limit=10)
+    run = session.scalar(select(ActionRun).where(ActionRun.play == "welcome"))
+    assert run.status == "queued"
+    return run
+
+
 def test_a_stale_play_a_worker_took_meanwhile_is_neither_cancelled_nor_planned_again(app, client, db, shop):
     if db.is_sqlite:
         pytest.skip("needs a worker committing beside an open batch: PostgreSQL (SQLite has one writer)")
     # given: a queued welcome, read by a batch's transaction; then a worker takes it (`run_action` marks
     # it running and commits) before the batch decides to supersede it
-    email = "c801@example.com"
-    post_webhook(client, "customers/create", s.customer_payload(801, email, NOW - timedelta(days=1)))
-    consent = s.consent_payload(801, email, "subscribed", NOW - timedelta(hours=20))
-    post_webhook(client, "customers_email_marketing_consent/update", consent)
-    with app.app_context():
-        process_batch(limit=10)
     with db.session() as batch:
-        run = batch.scalar(select(ActionRun).where(ActionRun.play == "welcome"))
-        assert run.status == "queued"
+        run = read_queued_welcome(app, client, batch, 801)
         with db.session() as worker:
             worker.execute(update(ActionRun).where(ActionRun.id == run.id).values(status="running"))
         # when: the batch asks which of its stale plays are still pending
@@ -333,14 +339,8 @@ def test_a_stale_play_a_worker_took_meanwhile_is_neither_cancelled_nor_planned_a
 def test_a_stale_play_still_pending_is_locked_until_the_batch_commits(app, client, db, shop):
     if db.is_sqlite:
         pytest.skip("needs a worker beside an open batch: PostgreSQL (SQLite has one writer)")
-    email = "c802@example.com"
-    post_webhook(client, "customers/create", s.customer_payload(802, email, NOW - timedelta(days=1)))
-    consent = s.consent_payload(802, email, "subscribed", NOW - timedelta(hours=20))
-    post_webhook(client, "customers_email_marketing_consent/update", consent)
-    with app.app_context():
-        process_batch(limit=10)
     with db.session() as batch:
-        run = batch.scalar(select(ActionRun).where(ActionRun.play == "welcome"))
+        run = read_queued_welcome(app, client, batch, 802)
         assert runs.still_pending(db, batch, [run]) == [run]
         # a worker's `run_action` (which locks the run before it acts) cannot take it meanwhile
         with db.session() as worker, pytest.raises(OperationalError):
