@@ -32,11 +32,16 @@ class ShopWork(Protocol):
     shop: Shop
 
 
-def net_spend(refunded=Order.refunded):
-    """The SQL sum of the kept orders' net value (total less `refunded`; an order refunded in full or more
-    counts 0), shared by the recount, the as-of-an-event facts and the history import."""
+def order_net(refunded=Order.refunded):
+    """The SQL net value of one order: total less `refunded`, 0 for an order refunded in full or more."""
     net = Order.total_price - refunded
-    return func.coalesce(func.sum(case((net > 0, net), else_=0)), 0)
+    return case((net > 0, net), else_=0)
+
+
+def net_spend(refunded=Order.refunded):
+    """The SQL sum of the kept orders' net value (`order_net`), shared by the recount, the
+    as-of-an-event facts and the history import."""
+    return func.coalesce(func.sum(order_net(refunded)), 0)
 
 
 def lock_shopper(ctx: ShopWork, customer_id: int) -> Shopper:
@@ -115,10 +120,9 @@ def kept_orders(session: Session, shop_id: int, shopper: Shopper) -> list[tuple[
     book = shopper_book.holding(session, shopper)
     if book is not None:
         return sorted(book.kept_orders(shopper))
-    net = Order.total_price - Order.refunded
     with session.no_autoflush:
         rows = session.execute(
-            select(Order.placed_at, case((net > 0, net), else_=0)).where(
+            select(Order.placed_at, order_net()).where(
                 Order.shop_id == shop_id,
                 Order.customer_id == shopper.customer_id,
                 Order.cancelled_at.is_(None),
