@@ -14,7 +14,6 @@ from plugin.core.stages import Thresholds, assess
 from plugin.store import runs, shopper_book, shoppers
 from plugin.store.db import Database
 from plugin.store.models import Shop, Shopper, StageTransition
-from plugin.store.runs import TIME_STAGES
 from plugin.store.shoppers import facts_of
 
 
@@ -75,34 +74,17 @@ class HandlerContext:
 def restage(ctx: HandlerContext, shopper: Shopper) -> None:
     """Reclassify the shopper as of ctx.now; record a transition when the stage changes.
 
-    At risk or lapsed, the entry is counted from the last kept order (`runs.stage_cycle`): an older order
-    arriving late moves no stage but a newer one does move the entry, whose plays replace those of the
-    entry seen before. Other stages count from the orders placed before the entry: an older order
-    arriving after the stage changed moves the entry back or forth (`runs.replan_stage_entry`)."""
+    With the stage unchanged, the entry it counts from may still have moved (an order arriving late):
+    `runs.replan_stage_entry` plans the entry's plays again where it did."""
     book = shopper_book.holding(ctx.session, shopper)
     prediction = runs.personal_prediction(ctx.session, ctx.shop, shopper)
     assessment = assess(facts_of(shopper), ctx.now, Thresholds.of(ctx.shop), prediction=prediction)
     shopper.stage_reason = assessment.reason
     if shopper.stage == assessment.stage and shopper.stage_changed_at is not None:
-        if shopper.stage in TIME_STAGES:
-            ctx.flush_for(shopper)
-            ctx.planned_runs += runs.plan_stage_plays(
-                ctx.db,
-                ctx.session,
-                ctx.shop,
-                shopper,
-                ctx.now,
-                ctx.topic,
-                ctx.now,
-                None,
-                ctx.consent_wait,
-                prediction,
-            )
-        else:
-            ctx.flush_for(shopper)
-            ctx.planned_runs += runs.replan_stage_entry(
-                ctx.db, ctx.session, ctx.shop, shopper, ctx.topic, ctx.now, ctx.consent_wait, prediction
-            )
+        ctx.flush_for(shopper)
+        ctx.planned_runs += runs.replan_stage_entry(
+            ctx.db, ctx.session, ctx.shop, shopper, ctx.topic, ctx.now, ctx.consent_wait, prediction
+        )
         return
     transition = dict(
         shop_id=ctx.shop.id,

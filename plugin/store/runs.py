@@ -169,15 +169,18 @@ def replan_stage_entry(
     consent_wait: timedelta = CONSENT_WAIT,
     prediction=UNREAD,
 ) -> list[int]:
-    """The shopper's stage did not change, but the entry it counts from may have: an order placed before
-    the stage change was applied after it (an older order in a later batch), so seen whole the shopper
-    entered this stage at another order count (`entry_count`). Pending plays of the entry planned under
-    the count seen before are superseded, and their rules planned again under the count the whole history
-    gives, at the entry's own time. Plays already acted on stay as they are: their effect happened once,
-    and planning them again would repeat it. At risk and lapsed re-plan on every restage instead
-    (`context.restage`), as their entry is dated by the last order."""
+    """The shopper's stage did not change, but the entry it counts from may have.
+
+    At risk or lapsed, the entry is dated by the last kept order: a newer order arriving late moves it,
+    so the stage's plays are planned for the current entry (`plan_stage_plays`, at now), replacing those
+    of the entry seen before. Other stages count the orders placed before the entry: an order placed
+    before the stage change may be applied after it (an older order in a later batch), so seen whole the
+    shopper entered this stage at another order count (`entry_count`). Pending plays of the entry planned
+    under the count seen before are superseded, and their rules planned again under the count the whole
+    history gives, at the entry's own time. Plays already acted on stay as they are: their effect
+    happened once, and planning them again would repeat it."""
     if shopper.stage in TIME_STAGES:
-        return []
+        return plan_stage_plays(db, session, shop, shopper, now, source, now, None, consent_wait, prediction)
     stale = [
         run
         for run in _pending_runs(session, shopper)
