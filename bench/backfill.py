@@ -33,6 +33,7 @@ from plugin import clock, create_app  # noqa: E402
 from plugin.demo.fake_bulk import history_lines  # noqa: E402
 from plugin.shopify import backfill  # noqa: E402
 from plugin.store import shops  # noqa: E402
+from plugin.store.db import recreate_database  # noqa: E402
 
 COLUMNS = backfill.ORDER_COLUMNS
 
@@ -90,11 +91,7 @@ def main() -> None:
         "--database-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/lifecycle_backfill_bench"
     )
     args = parser.parse_args()
-    url = make_url(args.database_url)
-    admin = url.set(database="postgres").render_as_string(hide_password=False).replace("+psycopg", "")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{url.database}"')
+    url = make_url(recreate_database(args.database_url))
     os.environ.setdefault("SHOPIFY_API_KEY", "bench")
     os.environ.setdefault("SHOPIFY_API_SECRET", "bench")
     os.environ.setdefault("LIFECYCLE_SECRET_KEY", "bench")

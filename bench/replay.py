@@ -44,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import create_engine, func, make_url, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,7 +53,7 @@ from bench.servers import Servers  # noqa: E402
 from plugin.core.facts import ShopperFacts  # noqa: E402
 from plugin.core.stages import assess  # noqa: E402
 from plugin.demo import synthetic as s  # noqa: E402
-from plugin.store.db import database_url  # noqa: E402
+from plugin.store.db import database_url, recreate_database  # noqa: E402
 from plugin.store.models import (  # noqa: E402
     WAITING,
     ActionAttempt,
@@ -299,13 +299,7 @@ def apply_one_per_batch(shoppers: int, seed: int) -> None:
 def fresh_database(url: str) -> str:
     """`url`'s database with `_reference` after its name, dropped and created again (PostgreSQL)."""
     target = make_url(url)
-    reference = target.set(database=f"{target.database}_reference")
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{reference.database}"'))
-        connection.execute(text(f'CREATE DATABASE "{reference.database}"'))
-    admin.dispose()
-    return reference.render_as_string(hide_password=False)
+    return recreate_database(target.set(database=f"{target.database}_reference"))
 
 
 def compare(measured: dict, reference: dict) -> list[str]:

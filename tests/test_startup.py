@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from plugin.store.db import recreate_database
 from tests.conftest import BACKENDS, POSTGRES_URL, REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,13 +38,7 @@ def empty_database(request, tmp_path) -> str:
     if request.param == "sqlite":
         return "sqlite:///" + str(tmp_path / "fresh.sqlite3")
     base = make_url(POSTGRES_URL)
-    url = base.set(database=f"{base.database}_startup")  # beside the suite's own database, never it
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{url.database}"'))
-    admin.dispose()
-    return url.render_as_string(hide_password=False)
+    return recreate_database(base.set(database=f"{base.database}_startup"))  # beside the suite's, never it
 
 
 def test_processes_starting_at_once_on_an_empty_database_all_come_up(empty_database, tmp_path):

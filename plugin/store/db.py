@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Engine, any_, bindparam, create_engine, event, make_url, text
+from sqlalchemy import URL, ColumnElement, Engine, any_, bindparam, create_engine, event, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -140,6 +140,19 @@ def _planner_switches(settings: tuple[str, ...]):
     off = text("SELECT " + ", ".join(f"set_config('{name}', 'off', true)" for name in settings))
     again = text(f"SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name IN ({names})")
     return off, again
+
+
+def recreate_database(url: str | URL) -> str:
+    """Drop the PostgreSQL database `url` names (closing its connections) and create it again, empty;
+    returns `url` as a string with its password. For benchmarks and tests that need a database of
+    their own beside the one they were given; never called by the app."""
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
+    return target.render_as_string(hide_password=False)
 
 
 def migrate(url: str) -> None:
