@@ -21,7 +21,8 @@ from sqlalchemy.exc import OperationalError
 from plugin.demo import synthetic as s
 from plugin.pipeline.deliveries import drain_deliveries, process_batch
 from plugin.store import runs
-from plugin.store.models import ActionRun, Delivery, Order, Shopper
+from plugin.store.models import ActionRun, Delivery, Order, Shop, Shopper
+from plugin.store.shopper_book import ShopperBook
 from tests.conftest import API_KEY, NOW, SECRET
 from tests.webhook_client import post_webhook
 
@@ -345,3 +346,52 @@ def test_a_stale_play_still_pending_is_locked_until_the_batch_commits(app, clien
         # a worker's `run_action` (which locks the run before it acts) cannot take it meanwhile
         with db.session() as worker, pytest.raises(OperationalError):
             worker.execute(select(ActionRun).where(ActionRun.id == run.id).with_for_update(nowait=True))
+
+
+def test_a_stage_play_a_worker_took_meanwhile_is_not_recorded_as_superseded(app, client, db, shop):
+    if db.is_sqlite:
+        pytest.skip("needs a worker committing beside an open batch: PostgreSQL (SQLite has one writer)")
+    # given: a shopper with a win-back planned for their fall at risk, queued to a worker
+    customer_id = 803
+    post_webhook(
+        client,
+        "customers/create",
+        s.customer_payload(customer_id, f"c{customer_id}@example.com", NOW - timedelta(days=90)),
+    )
+    with app.app_context():
+        process_batch(limit=10)
+    with db.session() as session:
+        shopper = session.scalar(select(Shopper).where(Shopper.customer_id == customer_id))
+        fell = (NOW - timedelta(days=1)).isoformat()
+        session.add(
+            ActionRun(
+                shop_id=shop.id,
+                play="win_back",
+                action="send_email",
+                shopper_id=shopper.id,
+                cycle=f"at_risk:{fell}",
+                idempotency_key=f"win_back:{shopper.id}:at_risk:{fell}",
+                trigger="stage:at_risk",
+                context={},
+                params={"template": "win_back"},
+                status="queued",
+                created_at=NOW,
+                due_at=NOW,
+            )
+        )
+        session.commit()
+    # when: a batch has read it as pending, a worker takes it (`run_action` marks it running and commits),
+    # and then the batch sees the shopper enter another stage entry, superseding that entry's plays
+    with db.session() as batch:
+        book = ShopperBook.load(db, batch, {batch.get(Shop, shop.id): ({customer_id}, set())})
+        shopper = book.shopper(shop.id, customer_id)
+        [run] = [r for r in book.pending_runs(shopper) if r.play == "win_back"]
+        assert run.status == "queued"
+        with db.session() as worker:
+            worker.execute(update(ActionRun).where(ActionRun.id == run.id).values(status="running"))
+        runs.supersede_stage_plays(db, batch, shopper, "repeat:2", NOW)
+        book.write(db, batch)
+    # then: the run is left as the worker records it, not marked superseded over its effect
+    with db.session() as session:
+        stored = session.get(ActionRun, run.id)
+        assert (stored.status, stored.skip_reason) == ("running", None)

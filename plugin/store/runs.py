@@ -154,7 +154,7 @@ def plan_stage_plays(
 ) -> list[int]:
     """Plan the rules of the shopper's current stage entry; cancel pending plays of other entries."""
     cycle = stage_cycle(session, shop, shopper, now, prediction)
-    supersede_stage_plays(session, shopper, cycle, now)
+    supersede_stage_plays(db, session, shopper, cycle, now)
     trigger = Trigger(name=f"stage:{shopper.stage}", at=at, cycle=cycle, source=source)
     return plan(db, session, shop, profile_of(shopper), trigger, now, rules, consent_wait)
 
@@ -404,14 +404,22 @@ def settle_expired_waits(session: Session, now: datetime) -> int:
     return count
 
 
-def supersede_stage_plays(session: Session, shopper: Shopper, cycle: str, now: datetime) -> None:
+def supersede_stage_plays(
+    db: Database, session: Session, shopper: Shopper, cycle: str, now: datetime
+) -> None:
     """Pending stage plays of the shopper planned for another stage entry than `cycle` (the current one)
     are cancelled before they act: seen whole, the shopper's history never had that entry (a win-back
-    planned while only the oldest of three orders had arrived)."""
-    for run in _pending_runs(session, shopper):
-        if run.play != "stage_sync" and run.play_stage is not None and run.cycle != cycle:
-            run.status, run.finished_at = RunStatus.CANCELLED, now
-            run.skip_reason = f"{SUPERSEDED}the shopper's stage entry is now {cycle}"
+    planned while only the oldest of three orders had arrived). Only those still pending once locked
+    (`still_pending`): one a worker has taken since the batch read it is being carried out, and stays
+    as the worker records it."""
+    stale = [
+        run
+        for run in _pending_runs(session, shopper)
+        if run.play != "stage_sync" and run.play_stage is not None and run.cycle != cycle
+    ]
+    for run in still_pending(db, session, stale) if stale else ():
+        run.status, run.finished_at = RunStatus.CANCELLED, now
+        run.skip_reason = f"{SUPERSEDED}the shopper's stage entry is now {cycle}"
 
 
 def skip_pending_marketing(session: Session, shopper_id: int, reason: str, now: datetime) -> None:
