@@ -63,7 +63,8 @@ def worker(burst: bool, now: str | None) -> None:
 @main.command()
 @now_option
 def tick(now: str | None) -> None:
-    """Apply time-based stage moves as of now, and re-queue deliveries whose job was lost."""
+    """Apply time-based stage moves as of now; re-queue deliveries and runs whose job was lost, and runs
+    whose attempt was interrupted."""
     pin(now)
 
     report = tick_app(build_app())

@@ -225,6 +225,10 @@ def _lower_flag(connection: redis.Redis) -> None:
 
 
 ACTION_RESULT_TTL = 0
+# An action run's job is stopped after this long (a hung mail server or Admin API). It is shorter than the
+# lease a running run holds (`run_action.RUN_LEASE`), so a run still running once its lease is over was
+# interrupted: no job is carrying it out any more.
+RUN_JOB_TIMEOUT = 300
 
 
 def enqueue_action_run(connection: redis.Redis, run_id: int) -> bool:
@@ -237,6 +241,7 @@ def enqueue_action_run(connection: redis.Redis, run_id: int) -> bool:
             run_id,
             job_id=f"run-{run_id}",
             unique=True,
+            job_timeout=RUN_JOB_TIMEOUT,
             result_ttl=ACTION_RESULT_TTL,
             failure_ttl=FAILURE_TTL,
         )
@@ -266,6 +271,20 @@ def requeue_lost_runs(connection: redis.Redis, run_ids: list[int]) -> tuple[int,
     if requeued:
         log.warning("queued again %d run(s) whose job Redis had lost", requeued)
     return requeued, failed
+
+
+def forget_run_jobs(connection: redis.Redis, run_ids: list[int]) -> None:
+    """Delete what RQ keeps of these runs' jobs (the job and its place in RQ's registries), so that they
+    can be queued again under the same job id: their runs were interrupted mid-attempt (a worker killed
+    with the job started, or RQ since moved it to its failed registry), and are taken back by the tick."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    for run_id in run_ids:
+        try:
+            Job.fetch(f"run-{run_id}", connection=connection, serializer=JSONSerializer).delete()
+        except NoSuchJobError:
+            pass
 
 
 MAINTENANCE_TIMEOUT = 4 * 3600  # a backfill streams a whole store's history in one job

@@ -92,7 +92,9 @@ def run_action(run_id: int) -> str:
             run.status, run.due_at, run.deferred_reason = RunStatus.SCHEDULED, until, reason
             _attempt(session, run, now, "breaker", reason)
             return "breaker open"
+        due_at = run.due_at
         run.status, run.attempts = RunStatus.RUNNING, run.attempts + 1
+        run.due_at = now + RUN_LEASE  # should this attempt stop here, the tick takes the run back then
         session.commit()
         started = time.monotonic()
         try:
@@ -104,10 +106,18 @@ def run_action(run_id: int) -> str:
         except (ShopifyThrottled, RetryableActionError) as error:
             return _retry_later(session, run, now, error, started)
         except (ShopifyUserErrors, ShopifyAuthError, PermanentActionError) as error:
+            run.due_at = due_at
             return _end(session, run, RunStatus.FAILED, now, "failed", reason=str(error), started=started)
         if breaker:
             breaker.close()
+        run.due_at = due_at
         return _end(session, run, RunStatus.SUCCEEDED, now, "succeeded", started=started)
+
+
+# A run is `running` while an attempt is under way, and its due_at is then the end of the attempt's lease.
+# An attempt's job is stopped after queue.RUN_JOB_TIMEOUT; a run still running when its lease is over was
+# interrupted (its worker killed, its machine gone) and the tick takes it back (`take_back_interrupted`).
+RUN_LEASE = timedelta(minutes=15)
 
 
 # A shop's breaker stays open this long after its Admin API was unreachable, doubling with each failure in
@@ -156,6 +166,29 @@ class Breaker:
 
 
 RUN_RETRY_DELAYS = (60, 300, 1800, 7200)
+MAX_ATTEMPTS = len(RUN_RETRY_DELAYS) + 1  # a run's attempts, retries after passing failures included
+
+
+def take_back_interrupted(db: Database, connection: redis.Redis, now: datetime) -> tuple[int, int]:
+    """Runs left `running` past their lease (an attempt interrupted: its worker killed with `kill -9`, its
+    machine lost) are queued again, to be decided by their next attempt as the action says: an email whose
+    send had begun ends failed as "outcome unknown", never sent twice (`actions.send_email`); anything
+    else is safe to repeat (tags are set, a code's name comes from its run). A run interrupted
+    MAX_ATTEMPTS times ends failed. Each interruption is in the run's attempts, with why. The dead
+    attempt's job is forgotten first, so the run can be queued again under its job id. Returns how many
+    runs were queued again, and how many failed."""
+    with db.session() as session:
+        interrupted = runs.interrupted_run_ids(session, now)
+    if not interrupted:
+        return 0, 0
+    queue.forget_run_jobs(connection, interrupted)
+    with db.session() as session:
+        resumed, failed = runs.take_back_interrupted(session, interrupted, MAX_ATTEMPTS, now)
+    for run_id in resumed:
+        queue.enqueue_action_run(connection, run_id)
+    if resumed or failed:
+        log.warning("took back %d interrupted run(s), %d of them failed", len(resumed) + failed, failed)
+    return len(resumed), failed
 
 
 def shop_client(db: Database, shop_id: int, domain: str) -> ShopifyClient | None:

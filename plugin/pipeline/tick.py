@@ -14,7 +14,7 @@ from sqlalchemy import select
 from plugin import clock
 from plugin.core.policy import CONSENT_WAIT
 from plugin.pipeline import maintenance, queue
-from plugin.pipeline.run_action import dispatch_due_runs
+from plugin.pipeline.run_action import dispatch_due_runs, take_back_interrupted
 from plugin.shopify import tokens
 from plugin.store import deliveries, runs
 from plugin.store.db import Database
@@ -30,7 +30,8 @@ class TickReport:
     moves: dict[str, int] = field(default_factory=dict)  # "from→to" -> count
     requeued: int = 0
     requeued_runs: int = 0  # runs queued again: their job was lost (`queue.requeue_lost_runs`)
-    failed_runs: int = 0  # runs whose job failed before acting, now failed (`runs.fail_queued_runs`)
+    failed_runs: int = 0  # runs whose job failed before acting, or interrupted too often, now failed
+    resumed_runs: int = 0  # runs whose attempt was interrupted, queued again (`take_back_interrupted`)
     planned: int = 0
     dispatched: int = 0
     maintenance: dict[str, int] = field(default_factory=dict)
@@ -46,6 +47,7 @@ class TickReport:
             "requeued_deliveries": self.requeued,
             "requeued_runs": self.requeued_runs,
             "failed_runs": self.failed_runs,
+            "resumed_runs": self.resumed_runs,
             "maintenance": self.maintenance,
             "pruned_bodies": self.pruned_bodies,
             "expired_waits": self.expired_waits,
@@ -60,7 +62,7 @@ def run_tick(
     consent_wait: timedelta = CONSENT_WAIT,
 ) -> TickReport:
     """Settle expired consent waits, move stages for every active shop as of `now`, then re-queue
-    deliveries stuck in `received` and runs whose job was lost."""
+    deliveries stuck in `received`, runs whose attempt was interrupted and runs whose job was lost."""
     report = TickReport(now=now)
     with db.session() as session:
         report.expired_waits = runs.settle_expired_waits(session, now)
@@ -76,11 +78,12 @@ def run_tick(
     if connection is not None:
         stuck_since = now - timedelta(seconds=stuck_after)
         report.requeued = requeue_stuck(db, connection, stuck_since, now)
+        report.resumed_runs, report.failed_runs = take_back_interrupted(db, connection, now)
         with db.session() as session:
             queued = runs.queued_run_ids(session, stuck_since)
         report.requeued_runs, failed = queue.requeue_lost_runs(connection, queued)
         with db.session() as session:
-            report.failed_runs = runs.fail_queued_runs(session, failed, FAILED_JOB, now)
+            report.failed_runs += runs.fail_queued_runs(session, failed, FAILED_JOB, now)
     return report
 
 

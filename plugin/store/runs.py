@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -21,6 +21,7 @@ from plugin.core.stages import Thresholds, assess
 from plugin.store import predictions, shopper_book
 from plugin.store.db import Database
 from plugin.store.models import (
+    ActionAttempt,
     ActionRun,
     RunStatus,
     Shop,
@@ -337,6 +338,64 @@ def queued_run_ids(session: Session, due_before: datetime, limit: int = 1000) ->
             .limit(limit)
         )
     )
+
+
+def interrupted_run_ids(session: Session, now: datetime, limit: int = 1000) -> list[int]:
+    """Runs still `running` whose lease is over (`run_action.RUN_LEASE`: their due_at while running), oldest
+    first: the attempt stopped without recording how it ended. Stage write-backs are left out: their
+    claim has a lease of its own (`stage_syncs`)."""
+    return list(
+        session.scalars(
+            select(ActionRun.id)
+            .where(
+                ActionRun.status == RunStatus.RUNNING,
+                ActionRun.due_at <= now,
+                ActionRun.play != "stage_sync",
+            )
+            .order_by(ActionRun.due_at, ActionRun.id)
+            .limit(limit)
+        )
+    )
+
+
+INTERRUPTED = "an attempt was interrupted (its worker stopped before recording how it ended)"
+
+
+def take_back_interrupted(
+    session: Session, run_ids: list[int], max_attempts: int, now: datetime
+) -> tuple[list[int], int]:
+    """Runs among `run_ids` still running: those with `max_attempts` attempts end failed; the others are
+    marked queued, due now, with why. Each gets an attempt row saying it was interrupted. Returns the ids
+    marked queued, and how many failed."""
+    still = (ActionRun.id.in_(run_ids), ActionRun.status == RunStatus.RUNNING)
+    failed = session.scalars(
+        update(ActionRun)
+        .where(*still, ActionRun.attempts >= max_attempts)
+        .values(
+            status=RunStatus.FAILED,
+            finished_at=now,
+            skip_reason=f"gave up after {max_attempts} attempts; the last was interrupted",
+        )
+        .returning(ActionRun.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    resumed = session.scalars(
+        update(ActionRun)
+        .where(*still)
+        .values(status=RunStatus.QUEUED, due_at=now, deferred_reason=f"{INTERRUPTED}; trying again")
+        .returning(ActionRun.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    taken = sorted([*failed, *resumed])
+    if taken:
+        session.execute(
+            insert(ActionAttempt),
+            [
+                {"run_id": run_id, "started_at": now, "outcome": "interrupted", "error": INTERRUPTED}
+                for run_id in taken
+            ],
+        )
+    return sorted(resumed), len(failed)
 
 
 def fail_queued_runs(session: Session, run_ids: list[int], reason: str, now: datetime) -> int:

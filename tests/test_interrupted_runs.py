@@ -1,0 +1,168 @@
+"""A run whose attempt was interrupted (its worker killed with `kill -9` mid-run) is taken back by the tick
+once its lease is over, and its next attempt decides: an email whose send had begun is never sent again
+(it ends failed as "outcome unknown"); one interrupted before the send goes out once; a run interrupted
+too often ends failed. Nothing stays `running` for ever."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from email import policy
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import select, update
+
+from plugin.pipeline.run_action import MAX_ATTEMPTS, RUN_LEASE
+from plugin.pipeline.tick import run_tick
+from plugin.store.models import ActionAttempt, ActionRun
+from tests.conftest import NOW, free_port
+from tests.test_ingest_faults import queued_welcome
+from tests.test_worker_claims import wait_for, worker_env
+
+
+class StallingSMTP:
+    """A mail server that takes a message and never answers: the sender is left waiting for the reply
+    to its DATA, with the message already received (as when a worker dies mid-send)."""
+
+    def __init__(self):
+        self.messages, self.release = [], threading.Event()
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                sink.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+                while not sink.release.is_set():
+                    await asyncio.sleep(0.05)
+                return "250 OK"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
+        self.controller.start()
+        self.url = f"smtp://127.0.0.1:{self.controller.port}"
+
+    def stop(self) -> None:
+        self.release.set()
+        self.controller.stop()
+
+
+@pytest.fixture
+def stalling_smtp():
+    server = StallingSMTP()
+    yield server
+    server.stop()
+
+
+def ticks(db, redis_connection, worker, monkeypatch, after: list[timedelta]) -> list[tuple[int, int]]:
+    """A tick, then a drain by a worker, at each time after NOW: (runs resumed, runs failed) per tick."""
+    seen = []
+    for later in after:
+        monkeypatch.setenv("LIFECYCLE_NOW", (NOW + later).isoformat())
+        report = run_tick(db, redis_connection, NOW + later, 300)
+        seen.append((report.resumed_runs, report.failed_runs))
+        worker.work()
+    return seen
+
+
+def outcomes(db, run_id: int) -> list[str]:
+    with db.session() as session:
+        return list(
+            session.scalars(
+                select(ActionAttempt.outcome).where(ActionAttempt.run_id == run_id).order_by(ActionAttempt.id)
+            )
+        )
+
+
+def test_a_worker_killed_while_sending_never_sends_the_email_twice(
+    app, client, db, shop, worker, redis_connection, smtp, stalling_smtp, database_url, monkeypatch
+):
+    # given: a consented shopper's welcome, queued; a `lifecycle worker` takes it and sends it to a mail
+    # server that receives the message and never answers
+    address = "killed.mid.send@example.com"
+    run_id = queued_welcome(app, client, db, redis_connection, 911, address)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "plugin.cli", "worker", "--burst"],
+        env=dict(worker_env(app, database_url), SMTP_URL=stalling_smtp.url),
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(lambda: len(stalling_smtp.messages) == 1, 60), "the worker never sent the welcome"
+    finally:
+        # when: the worker is killed with kill -9 while it waits for the mail server's answer
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        assert run.status == "running" and run.context.get("sending_at")
+    # and ticks come before the run's lease is over, after it, and later, each followed by a drain
+    seen = ticks(
+        db,
+        redis_connection,
+        worker,
+        monkeypatch,
+        [RUN_LEASE - timedelta(minutes=1), RUN_LEASE, 2 * RUN_LEASE],
+    )
+    # then: the tick took the run back once its lease was over, once; its next attempt ended it failed as
+    # "outcome unknown" instead of mailing again: the shopper got the one welcome the dead worker sent
+    assert seen == [(0, 0), (1, 0), (0, 0)]
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        assert run.status == "failed"
+        assert run.skip_reason.startswith("outcome unknown")
+    assert outcomes(db, run_id) == ["interrupted", "failed"]
+    assert len(stalling_smtp.messages) == 1 and smtp.to(address) == []
+
+
+def test_a_run_interrupted_before_its_send_began_is_sent_once(
+    app, client, db, shop, worker, redis_connection, smtp, monkeypatch
+):
+    # given: a welcome whose attempt was interrupted before the send began, as a worker killed while it
+    # read the shop's plan leaves it: running, one attempt, its lease running to NOW + RUN_LEASE
+    address = "killed.before.send@example.com"
+    run_id = queued_welcome(app, client, db, redis_connection, 912, address)
+    redis_connection.flushdb()  # and the dead attempt's job with it
+    with db.session() as session:
+        session.execute(
+            update(ActionRun)
+            .where(ActionRun.id == run_id)
+            .values(status="running", attempts=1, due_at=NOW + RUN_LEASE)
+        )
+    # when: ticks come during the lease and after it
+    seen = ticks(db, redis_connection, worker, monkeypatch, [timedelta(minutes=5), RUN_LEASE, 2 * RUN_LEASE])
+    # then: it was taken back once, and the welcome went out once
+    assert seen == [(0, 0), (1, 0), (0, 0)]
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        assert (run.status, run.attempts) == ("succeeded", 2)
+        assert run.due_at == NOW + RUN_LEASE  # due when the tick took it back, not at its last lease
+    assert outcomes(db, run_id) == ["interrupted", "succeeded"]
+    assert len(smtp.to(address)) == 1
+
+
+def test_a_run_interrupted_on_its_last_attempt_ends_failed_with_the_reason(
+    app, client, db, shop, worker, redis_connection, smtp, monkeypatch
+):
+    # given: a welcome interrupted on its last allowed attempt
+    address = "killed.too.often@example.com"
+    run_id = queued_welcome(app, client, db, redis_connection, 913, address)
+    with db.session() as session:
+        session.execute(
+            update(ActionRun)
+            .where(ActionRun.id == run_id)
+            .values(status="running", attempts=MAX_ATTEMPTS, due_at=NOW + RUN_LEASE)
+        )
+    # when: the tick comes after its lease
+    seen = ticks(db, redis_connection, worker, monkeypatch, [RUN_LEASE, 2 * RUN_LEASE])
+    # then: it ended failed, with why, and nothing was sent
+    assert seen == [(0, 1), (0, 0)]
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        assert run.status == "failed"
+        assert run.skip_reason == f"gave up after {MAX_ATTEMPTS} attempts; the last was interrupted"
+    assert outcomes(db, run_id) == ["interrupted"]
+    assert smtp.to(address) == []
