@@ -130,7 +130,7 @@ def test_a_run_interrupted_before_its_send_began_is_sent_once(
         session.execute(
             update(ActionRun)
             .where(ActionRun.id == run_id)
-            .values(status="running", attempts=1, due_at=NOW + RUN_LEASE)
+            .values(status="running", attempts=1, lease_until=NOW + RUN_LEASE)
         )
     # when: ticks come during the lease and after it
     seen = ticks(db, redis_connection, worker, monkeypatch, [timedelta(minutes=5), RUN_LEASE, 2 * RUN_LEASE])
@@ -138,8 +138,8 @@ def test_a_run_interrupted_before_its_send_began_is_sent_once(
     assert seen == [(0, 0), (1, 0), (0, 0)]
     with db.session() as session:
         run = session.get(ActionRun, run_id)
-        assert (run.status, run.attempts) == ("succeeded", 2)
-        assert run.due_at == NOW + RUN_LEASE  # due when the tick took it back, not at its last lease
+        assert (run.status, run.attempts, run.lease_until) == ("succeeded", 2, None)
+        assert run.due_at <= NOW  # due as it was planned
     assert outcomes(db, run_id) == ["interrupted", "succeeded"]
     assert len(smtp.to(address)) == 1
 
@@ -147,15 +147,13 @@ def test_a_run_interrupted_before_its_send_began_is_sent_once(
 def test_a_run_interrupted_on_its_last_attempt_ends_failed_with_the_reason(
     app, client, db, shop, worker, redis_connection, smtp, monkeypatch
 ):
-    # given: a welcome interrupted on its last allowed attempt
+    # given: a welcome interrupted on its last allowed attempt, while its send had begun
     address = "killed.too.often@example.com"
     run_id = queued_welcome(app, client, db, redis_connection, 913, address)
     with db.session() as session:
-        session.execute(
-            update(ActionRun)
-            .where(ActionRun.id == run_id)
-            .values(status="running", attempts=MAX_ATTEMPTS, due_at=NOW + RUN_LEASE)
-        )
+        run = session.get(ActionRun, run_id)
+        run.status, run.attempts, run.lease_until = "running", MAX_ATTEMPTS, NOW + RUN_LEASE
+        run.context = dict(run.context, sending_at=NOW.isoformat())
     # when: the tick comes after its lease
     seen = ticks(db, redis_connection, worker, monkeypatch, [RUN_LEASE, 2 * RUN_LEASE])
     # then: it ended failed, with why, and nothing was sent
@@ -163,6 +161,68 @@ def test_a_run_interrupted_on_its_last_attempt_ends_failed_with_the_reason(
     with db.session() as session:
         run = session.get(ActionRun, run_id)
         assert run.status == "failed"
-        assert run.skip_reason == f"gave up after {MAX_ATTEMPTS} attempts; the last was interrupted"
+        assert run.skip_reason == (
+            f"gave up after {MAX_ATTEMPTS} attempts; the last was interrupted; "
+            "outcome unknown: its email's send had begun"
+        )
+        assert run.lease_until is None
     assert outcomes(db, run_id) == ["interrupted"]
     assert smtp.to(address) == []
+
+
+def test_an_attempt_that_outlives_its_lease_writes_nothing_over_the_next(
+    app, client, db, shop, worker, redis_connection, smtp, stalling_smtp, database_url, monkeypatch
+):
+    # given: a `lifecycle worker` sending a welcome to a mail server that holds its answer
+    address = "outlived.lease@example.com"
+    run_id = queued_welcome(app, client, db, redis_connection, 914, address)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "plugin.cli", "worker", "--burst"],
+        env=dict(worker_env(app, database_url), SMTP_URL=stalling_smtp.url),
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(lambda: len(stalling_smtp.messages) == 1, 60), "the worker never sent the welcome"
+        # when: a tick during its lease leaves it alone; one after it takes the run back while the
+        # worker still waits (a process paused past its lease); then the mail server answers
+        before = run_tick(db, redis_connection, NOW + RUN_LEASE - timedelta(minutes=1), 300)
+        after = run_tick(db, redis_connection, NOW + RUN_LEASE, 300)
+        stalling_smtp.release.set()
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    # and the next tick and a worker come (the old attempt's job, ending, took the new job's record with
+    # it, so the run is queued again as one whose job was lost)
+    later = RUN_LEASE + timedelta(minutes=10)
+    monkeypatch.setenv("LIFECYCLE_NOW", (NOW + later).isoformat())
+    last = run_tick(db, redis_connection, NOW + later, 300)
+    worker.work()
+    # then: the old attempt wrote nothing once the run was taken back; the next attempt found the send
+    # begun and ended the run failed as "outcome unknown": one welcome, one record of each attempt
+    assert (before.resumed_runs, after.resumed_runs, last.resumed_runs) == (0, 1, 0)
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        assert run.status == "failed" and run.skip_reason.startswith("outcome unknown")
+        assert run.sent_at is None and run.lease_until is None
+    assert outcomes(db, run_id) == ["interrupted", "failed"]
+    assert len(stalling_smtp.messages) == 1 and smtp.to(address) == []
+
+
+def test_an_unexpected_error_mid_attempt_is_retried_with_the_error_not_left_running(
+    app, client, db, shop, worker, redis_connection, smtp, monkeypatch
+):
+    # given: a queued run that raises something no action expects once it is running (here: an action
+    # this code does not have, as after a downgrade)
+    run_id = queued_welcome(app, client, db, redis_connection, 915, "unexpected@example.com")
+    with db.session() as session:
+        session.execute(update(ActionRun).where(ActionRun.id == run_id).values(action="no_such_action"))
+    # when: a worker carries it out
+    worker.work()
+    # then: it is scheduled again with the error, its attempt recorded, and not left running
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        assert (run.status, run.attempts, run.lease_until) == ("scheduled", 1, None)
+        assert run.deferred_reason == "retry after KeyError: 'no_such_action'"
+        assert run.due_at == NOW + timedelta(seconds=60)
+    assert outcomes(db, run_id) == ["retry"]

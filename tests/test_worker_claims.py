@@ -5,6 +5,7 @@ a worker killed with `kill -9` mid-batch leaves nothing half-applied, and the ba
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from plugin.demo import synthetic as s
 from plugin.pipeline.deliveries import drain_deliveries, process_batch
+from plugin.shopify import payloads
 from plugin.store import runs
 from plugin.store.models import ActionRun, Delivery, Order, Shop, Shopper
 from plugin.store.shopper_book import ShopperBook
@@ -395,3 +397,63 @@ def test_a_stage_play_a_worker_took_meanwhile_is_not_recorded_as_superseded(app,
     with db.session() as session:
         stored = session.get(ActionRun, run.id)
         assert (stored.status, stored.skip_reason) == ("running", None)
+
+
+def test_a_welcome_a_worker_took_meanwhile_is_not_cancelled_by_an_earlier_order(app, client, db, shop):
+    if db.is_sqlite:
+        pytest.skip("needs a worker committing beside an open batch: PostgreSQL (SQLite has one writer)")
+    # given: a consented shopper's welcome (conditions: no order yet), queued; a batch's book holds it
+    customer_id = 804
+    with db.session() as batch:
+        read_queued_welcome(app, client, batch, customer_id)
+        batch.rollback()
+        book = ShopperBook.load(db, batch, {batch.get(Shop, shop.id): ({customer_id}, set())})
+        shopper = book.shopper(shop.id, customer_id)
+        [run] = [r for r in book.pending_runs(shopper) if r.play == "welcome"]
+        # when: a worker takes the welcome, and then the batch applies an order placed before the consent
+        with db.session() as worker:
+            worker.execute(update(ActionRun).where(ActionRun.id == run.id).values(status="running"))
+        placed = NOW - timedelta(days=2)
+        order = payloads.load(
+            "orders/paid",
+            json.dumps(
+                s.order_payload(8040, customer_id, placed, TOTAL, email=f"c{customer_id}@example.com")
+            ).encode(),
+        )
+        book.apply_order(shop.id, order)
+        runs.recheck_conditions(db, batch, batch.get(Shop, shop.id), shopper, placed, NOW)
+        book.write(db, batch)
+    # then: the welcome is left as the worker records it, not marked superseded over its effect
+    with db.session() as session:
+        assert (session.get(ActionRun, run.id).status, session.get(ActionRun, run.id).skip_reason) == (
+            "running",
+            None,
+        )
+
+
+def test_a_marketing_run_the_tick_queued_meanwhile_is_left_to_the_send_time_check(app, client, db, shop):
+    if db.is_sqlite:
+        pytest.skip("needs a tick committing beside an open batch: PostgreSQL (SQLite has one writer)")
+    # given: a consented shopper's welcome, scheduled, held by a batch's book
+    customer_id = 805
+    with db.session() as batch:
+        welcome_id = read_queued_welcome(app, client, batch, customer_id).id
+        batch.rollback()
+    with db.session() as session:
+        session.execute(update(ActionRun).where(ActionRun.id == welcome_id).values(status="scheduled"))
+    with db.session() as batch:
+        book = ShopperBook.load(db, batch, {batch.get(Shop, shop.id): ({customer_id}, set())})
+        shopper = book.shopper(shop.id, customer_id)
+        [run] = [r for r in book.pending_runs(shopper) if r.play == "welcome"]
+        assert run.status == "scheduled"
+        # when: the tick queues it to a worker, and then the batch applies the shopper's withdrawal
+        with db.session() as tick:
+            tick.execute(update(ActionRun).where(ActionRun.id == run.id).values(status="queued"))
+        shopper.consent_state = "unsubscribed"
+        shopper.consent_updated_at = NOW
+        released = runs.apply_consent(db, batch, shopper, NOW)
+        book.write(db, batch)
+    # then: the run is left queued (the worker's send-time check reads the withdrawal), not skipped
+    assert released == []
+    with db.session() as session:
+        assert session.get(ActionRun, welcome_id).status == "queued"

@@ -41,7 +41,7 @@ def on_customers_email_marketing_consent_update(ctx: HandlerContext, consent: Co
     shopper = shoppers.lock_shopper(ctx, consent.customer_id)
     applied = shopper_updates.apply_consent(shopper, consent, ctx.triggered_at)
     if applied:
-        ctx.planned_runs += runs.apply_consent(ctx.session, shopper, ctx.now)
+        ctx.planned_runs += runs.apply_consent(ctx.db, ctx.session, shopper, ctx.now)
     if (consent.state or "").lower() in facts.CONSENTING_STATES:
         ctx.trigger(shopper, "consent_granted", consent.consent_updated_at or ctx.triggered_at, "once")
 

@@ -47,7 +47,7 @@ def revisit_later_plays(ctx: HandlerContext, shopper, placed_at) -> None:
     superseded, and the welcome is asked again (its "no order before the consent" may hold now that a
     cancellation arrived); its cycle "once" keeps it one welcome."""
     ctx.flush_for(shopper)
-    runs.recheck_conditions(ctx.session, ctx.shop, shopper, placed_at, ctx.now)
+    runs.recheck_conditions(ctx.db, ctx.session, ctx.shop, shopper, placed_at, ctx.now)
     consent_at = shopper.consent_updated_at
     if facts.accepts_marketing(shopper) and consent_at and placed_at < consent_at:
         ctx.trigger(shopper, "consent_granted", consent_at, "once")

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from plugin import actions, clock
 from plugin.actions import ActionContext
-from plugin.actions.base import PermanentActionError, RetryableActionError
+from plugin.actions.base import AttemptTakenBack, PermanentActionError, RetryableActionError
 from plugin.core import policy
 from plugin.pipeline import queue
 from plugin.shopify import tokens
@@ -70,8 +70,8 @@ def run_action(run_id: int) -> str:
         client = None
     with db.session() as session:
         run = session.get(ActionRun, run_id, with_for_update=True)
-        if run is None or run.status not in (RunStatus.QUEUED, RunStatus.SCHEDULED, RunStatus.RUNNING):
-            return run.status if run else "missing"  # already done: a duplicate job
+        if run is None or run.status not in (RunStatus.QUEUED, RunStatus.SCHEDULED):
+            return run.status if run else "missing"  # done, or another attempt's: a duplicate job
         ctx = _action_context(db, session, run, now, client)
         decision = policy.decide(
             policy_snapshot.policy_snapshot(session, ctx.shop, run, ctx.shopper, now), run, now
@@ -92,31 +92,59 @@ def run_action(run_id: int) -> str:
             run.status, run.due_at, run.deferred_reason = RunStatus.SCHEDULED, until, reason
             _attempt(session, run, now, "breaker", reason)
             return "breaker open"
-        due_at = run.due_at
         run.status, run.attempts = RunStatus.RUNNING, run.attempts + 1
-        run.due_at = now + RUN_LEASE  # should this attempt stop here, the tick takes the run back then
+        run.lease_until = now + RUN_LEASE  # should this attempt stop, the tick takes the run back then
+        ctx.attempt = run.attempts
         session.commit()
         started = time.monotonic()
         try:
             actions.BY_NAME[run.action](ctx)
+        except AttemptTakenBack:
+            session.rollback()
+            log.warning("run %s: its lease ran out and the tick took it back; this attempt stops", run_id)
+            return "taken back"
         except ShopifyTransientError as error:
             if breaker:
                 breaker.trip(now, error)
-            return _retry_later(session, run, now, error, started)
+            return _after_attempt(ctx, _retry_later, error, started)
         except (ShopifyThrottled, RetryableActionError) as error:
-            return _retry_later(session, run, now, error, started)
+            return _after_attempt(ctx, _retry_later, error, started)
         except (ShopifyUserErrors, ShopifyAuthError, PermanentActionError) as error:
-            run.due_at = due_at
-            return _end(session, run, RunStatus.FAILED, now, "failed", reason=str(error), started=started)
+            return _after_attempt(ctx, _fail, error, started)
+        except Exception as error:  # a bug, the job's timeout, a database error: retried, with the error
+            log.exception("run %s: unexpected error", run_id)
+            session.rollback()  # the error may have left the transaction unusable; the run reloads
+            return _after_attempt(ctx, _retry_later, error, started)
         if breaker:
             breaker.close()
-        run.due_at = due_at
-        return _end(session, run, RunStatus.SUCCEEDED, now, "succeeded", started=started)
+        return _after_attempt(ctx, _succeed, None, started)
 
 
-# A run is `running` while an attempt is under way, and its due_at is then the end of the attempt's lease.
-# An attempt's job is stopped after queue.RUN_JOB_TIMEOUT; a run still running when its lease is over was
-# interrupted (its worker killed, its machine gone) and the tick takes it back (`take_back_interrupted`).
+def _after_attempt(ctx: ActionContext, record, error: Exception | None, started) -> str:
+    """Record how the attempt ended (`record`: _succeed, _fail or _retry_later), unless the run is no
+    longer this attempt's: its lease ran out and the tick took it back, so the record is the next
+    attempt's to write."""
+    if not ctx.holds_run():
+        ctx.session.rollback()
+        log.warning("run %s: taken back by the tick before this attempt ended", ctx.run.id)
+        return "taken back"
+    ctx.run.lease_until = None
+    return record(ctx.session, ctx.run, ctx.now, error, started)
+
+
+def _succeed(session, run: ActionRun, now, _error, started) -> str:
+    return _end(session, run, RunStatus.SUCCEEDED, now, "succeeded", started=started)
+
+
+def _fail(session, run: ActionRun, now, error: Exception, started) -> str:
+    return _end(session, run, RunStatus.FAILED, now, "failed", reason=str(error), started=started)
+
+
+# A run is `running` while an attempt is under way, until its lease_until. An attempt's job is stopped after
+# queue.RUN_JOB_TIMEOUT; a run still running when its lease is over was interrupted (its worker killed, its
+# machine gone) and the tick takes it back (`take_back_interrupted`). An attempt checks that it still holds
+# the run before each write (`ActionContext.holds_run`), so one outliving its lease (a process paused
+# for longer) writes nothing over the next attempt's.
 RUN_LEASE = timedelta(minutes=15)
 
 
@@ -173,21 +201,19 @@ def take_back_interrupted(db: Database, connection: redis.Redis, now: datetime) 
     """Runs left `running` past their lease (an attempt interrupted: its worker killed with `kill -9`, its
     machine lost) are queued again, to be decided by their next attempt as the action says: an email whose
     send had begun ends failed as "outcome unknown", never sent twice (`actions.send_email`); anything
-    else is safe to repeat (tags are set, a code's name comes from its run). A run interrupted
-    MAX_ATTEMPTS times ends failed. Each interruption is in the run's attempts, with why. The dead
-    attempt's job is forgotten first, so the run can be queued again under its job id. Returns how many
-    runs were queued again, and how many failed."""
+    else is safe to repeat (tags are set, a code's name comes from its run). A run interrupted on its
+    MAX_ATTEMPTS-th attempt ends failed. Each interruption is in the run's attempts, with why. The runs
+    are taken back in one transaction, locked (skipping any another tick holds); the dead attempts' jobs
+    are forgotten while the runs are locked, so that they can be queued under their job ids again after
+    commit. Returns how many runs were queued again, and how many failed."""
     with db.session() as session:
-        interrupted = runs.interrupted_run_ids(session, now)
-    if not interrupted:
-        return 0, 0
-    queue.forget_run_jobs(connection, interrupted)
-    with db.session() as session:
-        resumed, failed = runs.take_back_interrupted(session, interrupted, MAX_ATTEMPTS, now)
+        interrupted = runs.lock_interrupted(session, now)
+        queue.forget_run_jobs(connection, [row.id for row in interrupted])
+        resumed, failed = runs.take_back_interrupted(session, interrupted, now, MAX_ATTEMPTS, RUN_LEASE)
     for run_id in resumed:
         queue.enqueue_action_run(connection, run_id)
     if resumed or failed:
-        log.warning("took back %d interrupted run(s), %d of them failed", len(resumed) + failed, failed)
+        log.warning("took back %d interrupted run(s): %d queued again", len(resumed) + failed, len(resumed))
     return len(resumed), failed
 
 
@@ -232,12 +258,12 @@ def _end(session, run: ActionRun, status: str, now, outcome: str, reason=None, s
 
 
 def _retry_later(session, run: ActionRun, now, error: Exception, started) -> str:
-    if run.attempts > len(RUN_RETRY_DELAYS):
+    if run.attempts >= MAX_ATTEMPTS:
         return _end(
             session, run, RunStatus.FAILED, now, "failed", reason=f"gave up: {error}", started=started
         )
     wait = getattr(error, "retry_after", None) or RUN_RETRY_DELAYS[run.attempts - 1]
     run.status, run.due_at = RunStatus.SCHEDULED, now + timedelta(seconds=wait)
-    run.deferred_reason = f"retry after {type(error).__name__}: {error}"
+    run.deferred_reason = f"retry after {type(error).__name__}: {error}"[:2000]
     _attempt(session, run, now, "retry", str(error), started)
     return "retrying"

@@ -340,7 +340,8 @@ class RunStatus(StrEnum):
     WAITING = "waiting"  # a marketing run waiting for consent until wait_until; deferred_reason says so
     SCHEDULED = "scheduled"  # waiting for due_at (delays, deferrals by cap or quiet hours)
     QUEUED = "queued"
-    RUNNING = "running"  # an attempt started; a crash leaves it here and the next attempt decides
+    RUNNING = "running"  # an attempt started, with a lease (lease_until); a crash leaves it here, the tick
+    # takes it back after the lease, and the next attempt decides
     SUCCEEDED = "succeeded"
     SKIPPED = "skipped"  # no longer applies at run time; skip_reason says why
     HELD_OUT = "held_out"  # in the rule's control group: nothing sent, kept to measure lift
@@ -402,6 +403,9 @@ class ActionRun(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when the triggering event happened
     wait_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # marketing: consent by then, or skipped
+    # while running: the end of the attempt's lease; one still running after it was interrupted, and the
+    # tick takes it back (`run_action.take_back_interrupted`)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def play_stage(self) -> str | None:

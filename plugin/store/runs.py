@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -237,11 +237,12 @@ def personal_prediction(session: Session, shop: Shop, shopper: Shopper):
 
 
 def recheck_conditions(
-    session: Session, shop: Shop, shopper: Shopper, since: datetime, now: datetime
+    db: Database, session: Session, shop: Shop, shopper: Shopper, since: datetime, now: datetime
 ) -> None:
     """An order placed at `since` arrived (or changed): pending plays of the shopper's later events whose
     rule's conditions no longer hold as of their event's time are cancelled as superseded (a welcome
-    planned before an order placed before the consent had arrived)."""
+    planned before an order placed before the consent had arrived), if still pending once locked
+    (`still_pending`: one a worker took meanwhile is left to the send-time check)."""
     pending = [
         run
         for run in _pending_runs(session, shopper)
@@ -250,14 +251,17 @@ def recheck_conditions(
     if not pending:
         return
     rules = dict(shop_rules(session, shop.id))
+    stale = []
     for run in pending:
         rule = rules.get(run.rule_id)
         if rule is None or run.play_stage is not None or not rule["conditions"]:
             continue
         profile = profile_as_of(session, shopper, run.event_at)
         if not all(rules_module.condition_holds(c, profile, now) for c in rule["conditions"]):
-            run.status, run.finished_at = RunStatus.CANCELLED, now
-            run.skip_reason = SUPERSEDED + "its conditions do not hold as of its event, with later orders"
+            stale.append(run)
+    for run in still_pending(db, session, stale) if stale else ():
+        run.status, run.finished_at = RunStatus.CANCELLED, now
+        run.skip_reason = SUPERSEDED + "its conditions do not hold as of its event, with later orders"
 
 
 def plan_tick_transitions(
@@ -340,62 +344,78 @@ def queued_run_ids(session: Session, due_before: datetime, limit: int = 1000) ->
     )
 
 
-def interrupted_run_ids(session: Session, now: datetime, limit: int = 1000) -> list[int]:
-    """Runs still `running` whose lease is over (`run_action.RUN_LEASE`: their due_at while running), oldest
-    first: the attempt stopped without recording how it ended. Stage write-backs are left out: their
-    claim has a lease of its own (`stage_syncs`)."""
-    return list(
-        session.scalars(
-            select(ActionRun.id)
-            .where(
-                ActionRun.status == RunStatus.RUNNING,
-                ActionRun.due_at <= now,
-                ActionRun.play != "stage_sync",
-            )
-            .order_by(ActionRun.due_at, ActionRun.id)
-            .limit(limit)
-        )
-    )
-
-
 INTERRUPTED = "an attempt was interrupted (its worker stopped before recording how it ended)"
 
 
+def lock_interrupted(session: Session, now: datetime, limit: int = 1000) -> list:
+    """Runs still `running` whose lease is over (their attempt stopped without recording how it ended),
+    locked until the transaction ends, skipping any another tick holds: (id, attempts, lease_until,
+    context) rows for `take_back_interrupted`. Stage write-backs are left out: their claim has a lease
+    of its own (`stage_syncs`)."""
+    return session.execute(
+        select(ActionRun.id, ActionRun.attempts, ActionRun.lease_until, ActionRun.context)
+        .where(
+            ActionRun.status == RunStatus.RUNNING,
+            ActionRun.lease_until <= now,
+            ActionRun.play != "stage_sync",
+        )
+        .order_by(ActionRun.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+
+
 def take_back_interrupted(
-    session: Session, run_ids: list[int], max_attempts: int, now: datetime
+    session: Session, interrupted: list, now: datetime, max_attempts: int, lease: timedelta
 ) -> tuple[list[int], int]:
-    """Runs among `run_ids` still running: those with `max_attempts` attempts end failed; the others are
-    marked queued, due now, with why. Each gets an attempt row saying it was interrupted. Returns the ids
-    marked queued, and how many failed."""
-    still = (ActionRun.id.in_(run_ids), ActionRun.status == RunStatus.RUNNING)
-    failed = session.scalars(
-        update(ActionRun)
-        .where(*still, ActionRun.attempts >= max_attempts)
-        .values(
-            status=RunStatus.FAILED,
-            finished_at=now,
-            skip_reason=f"gave up after {max_attempts} attempts; the last was interrupted",
+    """The runs `lock_interrupted` found: each gets an attempt row saying it was interrupted (started when
+    its lease began); a run on its `max_attempts`-th attempt ends failed, with why (and "outcome
+    unknown" when its email's send had begun); the others are marked queued, due as they were. Returns
+    the ids marked queued, and how many failed."""
+    if not interrupted:
+        return [], 0
+    resumed, failed = [], []
+    for run_id, attempts, _, context in interrupted:
+        if attempts < max_attempts:
+            resumed.append(run_id)
+            continue
+        sending = "; outcome unknown: its email's send had begun" if (context or {}).get("sending_at") else ""
+        failed.append(
+            {
+                "b_id": run_id,
+                "reason": f"gave up after {attempts} attempts; the last was interrupted{sending}",
+            }
         )
-        .returning(ActionRun.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    resumed = session.scalars(
-        update(ActionRun)
-        .where(*still)
-        .values(status=RunStatus.QUEUED, due_at=now, deferred_reason=f"{INTERRUPTED}; trying again")
-        .returning(ActionRun.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    taken = sorted([*failed, *resumed])
-    if taken:
+    if failed:
+        table = ActionRun.__table__
         session.execute(
-            insert(ActionAttempt),
-            [
-                {"run_id": run_id, "started_at": now, "outcome": "interrupted", "error": INTERRUPTED}
-                for run_id in taken
-            ],
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                status=RunStatus.FAILED, finished_at=now, lease_until=None, skip_reason=bindparam("reason")
+            ),
+            failed,
         )
-    return sorted(resumed), len(failed)
+    if resumed:
+        session.execute(
+            update(ActionRun)
+            .where(ActionRun.id.in_(resumed))
+            .values(status=RunStatus.QUEUED, lease_until=None, deferred_reason=f"{INTERRUPTED}; trying again")
+            .execution_options(synchronize_session=False)
+        )
+    session.execute(
+        insert(ActionAttempt),
+        [
+            {
+                "run_id": run_id,
+                "started_at": lease_until - lease,
+                "outcome": "interrupted",
+                "error": INTERRUPTED,
+            }
+            for run_id, _, lease_until, _ in interrupted
+        ],
+    )
+    return resumed, len(failed)
 
 
 def fail_queued_runs(session: Session, run_ids: list[int], reason: str, now: datetime) -> int:
@@ -423,13 +443,14 @@ def cancel_pending(session: Session, shop_id: int, reason: str, now: datetime) -
     return result.rowcount
 
 
-def apply_consent(session: Session, shopper: Shopper, now: datetime) -> list[int]:
+def apply_consent(db: Database, session: Session, shopper: Shopper, now: datetime) -> list[int]:
     """The shopper's consent changed: put each pending marketing run where `policy.consent_gate` says
     (waiting → scheduled when consent came by its deadline, scheduled → skipped on a withdrawal after its
-    event, or back to waiting). Runs already queued to a worker are left to the send-time check. Returns
-    how many became scheduled (the caller dispatches them after commit)."""
+    event, or back to waiting). Runs already queued to a worker are left to the send-time check, those
+    the tick queued since the batch read them included (`still_pending` locks them and reads their
+    status now). Returns the ids of the runs that became scheduled (dispatched after commit)."""
     released = []
-    pending = [
+    candidates = [
         run
         for run in _pending_runs(session, shopper)
         if run.marketing
@@ -437,6 +458,9 @@ def apply_consent(session: Session, shopper: Shopper, now: datetime) -> list[int
         and run.event_at is not None
         and run.wait_until is not None
     ]
+    if candidates:
+        candidates = still_pending(db, session, candidates)
+    pending = [run for run in candidates if run.status in (RunStatus.WAITING, RunStatus.SCHEDULED)]
     for run in pending:
         consents = accepts_marketing(shopper) and shopper.deleted_at is None
         gate = consent_gate(consents, shopper.consent_updated_at, run.event_at, run.wait_until)
@@ -453,8 +477,11 @@ def apply_consent(session: Session, shopper: Shopper, now: datetime) -> list[int
 
 def settle_expired_waits(session: Session, now: datetime) -> int:
     """Runs that waited for consent past their deadline end skipped, with the reason (one per run)."""
-    expired = session.scalars(
-        select(ActionRun).where(ActionRun.status == RunStatus.WAITING, ActionRun.wait_until < now)
+    expired = session.scalars(  # locked: a batch releasing one meanwhile wins, and the run is left out
+        select(ActionRun)
+        .where(ActionRun.status == RunStatus.WAITING, ActionRun.wait_until < now)
+        .order_by(ActionRun.id)
+        .with_for_update()
     )
     count = 0
     for run in expired:
