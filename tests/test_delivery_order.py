@@ -20,13 +20,14 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
+from plugin.core.rules import is_held_out
 from plugin.crypto import encrypt_token
 from plugin.demo import synthetic as s
 from plugin.pipeline import queue
 from plugin.pipeline.deliveries import process_batch
 from plugin.pipeline.run_action import dispatch_due_runs
 from plugin.store import shops
-from plugin.store.models import ActionRun, Base, Shopper
+from plugin.store.models import ActionRun, Base, Rule, Shopper
 from tests.conftest import NOW, SHOP, SHOP_TOKEN
 from tests.webhook_client import post_webhook
 
@@ -148,6 +149,7 @@ class Harness:
     def __init__(self, app, client, db, redis_connection):
         self.app, self.client, self.db, self.redis = app, client, db, redis_connection
         self.posted = 0
+        self.holdout: dict[str, int] = {}  # rule key → holdout_percent, set on the shop at each reset
 
     def reset(self) -> None:
         self.redis.flushdb()
@@ -155,7 +157,10 @@ class Harness:
             for table in reversed(Base.metadata.sorted_tables):
                 connection.execute(table.delete())
         with self.db.session() as session:
-            shops.upsert_shop(session, SHOP, encrypt_token(SHOP_TOKEN, "test-secret-key"), NOW)
+            shop = shops.upsert_shop(session, SHOP, encrypt_token(SHOP_TOKEN, "test-secret-key"), NOW)
+            for rule in session.scalars(select(Rule).where(Rule.shop_id == shop.id)):
+                if rule.key in self.holdout:
+                    rule.definition = dict(rule.definition, holdout_percent=self.holdout[rule.key])
 
     def _post(self, event: Event) -> None:
         """One delivery, signed and posted under a webhook id of its own; it must be acknowledged."""
@@ -304,3 +309,24 @@ def test_an_older_order_applied_after_the_stage_change_moves_the_entry_its_plays
     # the entry the whole history gives
     assert ("vip_reward", 8, "loyal:3") in expected["runs"]
     assert batched == expected
+
+
+def test_a_hold_out_under_an_entry_the_whole_history_never_had_is_drawn_again(harness, db):
+    # given: the VIP reward holds out 90 % of its entries (drawn from each run's key), and the history of
+    # the test above: applied in two batches, the shopper first looks loyal from their second order
+    harness.holdout = {"vip_reward": 90}
+    events = loyal_history(totals=("300.00", "100.00", "250.00"))
+    customer, (first, second, third) = events[:2], events[2:]
+    drawn_out = 0
+    for _ in range(6):
+        outcome = harness.run([[*customer, first, third], [second]])
+        with db.session() as session:
+            shop_id, shopper_id = session.execute(select(Shopper.shop_id, Shopper.id)).one()
+        drawn_out += is_held_out(f"{shop_id}:vip_reward:{shopper_id}:loyal:2", 90)
+        # then: whether "loyal:2" was drawn in or out, the reward is planned once, for the entry the
+        # whole history gives ("loyal:3", held out or not by its own draw); no control-group record
+        # is left for an entry the shopper never had
+        rewards = {key: status for key, status in outcome["runs"].items() if key[0] == "vip_reward"}
+        assert list(rewards) == [("vip_reward", 8, "loyal:3")]
+        assert rewards[("vip_reward", 8, "loyal:3")] in ("held_out", "succeeded")
+    assert drawn_out, "no run drew loyal:2 into the hold-out group: the case was not exercised"

@@ -13,6 +13,9 @@ from plugin.store.db import Database
 from plugin.store.models import ActionRun, RunStatus
 
 PENDING = (RunStatus.WAITING, RunStatus.SCHEDULED, RunStatus.QUEUED)
+# Runs with no effect yet whose planning a later-seen history can undo: the pending ones, and those held
+# out when planned (in the rule's control group: nothing sent, kept to measure lift)
+UNDONE = (*PENDING, RunStatus.HELD_OUT)
 
 
 def store_run(db: Database, session: Session, shop_id: int, run: PlannedRun, now: datetime) -> int | None:

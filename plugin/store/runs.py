@@ -28,7 +28,7 @@ from plugin.store.models import (
     Shopper,
     StageTransition,
 )
-from plugin.store.run_rows import PENDING, SUPERSEDED, planned_values, store_run
+from plugin.store.run_rows import PENDING, SUPERSEDED, UNDONE, planned_values, store_run
 from plugin.store.shoppers import facts_of, kept_orders, profile_as_of, profile_of
 from plugin.store.shops import shop_rules
 from plugin.store.stage_syncs import stage_sync_run
@@ -92,14 +92,16 @@ def _store(db: Database, session: Session, shop_id: int, run, now: datetime) -> 
     return store_run(db, session, shop_id, run, now)
 
 
-def _pending_runs(session: Session, shopper: Shopper) -> list[ActionRun]:
-    """The shopper's runs not yet acted on, from the batch's book when it holds the shopper."""
+def _pending_runs(session: Session, shopper: Shopper, held_out: bool = False) -> list[ActionRun]:
+    """The shopper's runs not yet acted on (and, with `held_out`, those held out when planned), from the
+    batch's book when it holds the shopper."""
     book = shopper_book.holding(session, shopper)
     if book is not None:
-        return book.pending_runs(shopper)
+        return book.pending_runs(shopper, held_out)
+    wanted = UNDONE if held_out else PENDING
     return list(
         session.scalars(
-            select(ActionRun).where(ActionRun.shopper_id == shopper.id, ActionRun.status.in_(PENDING))
+            select(ActionRun).where(ActionRun.shopper_id == shopper.id, ActionRun.status.in_(wanted))
         )
     )
 
@@ -178,17 +180,18 @@ def replan_stage_entry(
     before the stage change may be applied after it (an older order in a later batch), so seen whole the
     shopper entered this stage at another order count (`entry_count`). Pending plays of the entry planned
     under the count seen before are superseded, and their rules planned again under the count the whole
-    history gives, at the entry's own time. Plays already acted on stay as they are: their effect
-    happened once, and planning them again would repeat it."""
+    history gives, at the entry's own time; so are plays held out under the count seen before (the
+    control group of an entry the history never had; the new entry draws its own). Plays already acted
+    on stay as they are: their effect happened once, and planning them again would repeat it."""
     if shopper.stage in TIME_STAGES:
         return plan_stage_plays(db, session, shop, shopper, now, source, now, None, consent_wait, prediction)
     stale = [
         run
-        for run in _pending_runs(session, shopper)
+        for run in _pending_runs(session, shopper, held_out=True)
         if run.play != "stage_sync" and run.rule_id is not None and run.play_stage == shopper.stage
     ]
     if not stale:
-        return []  # nothing pending: nothing planned under a count this could correct
+        return []  # nothing pending nor held out: nothing planned under a count this could correct
     cycle = stage_cycle(session, shop, shopper, now, prediction)
     stale = still_pending(db, session, [run for run in stale if run.cycle != cycle])
     if not stale:
@@ -207,8 +210,8 @@ def still_pending(db: Database, session: Session, stale: list[ActionRun]) -> lis
     """Of runs read as pending when the batch began, those still pending, locked until the batch commits
     (one statement): a worker may have taken a queued one since (`run_action` locks it and marks it
     running before it acts), and a run being carried out must neither be cancelled nor planned again.
-    A run the lock finds taken gets the status it has now. SQLite's one writer needs no lock: nothing
-    changed since the batch's reads."""
+    A run the lock finds taken gets the status it has now. A run held out when planned stays (no worker
+    takes one). SQLite's one writer needs no lock: nothing changed since the batch's reads."""
     stored = sorted(run.id for run in stale if run.id is not None)
     if not stored or db.is_sqlite:
         return stale
@@ -224,7 +227,7 @@ def still_pending(db: Database, session: Session, stale: list[ActionRun]) -> lis
     for run in stale:
         if run.id in now_status and now_status[run.id] != run.status:
             set_committed_value(run, "status", now_status[run.id])  # as stored; nothing to write back
-    return [run for run in stale if run.status in PENDING]
+    return [run for run in stale if run.status in UNDONE]
 
 
 def personal_prediction(session: Session, shop: Shop, shopper: Shopper):
@@ -497,7 +500,8 @@ def supersede_stage_plays(
     are cancelled before they act: seen whole, the shopper's history never had that entry (a win-back
     planned while only the oldest of three orders had arrived). Only those still pending once locked
     (`still_pending`): one a worker has taken since the batch read it is being carried out, and stays
-    as the worker records it."""
+    as the worker records it. Plays held out (a control group) stay: the entry they measured may have
+    been real (the shopper left it since)."""
     stale = [
         run
         for run in _pending_runs(session, shopper)

@@ -32,7 +32,7 @@ from plugin.core.facts import is_stale
 from plugin.store import batch_locks, column_insert, predictions
 from plugin.store.db import Database
 from plugin.store.models import ActionRun, Checkout, Order, Refund, Shop, Shopper, StageTransition
-from plugin.store.run_rows import PENDING, REVIVED, SUPERSEDED, revive_superseded
+from plugin.store.run_rows import PENDING, REVIVED, SUPERSEDED, UNDONE, revive_superseded
 
 BOOK = "shopper_book"  # session.info key
 # The columns `ShopperBook.write` may set on a stored shopper, in the table's order (one statement text per
@@ -163,7 +163,7 @@ class ShopperBook:
             self.checkouts_by_customer[(shop.id, customer_id)].append((shop.id, token))
         ids = [self.shoppers[(shop.id, c)].id for c in customer_ids]
         for run in session.scalars(
-            select(ActionRun).where(db.among(ActionRun.shopper_id, ids), ActionRun.status.in_(PENDING))
+            select(ActionRun).where(db.among(ActionRun.shopper_id, ids), ActionRun.status.in_(UNDONE))
         ):
             self.runs[run.idempotency_key] = run
             self.pending[run.shopper_id].append(run)
@@ -263,8 +263,10 @@ class ShopperBook:
     def checkouts_of(self, shopper: Shopper) -> list[tuple[int, str]]:
         return self.checkouts_by_customer.get((shopper.shop_id, shopper.customer_id), [])
 
-    def pending_runs(self, shopper: Shopper) -> list[ActionRun]:
-        return [run for run in self.pending.get(shopper.id, ()) if run.status in PENDING]
+    def pending_runs(self, shopper: Shopper, held_out: bool = False) -> list[ActionRun]:
+        """The shopper's runs not yet acted on (and, with `held_out`, those held out when planned)."""
+        wanted = UNDONE if held_out else PENDING
+        return [run for run in self.pending.get(shopper.id, ()) if run.status in wanted]
 
     def store_run(self, values: dict) -> int | None:
         """`run_rows.store_run` against the book: a new key becomes a new run (inserted by `write`); a key
@@ -311,10 +313,10 @@ class ShopperBook:
         created = {key: run_id for run_id, key in inserted}
         ids = list(created.values())
         for row in rows:
-            if row["idempotency_key"] in created or row["status"] not in PENDING:
+            if row["idempotency_key"] in created:
                 continue
-            revived = revive_superseded(session, row)
-            if revived is not None:
+            revived = revive_superseded(session, row)  # whatever its status, as `run_rows.store_run` does
+            if revived is not None and row["status"] in PENDING:
                 ids.append(revived)
         return ids
 
