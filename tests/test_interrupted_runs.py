@@ -19,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
-from plugin.pipeline.run_action import MAX_ATTEMPTS, RUN_LEASE
+from plugin.pipeline.run_action import MAX_ATTEMPTS, RUN_LEASE, dispatch_due_runs
 from plugin.pipeline.tick import run_tick
 from plugin.store.models import ActionAttempt, ActionRun
 from tests.conftest import NOW, free_port
@@ -51,6 +51,29 @@ class StallingSMTP:
         self.controller.stop()
 
 
+class UnsteadySMTP:
+    """A mail server that takes each message and then either drops the connection before answering it
+    (`drop_after_data`), or accepts it and answers QUIT with an error."""
+
+    def __init__(self, drop_after_data: bool):
+        self.messages = []
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                sink.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+                if drop_after_data:
+                    server.transport.close()
+                return "250 OK"
+
+            async def handle_QUIT(self, server, session, envelope):
+                return "554 not now"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
+        self.controller.start()
+        self.url = f"smtp://127.0.0.1:{self.controller.port}"
+
+
 @pytest.fixture
 def stalling_smtp():
     server = StallingSMTP()
@@ -58,12 +81,15 @@ def stalling_smtp():
     server.stop()
 
 
-def ticks(db, redis_connection, worker, monkeypatch, after: list[timedelta]) -> list[tuple[int, int]]:
-    """A tick, then a drain by a worker, at each time after NOW: (runs resumed, runs failed) per tick."""
+def ticks(app, db, redis_connection, worker, monkeypatch, after: list[timedelta]) -> list[tuple[int, int]]:
+    """A tick (with its dispatch of due runs), then a drain by a worker, at each time after NOW: (runs
+    resumed, runs failed) per tick."""
     seen = []
     for later in after:
         monkeypatch.setenv("LIFECYCLE_NOW", (NOW + later).isoformat())
         report = run_tick(db, redis_connection, NOW + later, 300)
+        with app.app_context():
+            dispatch_due_runs(db, NOW + later)
         seen.append((report.resumed_runs, report.failed_runs))
         worker.work()
     return seen
@@ -101,6 +127,7 @@ def test_a_worker_killed_while_sending_never_sends_the_email_twice(
         assert run.status == "running" and run.context.get("sending_at")
     # and ticks come before the run's lease is over, after it, and later, each followed by a drain
     seen = ticks(
+        app,
         db,
         redis_connection,
         worker,
@@ -133,7 +160,9 @@ def test_a_run_interrupted_before_its_send_began_is_sent_once(
             .values(status="running", attempts=1, lease_until=NOW + RUN_LEASE)
         )
     # when: ticks come during the lease and after it
-    seen = ticks(db, redis_connection, worker, monkeypatch, [timedelta(minutes=5), RUN_LEASE, 2 * RUN_LEASE])
+    seen = ticks(
+        app, db, redis_connection, worker, monkeypatch, [timedelta(minutes=5), RUN_LEASE, 2 * RUN_LEASE]
+    )
     # then: it was taken back once, and the welcome went out once
     assert seen == [(0, 0), (1, 0), (0, 0)]
     with db.session() as session:
@@ -155,7 +184,7 @@ def test_a_run_interrupted_on_its_last_attempt_ends_failed_with_the_reason(
         run.status, run.attempts, run.lease_until = "running", MAX_ATTEMPTS, NOW + RUN_LEASE
         run.context = dict(run.context, sending_at=NOW.isoformat())
     # when: the tick comes after its lease
-    seen = ticks(db, redis_connection, worker, monkeypatch, [RUN_LEASE, 2 * RUN_LEASE])
+    seen = ticks(app, db, redis_connection, worker, monkeypatch, [RUN_LEASE, 2 * RUN_LEASE])
     # then: it ended failed, with why, and nothing was sent
     assert seen == [(0, 1), (0, 0)]
     with db.session() as session:
@@ -226,3 +255,31 @@ def test_an_unexpected_error_mid_attempt_is_retried_with_the_error_not_left_runn
         assert run.deferred_reason == "retry after KeyError: 'no_such_action'"
         assert run.due_at == NOW + timedelta(seconds=60)
     assert outcomes(db, run_id) == ["retry"]
+
+
+@pytest.mark.parametrize("drop_after_data", [True, False], ids=["dropped before the answer", "QUIT refused"])
+def test_a_send_whose_answer_never_came_is_not_sent_again(
+    app, client, db, shop, worker, redis_connection, monkeypatch, drop_after_data
+):
+    # given: a queued welcome, and a mail server that takes the message, then drops the connection before
+    # answering it (the message may be delivered), or accepts it and refuses QUIT (it is delivered)
+    server = UnsteadySMTP(drop_after_data)
+    try:
+        app.config["SMTP_URL"] = server.url
+        run_id = queued_welcome(app, client, db, redis_connection, 916, "unsteady@example.com")
+        # when: workers carry it out, and the tick and workers come again later
+        worker.work()
+        ticks(app, db, redis_connection, worker, monkeypatch, [timedelta(minutes=10), timedelta(hours=3)])
+    finally:
+        server.controller.stop()
+    # then: the server got it once; a dropped answer ends the run failed as "outcome unknown", never
+    # retried; a refused goodbye is a send that succeeded
+    assert len(server.messages) == 1
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        if drop_after_data:
+            assert run.status == "failed"
+            assert run.skip_reason.startswith("outcome unknown: the connection failed while sending")
+            assert run.sent_at is None
+        else:
+            assert run.status == "succeeded" and run.sent_at is not None

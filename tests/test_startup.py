@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
 from plugin.store.db import recreate_database
-from tests.conftest import BACKENDS, POSTGRES_URL, REDIS_URL
+from plugin.store.models import ActionRun, Shop
+from tests.conftest import BACKENDS, NOW, POSTGRES_URL, REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOT = "from plugin import create_app; app = create_app(); print(app.extensions['lifecycle.db'].url)"
@@ -85,3 +86,48 @@ def migration_head() -> str:
     config.set_main_option("script_location", str(ROOT / "plugin/store/migrations"))
     [head] = ScriptDirectory.from_config(config).get_heads()
     return head
+
+
+def test_a_run_left_running_before_the_lease_existed_gets_one_at_the_upgrade(empty_database):
+    # given: a database at the revision before run leases, with a run a killed worker left running
+    from alembic import command
+    from alembic.config import Config
+
+    from plugin.store.db import MIGRATIONS, migrate
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", empty_database.replace("%", "%%"))
+    command.upgrade(config, "0011")
+    engine = create_engine(empty_database)
+    with engine.begin() as connection:  # the tables' columns these rows use are the same at 0011
+        connection.execute(insert(Shop.__table__).values(id=1, domain="a.myshopify.com"))
+        for run_id, play, status in (
+            (1, "welcome", "running"),
+            (2, "stage_sync", "running"),
+            (3, "welcome", "queued"),
+        ):
+            connection.execute(
+                insert(ActionRun.__table__).values(
+                    id=run_id,
+                    shop_id=1,
+                    play=play,
+                    action="send_email",
+                    cycle="c",
+                    idempotency_key=f"k{run_id}",
+                    trigger="t",
+                    context={},
+                    params={},
+                    status=status,
+                    created_at=NOW,
+                    due_at=NOW,
+                    attempts=1,
+                )
+            )
+    # when: the app migrates to the newest revision
+    migrate(empty_database)
+    # then: the welcome left running has a lease the tick will see run out; nothing else has one
+    with engine.connect() as connection:
+        leases = dict(connection.execute(text("SELECT id, lease_until FROM action_runs ORDER BY id")).all())
+    engine.dispose()
+    assert leases[1] is not None and leases[2] is None and leases[3] is None

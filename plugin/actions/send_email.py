@@ -48,6 +48,10 @@ def run(ctx: ActionContext) -> None:
     except emails.EmailDeliveryError as error:
         run_row.context = {k: v for k, v in run_row.context.items() if k != "sending_at"}  # not sent: retry
         raise RetryableActionError(str(error)) from None
+    except emails.EmailOutcomeUnknown as error:  # may have been accepted: never sent again
+        raise PermanentActionError(
+            f"outcome unknown: the connection failed while sending ({error})"
+        ) from None
     run_row.message_id, run_row.sent_at = message_id, ctx.now
     if "subscription_id" in run_row.context:
         subscription = ctx.session.get(StockSubscription, run_row.context["subscription_id"])

@@ -26,7 +26,14 @@ from plugin.emails.locales import (
     pick_locale,
     shop_languages,
 )
-from plugin.emails.message import EmailDeliveryError, build_message, send_email, shop_name, shop_sender
+from plugin.emails.message import (
+    EmailDeliveryError,
+    EmailOutcomeUnknown,
+    build_message,
+    send_email,
+    shop_name,
+    shop_sender,
+)
 from plugin.emails.render import RenderedEmail, TemplateError, check_template, render_email
 from plugin.emails.sandbox import HTML_ENV, TEXT_ENV
 
@@ -36,6 +43,7 @@ __all__ = [
     "LOCALES",
     "TEXT_ENV",
     "EmailDeliveryError",
+    "EmailOutcomeUnknown",
     "RenderedEmail",
     "TemplateError",
     "TemplateLimitError",

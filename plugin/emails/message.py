@@ -53,11 +53,20 @@ def build_message(
 
 
 class EmailDeliveryError(Exception):
-    """The mail server refused or could not be reached (retryable)."""
+    """The mail server refused or could not be reached: the message was not accepted (retryable)."""
+
+
+class EmailOutcomeUnknown(Exception):
+    """The connection failed while the message was going: the server may have accepted it (not retried)."""
 
 
 def send_email(message: EmailMessage, smtp_url: str | None, outbox: str) -> None:
-    """Send over SMTP (smtp:// with STARTTLS when offered, smtps:// over TLS), or write to the outbox."""
+    """Send over SMTP (smtp:// with STARTTLS when offered, smtps:// over TLS), or write to the outbox.
+
+    Raises EmailDeliveryError when the message was certainly not accepted (the server unreachable, or
+    refusing it with a reply), and EmailOutcomeUnknown when the connection failed once the message had
+    begun to go (a timeout or disconnection before the server's answer): it may have been accepted. An
+    error in QUIT, after the server accepted the message, is no error."""
     if not smtp_url:
         os.makedirs(outbox, exist_ok=True)
         name = message["Message-ID"].strip("<>").replace("@", "_").replace("/", "_") + ".eml"
@@ -65,6 +74,7 @@ def send_email(message: EmailMessage, smtp_url: str | None, outbox: str) -> None
             handle.write(bytes(message))
         return
     parts = urlsplit(smtp_url)
+    sending = False
     try:
         if parts.scheme == "smtps":
             client = smtplib.SMTP_SSL(
@@ -72,13 +82,30 @@ def send_email(message: EmailMessage, smtp_url: str | None, outbox: str) -> None
             )
         else:
             client = smtplib.SMTP(parts.hostname, parts.port or 587, timeout=30)
-            client.ehlo()
-            if client.has_extn("starttls"):
-                client.starttls(context=ssl.create_default_context())
+        try:
+            if parts.scheme != "smtps":
                 client.ehlo()
-        with client:
+                if client.has_extn("starttls"):
+                    client.starttls(context=ssl.create_default_context())
+                    client.ehlo()
             if parts.username:
                 client.login(unquote(parts.username), unquote(parts.password or ""))
+            sending = True
             client.send_message(message)
-    except (smtplib.SMTPException, OSError) as error:
+        except BaseException:
+            client.close()
+            raise
+    except REFUSED as error:  # the server answered no: nothing was accepted
         raise EmailDeliveryError(f"{type(error).__name__}: {error}") from None
+    except (smtplib.SMTPException, OSError) as error:
+        if sending:
+            raise EmailOutcomeUnknown(f"{type(error).__name__}: {error}") from None
+        raise EmailDeliveryError(f"{type(error).__name__}: {error}") from None
+    try:
+        client.quit()
+    except (smtplib.SMTPException, OSError):
+        client.close()  # accepted already: a failed goodbye changes nothing
+
+
+# Replies that refuse: the server said no to the sender, to every recipient, or to the message itself
+REFUSED = (smtplib.SMTPSenderRefused, smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError)

@@ -480,11 +480,11 @@ def apply_consent(db: Database, session: Session, shopper: Shopper, now: datetim
 
 def settle_expired_waits(session: Session, now: datetime) -> int:
     """Runs that waited for consent past their deadline end skipped, with the reason (one per run)."""
-    expired = session.scalars(  # locked: a batch releasing one meanwhile wins, and the run is left out
+    expired = session.scalars(  # locked, skipping those a batch holds: the next tick settles them
         select(ActionRun)
         .where(ActionRun.status == RunStatus.WAITING, ActionRun.wait_until < now)
         .order_by(ActionRun.id)
-        .with_for_update()
+        .with_for_update(skip_locked=True)
     )
     count = 0
     for run in expired:
