@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--gunicorn-workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker, as the Procfile")
+    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker, as the Procfile")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--port", type=int, default=8799)
     args = parser.parse_args()

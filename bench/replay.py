@@ -1,5 +1,5 @@
 """Scale replay: a store of ~25,000 shoppers and ~70,000 orders posted as signed webhooks through HTTP
-(gunicorn, 2 processes × `--server-threads` 4, as the Procfile runs it) while `--workers` (2) `lifecycle
+(gunicorn, 2 processes × `--server-threads` 8, as the Procfile runs it) while `--workers` (2) `lifecycle
 worker` processes drain them; then every shopper's stage is checked against what the store's own history
 says it must be.
 
@@ -318,7 +318,7 @@ def main() -> None:
     parser.add_argument("--shoppers", type=int, default=25_000)
     parser.add_argument("--threads", type=int, default=8, help="client connections")
     parser.add_argument(
-        "--server-threads", type=int, default=4, help="gunicorn threads per worker, as the Procfile"
+        "--server-threads", type=int, default=8, help="gunicorn threads per worker, as the Procfile"
     )
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--port", type=int, default=8798)

@@ -20,7 +20,7 @@ from plugin.pipeline.worker import run_worker
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
 @click.option(
     "--threads",
-    default=4,
+    default=8,
     show_default=True,
     type=int,
     help="threads per worker: concurrent webhooks share their database writes (web.ledger_writer)",
