@@ -6,9 +6,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from marshmallow import fields, validate
+from marshmallow import validate
 
-from plugin.shopify.payloads.base import Instant, PayloadSchema, ShopifyId, Text, money, optional
+from plugin.shopify.payloads.base import (
+    Instant,
+    List,
+    Nested,
+    PayloadSchema,
+    ShopifyId,
+    Text,
+    money,
+    optional,
+)
 from plugin.shopify.payloads.customers import CustomerRef, CustomerRefSchema
 from plugin.shopify.payloads.orders import LineItem, LineItemSchema
 
@@ -38,7 +47,7 @@ class CheckoutSchema(PayloadSchema):
     id = optional(ShopifyId)
     cart_token = optional()
     email = optional(max_length=320)
-    customer = fields.Nested(CustomerRefSchema, allow_none=True, load_default=None)
+    customer = Nested(CustomerRefSchema, allow_none=True, load_default=None)
     created_at = optional(Instant)
     completed_at = optional(Instant)
     closed_at = optional(Instant)
@@ -46,7 +55,7 @@ class CheckoutSchema(PayloadSchema):
     customer_locale = optional(max_length=16)
     currency = optional(validate=validate.Length(equal=3))
     total_price = money()
-    line_items = fields.List(fields.Nested(LineItemSchema), load_default=list)
+    line_items = List(Nested(LineItemSchema), load_default=list)
 
 
 @dataclass
@@ -60,4 +69,4 @@ class CartSchema(PayloadSchema):
     model = CartData
     token = Text(required=True)
     updated_at = Instant(required=True)
-    line_items = fields.List(fields.Nested(LineItemSchema), load_default=list)
+    line_items = List(Nested(LineItemSchema), load_default=list)

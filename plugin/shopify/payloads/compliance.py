@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from marshmallow import EXCLUDE, Schema, fields, post_load
+from marshmallow import EXCLUDE, Schema, post_load
 
-from plugin.shopify.payloads.base import PayloadSchema, ShopifyId, Text, optional
+from plugin.shopify.payloads.base import List, Nested, PayloadSchema, ShopifyId, Text, optional
 
 
 @dataclass
@@ -43,10 +43,10 @@ class ComplianceSchema(PayloadSchema):
 
     shop_domain = Text(required=True)
     shop_id = optional(ShopifyId)
-    customer = fields.Nested(_ComplianceCustomerSchema, required=True)
-    orders_requested = fields.List(ShopifyId(), load_default=list)
-    orders_to_redact = fields.List(ShopifyId(), load_default=list)
-    data_request = fields.Nested(_DataRequestSchema, load_default=None, allow_none=True)
+    customer = Nested(_ComplianceCustomerSchema, required=True)
+    orders_requested = List(ShopifyId(), load_default=list)
+    orders_to_redact = List(ShopifyId(), load_default=list)
+    data_request = Nested(_DataRequestSchema, load_default=None, allow_none=True)
 
     @post_load
     def _make(self, data, **_):

@@ -7,9 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from marshmallow import EXCLUDE, Schema, fields, post_load, validate
+from marshmallow import EXCLUDE, Schema, post_load, validate
 
-from plugin.shopify.payloads.base import Instant, PayloadSchema, ShopifyId, Text, count, money, optional
+from plugin.shopify.payloads.base import (
+    Instant,
+    List,
+    Nested,
+    PayloadSchema,
+    ShopifyId,
+    Text,
+    count,
+    money,
+    optional,
+)
 
 
 @dataclass
@@ -64,7 +74,7 @@ class ConsentUpdateSchema(PayloadSchema):
     model = ConsentUpdate
     customer_id = ShopifyId(required=True)
     email_address = optional(max_length=320)
-    email_marketing_consent = fields.Nested(_ConsentSchema, required=True)
+    email_marketing_consent = Nested(_ConsentSchema, required=True)
 
     @post_load
     def _make(self, data, **_):
@@ -92,7 +102,7 @@ class _AmountSchema(Schema):
 class PurchasingSummarySchema(PayloadSchema):
     customer_id = ShopifyId(required=True, data_key="customerId")
     number_of_orders = optional(count, data_key="numberOfOrders")
-    amount_spent = fields.Nested(_AmountSchema, allow_none=True, load_default=None, data_key="amountSpent")
+    amount_spent = Nested(_AmountSchema, allow_none=True, load_default=None, data_key="amountSpent")
     occurred_at = optional(Instant, data_key="occurredAt")
 
     @post_load
@@ -113,5 +123,5 @@ class TagsChange:
 class TagsChangeSchema(PayloadSchema):
     model = TagsChange
     customer_id = ShopifyId(required=True, data_key="customerId")
-    tags = fields.List(Text(), required=True)
+    tags = List(Text(), required=True)
     occurred_at = Instant(required=True, data_key="occurredAt")

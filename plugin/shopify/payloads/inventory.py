@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from marshmallow import EXCLUDE, Schema, fields
+from marshmallow import EXCLUDE, Schema
 
-from plugin.shopify.payloads.base import Instant, PayloadSchema, ShopifyId, count, optional
+from plugin.shopify.payloads.base import Instant, List, Nested, PayloadSchema, ShopifyId, count, optional
 
 
 @dataclass
@@ -48,4 +48,4 @@ class ProductSchema(PayloadSchema):
     id = ShopifyId(required=True)
     title = optional(max_length=65535)
     updated_at = optional(Instant)
-    variants = fields.List(fields.Nested(_VariantSchema), load_default=list)
+    variants = List(Nested(_VariantSchema), load_default=list)

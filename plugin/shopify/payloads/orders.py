@@ -7,9 +7,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from marshmallow import EXCLUDE, Schema, fields, post_load, validate
+from marshmallow import EXCLUDE, Schema, post_load, validate
 
-from plugin.shopify.payloads.base import Instant, PayloadSchema, ShopifyId, Text, count, money, optional
+from plugin.shopify.payloads.base import (
+    Instant,
+    List,
+    Nested,
+    PayloadSchema,
+    ShopifyId,
+    Text,
+    count,
+    money,
+    optional,
+)
 from plugin.shopify.payloads.customers import CustomerRef, CustomerRefSchema
 
 
@@ -58,8 +68,8 @@ class RefundSchema(PayloadSchema):
     id = ShopifyId(required=True)
     order_id = ShopifyId(required=True)
     created_at = optional(Instant)
-    transactions = fields.List(fields.Nested(_TransactionSchema), load_default=list)
-    refund_line_items = fields.List(fields.Nested(_RefundLineSchema), load_default=list)
+    transactions = List(Nested(_TransactionSchema), load_default=list)
+    refund_line_items = List(Nested(_RefundLineSchema), load_default=list)
 
     @post_load
     def _make(self, data, **_):
@@ -116,7 +126,7 @@ class OrderSchema(PayloadSchema):
     cancelled_at = optional(Instant)
     name = optional(max_length=64)
     email = optional(max_length=320)
-    customer = fields.Nested(CustomerRefSchema, allow_none=True, load_default=None)
+    customer = Nested(CustomerRefSchema, allow_none=True, load_default=None)
     currency = optional(validate=validate.Length(equal=3))
     total_price = money()
     financial_status = optional(max_length=32)
@@ -124,9 +134,9 @@ class OrderSchema(PayloadSchema):
     customer_locale = optional(max_length=16)
     checkout_token = optional()
     cart_token = optional()
-    line_items = fields.List(fields.Nested(LineItemSchema), load_default=list)
-    discount_codes = fields.List(fields.Nested(_DiscountCodeSchema), load_default=list)
-    refunds = fields.List(fields.Nested(RefundSchema), load_default=list)
+    line_items = List(Nested(LineItemSchema), load_default=list)
+    discount_codes = List(Nested(_DiscountCodeSchema), load_default=list)
+    refunds = List(Nested(RefundSchema), load_default=list)
 
     @post_load
     def _make(self, data, **_):
