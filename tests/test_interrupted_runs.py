@@ -104,6 +104,21 @@ def outcomes(db, run_id: int) -> list[str]:
         )
 
 
+def worker_held_mid_send(app, database_url: str, stalling_smtp: StallingSMTP) -> subprocess.Popen:
+    """A `lifecycle worker --burst` process (its own process group) that has taken the queued welcome and
+    sent it to the stalling mail server, and now waits for its answer."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "plugin.cli", "worker", "--burst"],
+        env=dict(worker_env(app, database_url), SMTP_URL=stalling_smtp.url),
+        start_new_session=True,
+    )
+    if not wait_for(lambda: len(stalling_smtp.messages) == 1, 60):
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise AssertionError("the worker never sent the welcome")
+    return process
+
+
 def test_a_worker_killed_while_sending_never_sends_the_email_twice(
     app, client, db, shop, worker, redis_connection, smtp, stalling_smtp, database_url, monkeypatch
 ):
@@ -111,17 +126,10 @@ def test_a_worker_killed_while_sending_never_sends_the_email_twice(
     # server that receives the message and never answers
     address = "killed.mid.send@example.com"
     run_id = queued_welcome(app, client, db, redis_connection, 911, address)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "plugin.cli", "worker", "--burst"],
-        env=dict(worker_env(app, database_url), SMTP_URL=stalling_smtp.url),
-        start_new_session=True,
-    )
-    try:
-        assert wait_for(lambda: len(stalling_smtp.messages) == 1, 60), "the worker never sent the welcome"
-    finally:
-        # when: the worker is killed with kill -9 while it waits for the mail server's answer
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    process = worker_held_mid_send(app, database_url, stalling_smtp)
+    # when: the worker is killed with kill -9 while it waits for the mail server's answer
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
     with db.session() as session:
         run = session.get(ActionRun, run_id)
         assert run.status == "running" and run.context.get("sending_at")
@@ -205,13 +213,8 @@ def test_an_attempt_that_outlives_its_lease_writes_nothing_over_the_next(
     # given: a `lifecycle worker` sending a welcome to a mail server that holds its answer
     address = "outlived.lease@example.com"
     run_id = queued_welcome(app, client, db, redis_connection, 914, address)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "plugin.cli", "worker", "--burst"],
-        env=dict(worker_env(app, database_url), SMTP_URL=stalling_smtp.url),
-        start_new_session=True,
-    )
+    process = worker_held_mid_send(app, database_url, stalling_smtp)
     try:
-        assert wait_for(lambda: len(stalling_smtp.messages) == 1, 60), "the worker never sent the welcome"
         # when: a tick during its lease leaves it alone; one after it takes the run back while the
         # worker still waits (a process paused past its lease); then the mail server answers
         before = run_tick(db, redis_connection, NOW + RUN_LEASE - timedelta(minutes=1), 300)

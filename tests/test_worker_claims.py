@@ -350,6 +350,14 @@ def test_a_stale_play_still_pending_is_locked_until_the_batch_commits(app, clien
             worker.execute(select(ActionRun).where(ActionRun.id == run.id).with_for_update(nowait=True))
 
 
+def booked_run(db, batch, shop, customer_id: int, play: str) -> tuple[ShopperBook, Shopper, ActionRun]:
+    """A batch's book holding the customer's shopper, the shopper, and their one pending run of `play`."""
+    book = ShopperBook.load(db, batch, {batch.get(Shop, shop.id): ({customer_id}, set())})
+    shopper = book.shopper(shop.id, customer_id)
+    [run] = [r for r in book.pending_runs(shopper) if r.play == play]
+    return book, shopper, run
+
+
 def test_a_stage_play_a_worker_took_meanwhile_is_not_recorded_as_superseded(app, client, db, shop):
     if db.is_sqlite:
         pytest.skip("needs a worker committing beside an open batch: PostgreSQL (SQLite has one writer)")
@@ -385,9 +393,7 @@ def test_a_stage_play_a_worker_took_meanwhile_is_not_recorded_as_superseded(app,
     # when: a batch has read it as pending, a worker takes it (`run_action` marks it running and commits),
     # and then the batch sees the shopper enter another stage entry, superseding that entry's plays
     with db.session() as batch:
-        book = ShopperBook.load(db, batch, {batch.get(Shop, shop.id): ({customer_id}, set())})
-        shopper = book.shopper(shop.id, customer_id)
-        [run] = [r for r in book.pending_runs(shopper) if r.play == "win_back"]
+        book, shopper, run = booked_run(db, batch, shop, customer_id, "win_back")
         assert run.status == "queued"
         with db.session() as worker:
             worker.execute(update(ActionRun).where(ActionRun.id == run.id).values(status="running"))
@@ -407,9 +413,7 @@ def test_a_welcome_a_worker_took_meanwhile_is_not_cancelled_by_an_earlier_order(
     with db.session() as batch:
         read_queued_welcome(app, client, batch, customer_id)
         batch.rollback()
-        book = ShopperBook.load(db, batch, {batch.get(Shop, shop.id): ({customer_id}, set())})
-        shopper = book.shopper(shop.id, customer_id)
-        [run] = [r for r in book.pending_runs(shopper) if r.play == "welcome"]
+        book, shopper, run = booked_run(db, batch, shop, customer_id, "welcome")
         # when: a worker takes the welcome, and then the batch applies an order placed before the consent
         with db.session() as worker:
             worker.execute(update(ActionRun).where(ActionRun.id == run.id).values(status="running"))
@@ -442,9 +446,7 @@ def test_a_marketing_run_the_tick_queued_meanwhile_is_left_to_the_send_time_chec
     with db.session() as session:
         session.execute(update(ActionRun).where(ActionRun.id == welcome_id).values(status="scheduled"))
     with db.session() as batch:
-        book = ShopperBook.load(db, batch, {batch.get(Shop, shop.id): ({customer_id}, set())})
-        shopper = book.shopper(shop.id, customer_id)
-        [run] = [r for r in book.pending_runs(shopper) if r.play == "welcome"]
+        book, shopper, run = booked_run(db, batch, shop, customer_id, "welcome")
         assert run.status == "scheduled"
         # when: the tick queues it to a worker, and then the batch applies the shopper's withdrawal
         with db.session() as tick:
