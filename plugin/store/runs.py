@@ -262,7 +262,7 @@ def recheck_conditions(
         profile = profile_as_of(session, shopper, run.event_at)
         if not all(rules_module.condition_holds(c, profile, now) for c in rule["conditions"]):
             stale.append(run)
-    for run in still_pending(db, session, stale) if stale else ():
+    for run in still_pending(db, session, stale):
         run.status, run.finished_at = RunStatus.CANCELLED, now
         run.skip_reason = SUPERSEDED + "its conditions do not hold as of its event, with later orders"
 
@@ -461,9 +461,11 @@ def apply_consent(db: Database, session: Session, shopper: Shopper, now: datetim
         and run.event_at is not None
         and run.wait_until is not None
     ]
-    if candidates:
-        candidates = still_pending(db, session, candidates)
-    pending = [run for run in candidates if run.status in (RunStatus.WAITING, RunStatus.SCHEDULED)]
+    pending = [
+        run
+        for run in still_pending(db, session, candidates)
+        if run.status in (RunStatus.WAITING, RunStatus.SCHEDULED)
+    ]
     for run in pending:
         consents = accepts_marketing(shopper) and shopper.deleted_at is None
         gate = consent_gate(consents, shopper.consent_updated_at, run.event_at, run.wait_until)
@@ -507,7 +509,7 @@ def supersede_stage_plays(
         for run in _pending_runs(session, shopper)
         if run.play != "stage_sync" and run.play_stage is not None and run.cycle != cycle
     ]
-    for run in still_pending(db, session, stale) if stale else ():
+    for run in still_pending(db, session, stale):
         run.status, run.finished_at = RunStatus.CANCELLED, now
         run.skip_reason = f"{SUPERSEDED}the shopper's stage entry is now {cycle}"
 

@@ -82,7 +82,8 @@ class ShopperBook:
         self.orders_of: dict[tuple[int, int], set[int]] = defaultdict(set)  # (shop, customer) → order ids
         self.open_checkouts: dict[tuple[int, str], int | None] = {}  # (shop id, token) → customer id
         self.checkouts_by_customer: dict[tuple[int, int], list] = defaultdict(list)
-        self.runs: dict[str, ActionRun] = {}  # idempotency key → a pending run loaded, or a new one
+        # idempotency key → a run loaded (pending, or held out: `run_rows.UNDONE`), or a new one
+        self.runs: dict[str, ActionRun] = {}
         self.pending: dict[int, list[ActionRun]] = defaultdict(list)  # shopper id → its runs above
         self.new_runs: list[ActionRun] = []  # planned in this batch, inserted by `write`
         self.new_transitions: list[dict] = []  # stage_transitions rows recorded in this batch, likewise
