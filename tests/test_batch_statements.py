@@ -141,3 +141,61 @@ def test_a_batch_writes_its_changed_shoppers_with_one_update(app, client, db, sh
     with db.session() as session:
         stored = session.execute(select(Shopper.customer_id, Shopper.orders_count, Shopper.stage)).all()
     assert sorted(stored) == [(600 + n, 1, "first_time") for n in range(9)]
+
+
+def test_a_batch_re_dating_many_shoppers_stage_entries_locks_their_runs_in_one_read(app, client, db, shop):
+    """An older order arriving late re-dates a shopper's stage entry, and the plays of the entry seen
+    before are superseded once locked. Those runs are locked by the batch's one read of its shoppers'
+    runs, not by one read per shopper."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from sqlalchemy import func, select
+
+    from plugin.demo import synthetic as s
+    from plugin.store.models import ActionRun
+    from tests.conftest import NOW
+    from tests.webhook_client import post_webhook
+
+    if db.is_sqlite:
+        pytest.skip("row locks: PostgreSQL (SQLite has one writer)")
+    customers = range(610, 618)
+
+    def post_order(order_id: int, customer_id: int, days_ago: int, total: str) -> None:
+        body = s.order_payload(
+            order_id,
+            customer_id,
+            NOW - timedelta(days=days_ago),
+            Decimal(total),
+            email=f"c{customer_id}@x.com",
+        )
+        assert post_webhook(client, "orders/paid", body, webhook_id=f"re-{order_id}").status_code == 200
+
+    def vip_rewards(status: tuple[str, ...]) -> int:
+        with db.session() as session:
+            return session.scalar(
+                select(func.count(func.distinct(ActionRun.shopper_id))).where(
+                    ActionRun.play == "vip_reward", ActionRun.status.in_(status)
+                )
+            )
+
+    # given: shoppers loyal from their fourth order, their VIP rewards pending under that entry
+    for n, customer_id in enumerate(customers):
+        for k, days_ago in enumerate((21, 16, 11, 6)):
+            post_order(6000 + 10 * n + k, customer_id, days_ago, "25.00")
+    with app.app_context():
+        drain_deliveries()
+    assert vip_rewards(("scheduled", "waiting", "queued")) == len(customers)
+    # when: an older, larger order of each arrives in one batch: seen whole, each was loyal from 2 orders
+    for n, customer_id in enumerate(customers):
+        post_order(6000 + 10 * n + 9, customer_id, 31, "600.00")
+    locking_reads: list[str] = []
+
+    def record(_connection, _cursor, statement, _parameters, _context, _executemany):
+        if "FROM action_runs" in statement and "FOR UPDATE" in statement:
+            locking_reads.append(statement)
+
+    drain_watched(app, db, record)
+    # then: each reward of the old entry was superseded, with one locking read of runs for the batch
+    assert vip_rewards(("cancelled",)) == len(customers)
+    assert len(locking_reads) == 1

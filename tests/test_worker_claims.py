@@ -358,6 +358,40 @@ def booked_run(db, batch, shop, customer_id: int, play: str) -> tuple[ShopperBoo
     return book, shopper, run
 
 
+def booked_while_taken(db, batch, shop, customer_id: int, run_id: int, status: str):
+    """A batch's book read while a worker (or the tick) has the run locked and marked `status`, not yet
+    committed: the book's read waits for that commit. Returns (book, shopper) once the read ends."""
+    read: dict = {}
+    with db.session() as worker:
+        worker.execute(update(ActionRun).where(ActionRun.id == run_id).values(status=status))
+        reader = threading.Thread(
+            target=lambda: read.update(
+                book=ShopperBook.load(db, batch, {batch.get(Shop, shop.id): ({customer_id}, set())})
+            )
+        )
+        reader.start()
+        reader.join(1.0)
+        assert reader.is_alive(), "the book read a run a worker holds without waiting for it"
+    reader.join(10)  # the worker committed: the read ends
+    book = read["book"]
+    return book, book.shopper(shop.id, customer_id)
+
+
+def test_a_booked_run_is_locked_until_the_batch_commits(app, client, db, shop):
+    if db.is_sqlite:
+        pytest.skip("needs a worker beside an open batch: PostgreSQL (SQLite has one writer)")
+    customer_id = 806
+    with db.session() as batch:
+        read_queued_welcome(app, client, batch, customer_id)
+        batch.rollback()
+        _book, _shopper, run = booked_run(db, batch, shop, customer_id, "welcome")
+        # a worker's `run_action` (which locks the run before it acts) cannot take it meanwhile
+        with db.session() as worker, pytest.raises(OperationalError):
+            worker.execute(select(ActionRun).where(ActionRun.id == run.id).with_for_update(nowait=True))
+        # and the stale-play check takes it as the book read it (`test_batch_statements` counts reads)
+        assert runs.still_pending(db, batch, [run]) == [run]
+
+
 def test_a_stage_play_a_worker_took_meanwhile_is_not_recorded_as_superseded(app, client, db, shop):
     if db.is_sqlite:
         pytest.skip("needs a worker committing beside an open batch: PostgreSQL (SQLite has one writer)")
@@ -390,18 +424,18 @@ def test_a_stage_play_a_worker_took_meanwhile_is_not_recorded_as_superseded(app,
             )
         )
         session.commit()
-    # when: a batch has read it as pending, a worker takes it (`run_action` marks it running and commits),
-    # and then the batch sees the shopper enter another stage entry, superseding that entry's plays
+    # when: a worker takes it (`run_action` locks it, marks it running and commits) while a batch reads
+    # its book, and then the batch sees the shopper enter another stage entry, superseding that entry's plays
     with db.session() as batch:
-        book, shopper, run = booked_run(db, batch, shop, customer_id, "win_back")
-        assert run.status == "queued"
-        with db.session() as worker:
-            worker.execute(update(ActionRun).where(ActionRun.id == run.id).values(status="running"))
+        queued = batch.scalar(select(ActionRun.id).where(ActionRun.play == "win_back"))
+        batch.rollback()
+        book, shopper = booked_while_taken(db, batch, shop, customer_id, queued, "running")
+        assert [r for r in book.pending_runs(shopper) if r.play == "win_back"] == []
         runs.supersede_stage_plays(db, batch, shopper, "repeat:2", NOW)
         book.write(db, batch)
     # then: the run is left as the worker records it, not marked superseded over its effect
     with db.session() as session:
-        stored = session.get(ActionRun, run.id)
+        stored = session.get(ActionRun, queued)
         assert (stored.status, stored.skip_reason) == ("running", None)
 
 
@@ -411,12 +445,11 @@ def test_a_welcome_a_worker_took_meanwhile_is_not_cancelled_by_an_earlier_order(
     # given: a consented shopper's welcome (conditions: no order yet), queued; a batch's book holds it
     customer_id = 804
     with db.session() as batch:
-        read_queued_welcome(app, client, batch, customer_id)
+        welcome_id = read_queued_welcome(app, client, batch, customer_id).id
         batch.rollback()
-        book, shopper, run = booked_run(db, batch, shop, customer_id, "welcome")
-        # when: a worker takes the welcome, and then the batch applies an order placed before the consent
-        with db.session() as worker:
-            worker.execute(update(ActionRun).where(ActionRun.id == run.id).values(status="running"))
+        # when: a worker takes the welcome while the batch reads its book, and then the batch applies an
+        # order placed before the consent
+        book, shopper = booked_while_taken(db, batch, shop, customer_id, welcome_id, "running")
         placed = NOW - timedelta(days=2)
         order = payloads.load(
             "orders/paid",
@@ -429,10 +462,8 @@ def test_a_welcome_a_worker_took_meanwhile_is_not_cancelled_by_an_earlier_order(
         book.write(db, batch)
     # then: the welcome is left as the worker records it, not marked superseded over its effect
     with db.session() as session:
-        assert (session.get(ActionRun, run.id).status, session.get(ActionRun, run.id).skip_reason) == (
-            "running",
-            None,
-        )
+        stored = session.get(ActionRun, welcome_id)
+        assert (stored.status, stored.skip_reason) == ("running", None)
 
 
 def test_a_marketing_run_the_tick_queued_meanwhile_is_left_to_the_send_time_check(app, client, db, shop):
@@ -446,11 +477,9 @@ def test_a_marketing_run_the_tick_queued_meanwhile_is_left_to_the_send_time_chec
     with db.session() as session:
         session.execute(update(ActionRun).where(ActionRun.id == welcome_id).values(status="scheduled"))
     with db.session() as batch:
-        book, shopper, run = booked_run(db, batch, shop, customer_id, "welcome")
-        assert run.status == "scheduled"
-        # when: the tick queues it to a worker, and then the batch applies the shopper's withdrawal
-        with db.session() as tick:
-            tick.execute(update(ActionRun).where(ActionRun.id == run.id).values(status="queued"))
+        # when: the tick queues it to a worker while a batch reads its book, and then the batch applies
+        # the shopper's withdrawal
+        book, shopper = booked_while_taken(db, batch, shop, customer_id, welcome_id, "queued")
         shopper.consent_state = "unsubscribed"
         shopper.consent_updated_at = NOW
         released = runs.apply_consent(db, batch, shopper, NOW)

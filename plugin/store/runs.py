@@ -211,8 +211,11 @@ def still_pending(db: Database, session: Session, stale: list[ActionRun]) -> lis
     (one statement): a worker may have taken a queued one since (`run_action` locks it and marks it
     running before it acts), and a run being carried out must neither be cancelled nor planned again.
     A run the lock finds taken gets the status it has now. A run held out when planned stays (no worker
-    takes one). SQLite's one writer needs no lock: nothing changed since the batch's reads."""
-    stored = sorted(run.id for run in stale if run.id is not None)
+    takes one). SQLite's one writer needs no lock: nothing changed since the batch's reads; neither do
+    the runs the batch's book locked as it read them (`ShopperBook.locked_runs`)."""
+    book = shopper_book.of(session)
+    locked = book.locked_runs if book is not None else ()
+    stored = sorted(run.id for run in stale if run.id is not None and run.id not in locked)
     if not stored or db.is_sqlite:
         return stale
     with session.no_autoflush:  # the batch's changes are written with its book, not before

@@ -89,6 +89,12 @@ class ShopperBook:
         self.new_transitions: list[dict] = []  # stage_transitions rows recorded in this batch, likewise
         self.columns: tuple[str, ...] = ()  # of the rows `run_rows.planned_values` gives
         self.predictions: dict[int, Any] = {}
+        # Ids of the stored runs above, locked as the book read them (PostgreSQL: `FOR UPDATE`, in id
+        # order, until the batch commits). A worker or the tick that took one of them first had committed
+        # its new status before the lock was granted, and the read left the run out; none can take one
+        # now. So their statuses stay as read, and `runs.still_pending` need not read them again: one
+        # statement per shop where it would otherwise be one per shopper whose plays change.
+        self.locked_runs: set[int] = set()
         self.db: Database | None = None  # set by `load`; `_write_shoppers` needs its dialect
 
     # -- reading, one statement per table -------------------------------------------------------------
@@ -163,11 +169,13 @@ class ShopperBook:
             self.open_checkouts[(shop.id, token)] = customer_id
             self.checkouts_by_customer[(shop.id, customer_id)].append((shop.id, token))
         ids = [self.shoppers[(shop.id, c)].id for c in customer_ids]
-        for run in session.scalars(
-            select(ActionRun).where(db.among(ActionRun.shopper_id, ids), ActionRun.status.in_(UNDONE))
-        ):
+        undone = select(ActionRun).where(db.among(ActionRun.shopper_id, ids), ActionRun.status.in_(UNDONE))
+        if not db.is_sqlite:  # locked as read: see `locked_runs`
+            undone = undone.order_by(ActionRun.id).with_for_update()
+        for run in session.scalars(undone):
             self.runs[run.idempotency_key] = run
             self.pending[run.shopper_id].append(run)
+            self.locked_runs.add(run.id)
         self.predictions.update(predictions.personal_predictions(session, shop, ids))
 
     # -- what the handlers ask ------------------------------------------------------------------------
