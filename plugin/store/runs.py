@@ -313,13 +313,17 @@ def queue_due_planned(
 
 
 def due_run_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
-    """Scheduled runs whose time has come, highest priority first; marked queued in the same statement."""
+    """Scheduled runs whose time has come, highest priority first, marked queued. Locked as read,
+    skipping those a batch holds (its book locks its shoppers' runs until it commits, and may cancel one):
+    the next tick finds them if they are still due. Waiting for one while holding those locked before it
+    could deadlock with a batch whose read waits for one of those."""
     ids = list(
         session.scalars(
             select(ActionRun.id)
             .where(ActionRun.status == RunStatus.SCHEDULED, ActionRun.due_at <= now)
             .order_by(ActionRun.priority.desc(), ActionRun.due_at)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
     )
     if ids:
