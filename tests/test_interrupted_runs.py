@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import json
 import os
 import signal
 import subprocess
@@ -19,10 +20,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
+from plugin.clock import iso
 from plugin.pipeline.run_action import MAX_ATTEMPTS, RUN_LEASE, dispatch_due_runs
 from plugin.pipeline.tick import run_tick
 from plugin.store.models import ActionAttempt, ActionRun
-from tests.conftest import NOW, free_port
+from tests.conftest import NOW, SHOP, free_port
 from tests.test_ingest_faults import queued_welcome
 from tests.test_worker_claims import wait_for, worker_env
 
@@ -151,6 +153,35 @@ def test_a_worker_killed_while_sending_never_sends_the_email_twice(
         assert run.skip_reason.startswith("outcome unknown")
     assert outcomes(db, run_id) == ["interrupted", "failed"]
     assert len(stalling_smtp.messages) == 1 and smtp.to(address) == []
+
+
+def test_a_running_run_shows_its_lease_and_not_why_it_once_waited(
+    app, client, db, shop, redis_connection, stalling_smtp, database_url
+):
+    # given: a welcome deferred once (its reason recorded), queued again and taken by a worker that now
+    # waits for the mail server's answer
+    run_id = queued_welcome(app, client, db, redis_connection, 915, "running.now@example.com")
+    with db.session() as session:
+        session.execute(
+            update(ActionRun).where(ActionRun.id == run_id).values(deferred_reason="quiet hours until 08:00")
+        )
+    process = worker_held_mid_send(app, database_url, stalling_smtp)
+    try:
+        # when: the merchant's ledger lists the shop's running runs
+        listed = subprocess.run(
+            [sys.executable, "-m", "plugin.cli", "actions", "--shop", SHOP, "--status", "running", "--json"],
+            env=worker_env(app, database_url),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    # then: the run shows when its lease ends (when the tick would take it back), and no stale reason
+    [row] = json.loads(listed.stdout)
+    assert row["id"] == run_id
+    assert (row["lease_until"], row["deferred_reason"]) == (iso(NOW + RUN_LEASE), None)
 
 
 def test_a_run_interrupted_before_its_send_began_is_sent_once(

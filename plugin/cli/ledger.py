@@ -58,6 +58,7 @@ def run_row(run: ActionRun, shopper: Shopper | None) -> dict:
         "discount_code": run.discount_code,
         "discount_expires_at": iso(run.discount_expires_at),
         "attempts": run.attempts,
+        "lease_until": iso(run.lease_until),  # while running: when the tick takes an interrupted attempt back
         "marketing": run.marketing,
     }
 

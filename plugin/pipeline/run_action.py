@@ -94,6 +94,7 @@ def run_action(run_id: int) -> str:
             return "breaker open"
         run.status, run.attempts = RunStatus.RUNNING, run.attempts + 1
         run.lease_until = now + RUN_LEASE  # should this attempt stop, the tick takes the run back then
+        run.deferred_reason = None  # why it waited is history now (its attempts keep it); how it ends follows
         ctx.attempt = run.attempts
         session.commit()
         started = time.monotonic()
