@@ -466,16 +466,22 @@ def test_a_welcome_a_worker_took_meanwhile_is_not_cancelled_by_an_earlier_order(
         assert (stored.status, stored.skip_reason) == ("running", None)
 
 
-def test_a_marketing_run_the_tick_queued_meanwhile_is_left_to_the_send_time_check(app, client, db, shop):
-    if db.is_sqlite:
-        pytest.skip("needs a tick committing beside an open batch: PostgreSQL (SQLite has one writer)")
-    # given: a consented shopper's welcome, scheduled, held by a batch's book
-    customer_id = 805
+def scheduled_welcome(app, client, db, customer_id: int) -> int:
+    """A consented shopper's welcome, scheduled and due (as the tick finds it); its id."""
     with db.session() as batch:
         welcome_id = read_queued_welcome(app, client, batch, customer_id).id
         batch.rollback()
     with db.session() as session:
         session.execute(update(ActionRun).where(ActionRun.id == welcome_id).values(status="scheduled"))
+    return welcome_id
+
+
+def test_a_marketing_run_the_tick_queued_meanwhile_is_left_to_the_send_time_check(app, client, db, shop):
+    if db.is_sqlite:
+        pytest.skip("needs a tick committing beside an open batch: PostgreSQL (SQLite has one writer)")
+    # given: a consented shopper's welcome, scheduled, held by a batch's book
+    customer_id = 805
+    welcome_id = scheduled_welcome(app, client, db, customer_id)
     with db.session() as batch:
         # when: the tick queues it to a worker while a batch reads its book, and then the batch applies
         # the shopper's withdrawal
@@ -495,11 +501,7 @@ def test_the_tick_skips_a_due_run_a_batch_holds_and_queues_it_once_the_batch_com
         pytest.skip("needs a tick beside an open batch: PostgreSQL (SQLite has one writer)")
     # given: a consented shopper's welcome, scheduled and due, held by a batch's book
     customer_id = 807
-    with db.session() as batch:
-        welcome_id = read_queued_welcome(app, client, batch, customer_id).id
-        batch.rollback()
-    with db.session() as session:
-        session.execute(update(ActionRun).where(ActionRun.id == welcome_id).values(status="scheduled"))
+    welcome_id = scheduled_welcome(app, client, db, customer_id)
     with db.session() as batch:
         booked_run(db, batch, shop, customer_id, "welcome")
         # when: the tick looks for due runs meanwhile
