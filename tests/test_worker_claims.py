@@ -339,6 +339,12 @@ def test_a_stale_play_a_worker_took_meanwhile_is_neither_cancelled_nor_planned_a
         assert session.get(ActionRun, run.id).status == "running"
 
 
+def assert_worker_cannot_lock(db, run_id: int) -> None:
+    """A worker's `run_action` (which locks the run before it acts) cannot take the run now."""
+    with db.session() as worker, pytest.raises(OperationalError):
+        worker.execute(select(ActionRun).where(ActionRun.id == run_id).with_for_update(nowait=True))
+
+
 def test_a_stale_play_still_pending_is_locked_until_the_batch_commits(app, client, db, shop):
     if db.is_sqlite:
         pytest.skip("needs a worker beside an open batch: PostgreSQL (SQLite has one writer)")
@@ -346,13 +352,17 @@ def test_a_stale_play_still_pending_is_locked_until_the_batch_commits(app, clien
         run = read_queued_welcome(app, client, batch, 802)
         assert runs.still_pending(db, batch, [run]) == [run]
         # a worker's `run_action` (which locks the run before it acts) cannot take it meanwhile
-        with db.session() as worker, pytest.raises(OperationalError):
-            worker.execute(select(ActionRun).where(ActionRun.id == run.id).with_for_update(nowait=True))
+        assert_worker_cannot_lock(db, run.id)
+
+
+def book_of(db, batch, shop, customer_id: int) -> ShopperBook:
+    """The batch's book of one customer of the shop, read as a batch reads it."""
+    return ShopperBook.load(db, batch, {batch.get(Shop, shop.id): ({customer_id}, set())})
 
 
 def booked_run(db, batch, shop, customer_id: int, play: str) -> tuple[ShopperBook, Shopper, ActionRun]:
     """A batch's book holding the customer's shopper, the shopper, and their one pending run of `play`."""
-    book = ShopperBook.load(db, batch, {batch.get(Shop, shop.id): ({customer_id}, set())})
+    book = book_of(db, batch, shop, customer_id)
     shopper = book.shopper(shop.id, customer_id)
     [run] = [r for r in book.pending_runs(shopper) if r.play == play]
     return book, shopper, run
@@ -364,11 +374,7 @@ def booked_while_taken(db, batch, shop, customer_id: int, run_id: int, status: s
     read: dict = {}
     with db.session() as worker:
         worker.execute(update(ActionRun).where(ActionRun.id == run_id).values(status=status))
-        reader = threading.Thread(
-            target=lambda: read.update(
-                book=ShopperBook.load(db, batch, {batch.get(Shop, shop.id): ({customer_id}, set())})
-            )
-        )
+        reader = threading.Thread(target=lambda: read.update(book=book_of(db, batch, shop, customer_id)))
         reader.start()
         reader.join(1.0)
         assert reader.is_alive(), "the book read a run a worker holds without waiting for it"
@@ -386,8 +392,7 @@ def test_a_booked_run_is_locked_until_the_batch_commits(app, client, db, shop):
         batch.rollback()
         _book, _shopper, run = booked_run(db, batch, shop, customer_id, "welcome")
         # a worker's `run_action` (which locks the run before it acts) cannot take it meanwhile
-        with db.session() as worker, pytest.raises(OperationalError):
-            worker.execute(select(ActionRun).where(ActionRun.id == run.id).with_for_update(nowait=True))
+        assert_worker_cannot_lock(db, run.id)
         # and the stale-play check takes it as the book read it (`test_batch_statements` counts reads)
         assert runs.still_pending(db, batch, [run]) == [run]
 
