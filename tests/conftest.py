@@ -193,7 +193,7 @@ def app(database_url, redis_connection, tmp_path, monkeypatch, smtp, fake_store)
         migrate=False,
     )
     yield app
-    app.extensions["lifecycle.db"].engine.dispose()
+    app.extensions["lifecycle.db"].dispose()
 
 
 @pytest.fixture

@@ -215,6 +215,12 @@ class Database:
         statement, COMMIT)."""
         return make_engine(self.url, autocommit=True)
 
+    def dispose(self) -> None:
+        """Close both pools' connections (the autocommit one only if it was ever opened)."""
+        self.engine.dispose()
+        if "autocommit_engine" in self.__dict__:
+            self.autocommit_engine.dispose()
+
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
