@@ -10,6 +10,7 @@ import email
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -70,6 +71,55 @@ class UnsteadySMTP:
 
             async def handle_QUIT(self, server, session, envelope):
                 return "554 not now"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
+        self.controller.start()
+        self.url = f"smtp://127.0.0.1:{self.controller.port}"
+
+
+class SilentSMTP:
+    """A mail server that accepts connections and never greets them: the sender waits for the greeting,
+    and nothing it has could have been delivered."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"smtp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed by stop()
+                return
+            self.connections.append(connection)
+
+    def stop(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+class EnvelopeDroppingSMTP:
+    """A mail server that drops the first connection once the recipient is given (before DATA: nothing
+    delivered) and takes every later message."""
+
+    def __init__(self):
+        self.messages, self.dropped = [], 0
+        sink = self
+
+        class Handler:
+            async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+                if not sink.dropped:
+                    sink.dropped += 1
+                    server.transport.close()
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
+            async def handle_DATA(self, server, session, envelope):
+                sink.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+                return "250 OK"
 
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
         self.controller.start()
@@ -153,6 +203,67 @@ def test_a_worker_killed_while_sending_never_sends_the_email_twice(
         assert run.skip_reason.startswith("outcome unknown")
     assert outcomes(db, run_id) == ["interrupted", "failed"]
     assert len(stalling_smtp.messages) == 1 and smtp.to(address) == []
+
+
+def test_a_worker_killed_before_the_mail_server_greeted_it_leaves_a_run_that_is_sent_once(
+    app, client, db, shop, worker, redis_connection, smtp, database_url, monkeypatch
+):
+    # given: a consented shopper's welcome, queued; a `lifecycle worker` takes it and connects to a mail
+    # server that never greets it
+    address = "killed.before.greeting@example.com"
+    run_id = queued_welcome(app, client, db, redis_connection, 917, address)
+    silent = SilentSMTP()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "plugin.cli", "worker", "--burst"],
+        env=dict(worker_env(app, database_url), SMTP_URL=silent.url),
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(lambda: len(silent.connections) == 1, 60), "the worker never called the mail server"
+    finally:  # when: the worker is killed with kill -9 while it waits for the greeting
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        silent.stop()
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        assert run.status == "running" and "sending_at" not in run.context
+    # and ticks come during the run's lease and after it, each followed by a drain
+    seen = ticks(
+        app, db, redis_connection, worker, monkeypatch, [timedelta(minutes=5), RUN_LEASE, 2 * RUN_LEASE]
+    )
+    # then: no message could have left before the envelope, so the next attempt sent the welcome, once
+    assert seen == [(0, 0), (1, 0), (0, 0)]
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        assert (run.status, run.attempts) == ("succeeded", 2)
+    assert outcomes(db, run_id) == ["interrupted", "succeeded"]
+    assert len(smtp.to(address)) == 1
+
+
+def test_a_connection_dropped_before_data_is_retried_and_sent_once(
+    app, client, db, shop, worker, redis_connection, monkeypatch
+):
+    # given: a queued welcome, and a mail server that drops the first connection after the recipient,
+    # before the message could be given
+    server = EnvelopeDroppingSMTP()
+    try:
+        app.config["SMTP_URL"] = server.url
+        run_id = queued_welcome(app, client, db, redis_connection, 918, "dropped.envelope@example.com")
+        # when: a worker carries it out, and the tick and a worker come again later
+        worker.work()
+        with db.session() as session:
+            first = session.get(ActionRun, run_id)
+        ticks(app, db, redis_connection, worker, monkeypatch, [timedelta(minutes=10)])
+    finally:
+        server.controller.stop()
+    # then: the first attempt was a retry (nothing was delivered), not "outcome unknown"; the next sent it
+    assert (first.status, "sending_at" in first.context) == ("scheduled", False)
+    assert first.deferred_reason.startswith("retry after")
+    assert server.dropped == 1 and len(server.messages) == 1
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        assert run.status == "succeeded" and run.sent_at is not None
+    assert outcomes(db, run_id) == ["retry", "succeeded"]
 
 
 def test_a_running_run_shows_its_lease_and_not_why_it_once_waited(

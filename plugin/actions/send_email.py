@@ -1,8 +1,10 @@
 """Send a play's email: tags and code first (idempotent), then render in the shopper's locale and send once.
 
-Exactly once: the run is marked `sending` and committed before the mail server is called. A crash after
-that leaves the mark, and the next attempt fails the run as "outcome unknown" instead of mailing again:
-a shopper may miss one email, but never gets two.
+Exactly once: once the mail server has accepted the envelope (sender and recipient), the run is marked
+`sending` and committed, and only then does the DATA command go. A crash after that leaves the mark, and
+the next attempt fails the run as "outcome unknown" instead of mailing again: a shopper may miss one email,
+but never gets two. A crash before it (connecting, greeting, TLS, login, envelope) leaves no mark: nothing
+could have been delivered, and the next attempt sends.
 
 From is the app's own sender (MAIL_FROM, on a domain whose SPF and DKIM we control), shown with the shop's
 name; Reply-To is the merchant's sender address, so answers reach the merchant. A From on the merchant's
@@ -41,12 +43,16 @@ def run(ctx: ActionContext) -> None:
     message = emails.build_message(
         rendered, sender(ctx), to, message_id, unsubscribe_url, ctx.now, reply_to=ctx.shop.sender_email
     )
-    run_row.context = dict(run_row.context or {}, sending_at=ctx.now.isoformat())
-    ctx.commit_progress()
+    ctx.commit_progress()  # no transaction (nor SQLite's write lock) stays open while the mail server talks
+
+    def sending() -> None:  # the envelope is accepted; the DATA command follows this commit
+        run_row.context = dict(run_row.context or {}, sending_at=ctx.now.isoformat())
+        ctx.commit_progress()
+
     try:
-        emails.send_email(message, ctx.settings.get("SMTP_URL"), ctx.settings["OUTBOX"])
+        emails.send_email(message, ctx.settings.get("SMTP_URL"), ctx.settings["OUTBOX"], before_data=sending)
     except emails.EmailDeliveryError as error:
-        run_row.context = {k: v for k, v in run_row.context.items() if k != "sending_at"}  # not sent: retry
+        run_row.context = {k: v for k, v in (run_row.context or {}).items() if k != "sending_at"}  # retry
         raise RetryableActionError(str(error)) from None
     except emails.EmailOutcomeUnknown as error:  # may have been accepted: never sent again
         raise PermanentActionError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import smtplib
 import ssl
+from collections.abc import Callable
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -60,28 +61,57 @@ class EmailOutcomeUnknown(Exception):
     """The connection failed while the message was going: the server may have accepted it (not retried)."""
 
 
-def send_email(message: EmailMessage, smtp_url: str | None, outbox: str) -> None:
+class _SMTPMixin:
+    """An SMTP client that calls `before_data` just before the DATA command: the envelope (MAIL FROM, RCPT
+    TO) is accepted by then, and nothing before DATA can deliver a message."""
+
+    before_data: Callable[[], None]
+
+    def data(self, msg):
+        self.before_data()
+        self.data_began = True
+        return super().data(msg)
+
+
+class _SMTP(_SMTPMixin, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_SMTPMixin, smtplib.SMTP_SSL):
+    pass
+
+
+def send_email(
+    message: EmailMessage, smtp_url: str | None, outbox: str, before_data: Callable[[], None] = lambda: None
+) -> None:
     """Send over SMTP (smtp:// with STARTTLS when offered, smtps:// over TLS), or write to the outbox.
 
+    `before_data` is called once the server has accepted the envelope, just before the DATA command (or
+    before the outbox file is written): the caller records there that the message may now be delivered. A
+    process that dies before it sent nothing; one that dies after it may have sent the message. An
+    exception it raises aborts the send, with nothing delivered.
+
     Raises EmailDeliveryError when the message was certainly not accepted (the server unreachable, or
-    refusing it with a reply), and EmailOutcomeUnknown when the connection failed once the message had
-    begun to go (a timeout or disconnection before the server's answer): it may have been accepted. An
-    error in QUIT, after the server accepted the message, is no error."""
+    refusing it with a reply, or the connection lost before DATA), and EmailOutcomeUnknown when the
+    connection failed once DATA had begun (a timeout or disconnection before the server's answer): it
+    may have been accepted. An error in QUIT, after the server accepted the message, is no error."""
     if not smtp_url:
         os.makedirs(outbox, exist_ok=True)
         name = message["Message-ID"].strip("<>").replace("@", "_").replace("/", "_") + ".eml"
+        before_data()
         with open(os.path.join(outbox, name), "wb") as handle:
             handle.write(bytes(message))
         return
     parts = urlsplit(smtp_url)
-    sending = False
+    client = None
     try:
         if parts.scheme == "smtps":
-            client = smtplib.SMTP_SSL(
+            client = _SMTP_SSL(
                 parts.hostname, parts.port or 465, timeout=30, context=ssl.create_default_context()
             )
         else:
-            client = smtplib.SMTP(parts.hostname, parts.port or 587, timeout=30)
+            client = _SMTP(parts.hostname, parts.port or 587, timeout=30)
+        client.before_data, client.data_began = before_data, False
         try:
             if parts.scheme != "smtps":
                 client.ehlo()
@@ -90,7 +120,6 @@ def send_email(message: EmailMessage, smtp_url: str | None, outbox: str) -> None
                     client.ehlo()
             if parts.username:
                 client.login(unquote(parts.username), unquote(parts.password or ""))
-            sending = True
             client.send_message(message)
         except BaseException:
             client.close()
@@ -98,7 +127,7 @@ def send_email(message: EmailMessage, smtp_url: str | None, outbox: str) -> None
     except REFUSED as error:  # the server answered no: nothing was accepted
         raise EmailDeliveryError(f"{type(error).__name__}: {error}") from None
     except (smtplib.SMTPException, OSError) as error:
-        if sending:
+        if client is not None and client.data_began:
             raise EmailOutcomeUnknown(f"{type(error).__name__}: {error}") from None
         raise EmailDeliveryError(f"{type(error).__name__}: {error}") from None
     try:
