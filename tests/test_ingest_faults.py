@@ -11,10 +11,11 @@ from rq import SimpleWorker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from plugin.demo import synthetic as s
 from plugin.pipeline import queue
+from plugin.pipeline.run_action import dispatch_due_runs
 from plugin.pipeline.tick import FAILED_JOB, run_tick
 from plugin.store.models import ActionRun, Delivery, DeliveryStatus, Order, Shopper
 from tests.conftest import NOW
@@ -128,6 +129,34 @@ def test_a_run_whose_job_redis_lost_is_queued_again_by_the_tick_and_acts_once(
     with db.session() as session:
         statuses = session.scalars(select(ActionRun.status).where(ActionRun.play == "welcome")).all()
     assert statuses == ["succeeded"]
+
+
+def test_a_retried_run_whose_job_waits_is_not_queued_twice_and_one_redis_lost_is(
+    app, client, db, shop, worker, redis_connection, smtp, monkeypatch
+):
+    # given: a consented shopper's welcome whose first attempt was retried; the tick queued its next
+    # attempt (a job of its own, `run-N-1`), which waits in Redis
+    email = "retried.job@example.com"
+    run_id = queued_welcome(app, client, db, redis_connection, 903, email)
+    redis_connection.flushdb()
+    with db.session() as session:
+        session.execute(
+            update(ActionRun).where(ActionRun.id == run_id).values(status="scheduled", attempts=1, due_at=NOW)
+        )
+    monkeypatch.setenv("LIFECYCLE_NOW", (NOW + timedelta(minutes=1)).isoformat())
+    with app.app_context():
+        assert dispatch_due_runs(db, NOW + timedelta(minutes=1)) == 1
+    assert queue.get_queue(redis_connection, queue.RUNS).job_ids == [f"run-{run_id}-1"]
+    # when: ticks come past the stuck delay, the second after Redis lost the job
+    later = NOW + timedelta(minutes=20)
+    monkeypatch.setenv("LIFECYCLE_NOW", later.isoformat())
+    waiting = run_tick(db, redis_connection, later, 300).requeued_runs
+    redis_connection.flushdb()
+    lost = run_tick(db, redis_connection, later, 300).requeued_runs
+    worker.work()
+    # then: the waiting job was left alone, the lost one queued again, and the welcome went out once
+    assert (waiting, lost) == (0, 1)
+    assert len(smtp.to(email)) == 1
 
 
 def test_a_run_whose_job_failed_before_acting_ends_failed_with_the_reason_and_sends_nothing(

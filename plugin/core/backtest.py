@@ -5,7 +5,7 @@ would have happened. Nothing is sent or written: plain data in, a `BacktestResul
 At production's cadence, event-driven. In production a run without delay is enqueued the moment its
 trigger is handled and goes at once; a delayed run, and one deferred by the cap or quiet hours, stays a
 `scheduled` row that the tick releases at the first tick at or after it is due (every TICK, 300 s, as
-LIFECYCLE_TICK_SECONDS defaults), highest priority first (as `store.runs.due_run_ids` orders them). A
+LIFECYCLE_TICK_SECONDS defaults), highest priority first (as `store.runs.due_runs` orders them). A
 replay tick by tick would plan the triggers (each at its own event time), dispatch the no-delay runs at
 their trigger's instant and the others at the ticks, each through `decide`. Between two triggers and two
 due runs nothing changes, so this replay visits only those instants: the triggers in time order, and a

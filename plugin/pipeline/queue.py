@@ -231,15 +231,26 @@ ACTION_RESULT_TTL = 0
 RUN_JOB_TIMEOUT = 300
 
 
-def enqueue_action_run(connection: redis.Redis, run_id: int) -> bool:
-    """Queue one run; a second call for the same run while it waits is a no-op (False)."""
+def run_job_id(run_id: int, attempts: int = 0) -> str:
+    """The job id of a run's next attempt: `run-N` before its first, `run-N-A` after A attempts.
+
+    Each attempt has a job of its own: an attempt that outlives its lease (a process paused past it) and
+    then ends has RQ delete its job's record (`ACTION_RESULT_TTL` 0), and under a shared id that would be
+    the record of the job the tick queued for the next attempt meanwhile, lost until the tick's check for
+    lost jobs."""
+    return f"run-{run_id}-{attempts}" if attempts else f"run-{run_id}"
+
+
+def enqueue_action_run(connection: redis.Redis, run_id: int, attempts: int = 0) -> bool:
+    """Queue the next attempt of a run that has had `attempts`; a second call for it while its job waits
+    is a no-op (False)."""
     from rq.exceptions import DuplicateJobError
 
     try:
         get_queue(connection, RUNS).enqueue(
             "plugin.pipeline.run_action.run_action",
             run_id,
-            job_id=f"run-{run_id}",
+            job_id=run_job_id(run_id, attempts),
             unique=True,
             job_timeout=RUN_JOB_TIMEOUT,
             result_ttl=ACTION_RESULT_TTL,
@@ -250,8 +261,9 @@ def enqueue_action_run(connection: redis.Redis, run_id: int) -> bool:
     return True
 
 
-def requeue_lost_runs(connection: redis.Redis, run_ids: list[int]) -> tuple[int, list[int]]:
-    """Queue again the runs among `run_ids` (all marked queued in the database) whose job Redis no longer
+def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) -> tuple[int, list[int]]:
+    """Queue again the runs among `queued` ((id, attempts), all marked queued in the database) whose job
+    Redis no longer
     holds: emptied, evicted, or failed over to a replica that had not seen it. One round trip reads every
     job's status. A job waiting or running is left alone: it will come. A run queued twice acts once
     anyway (`run_action` locks the run and acts only while it is pending). Returns how many were queued
@@ -259,30 +271,33 @@ def requeue_lost_runs(connection: redis.Redis, run_ids: list[int]) -> tuple[int,
     done): `runs.fail_queued_runs` ends them, rather than each tick retrying what failed."""
     from rq.job import Job
 
-    if not run_ids:
+    if not queued:
         return 0, []
     with connection.pipeline(transaction=False) as pipe:
-        for run_id in run_ids:
-            pipe.hget(Job.key_for(f"run-{run_id}"), "status")
+        for run_id, attempts in queued:
+            pipe.hget(Job.key_for(run_job_id(run_id, attempts)), "status")
         statuses = pipe.execute()
-    lost = [run_id for run_id, status in zip(run_ids, statuses, strict=True) if status is None]
-    failed = [run_id for run_id, status in zip(run_ids, statuses, strict=True) if status == b"failed"]
-    requeued = sum(enqueue_action_run(connection, run_id) for run_id in lost)
+    lost = [run for run, status in zip(queued, statuses, strict=True) if status is None]
+    failed = [run[0] for run, status in zip(queued, statuses, strict=True) if status == b"failed"]
+    requeued = sum(enqueue_action_run(connection, run_id, attempts) for run_id, attempts in lost)
     if requeued:
         log.warning("queued again %d run(s) whose job Redis had lost", requeued)
     return requeued, failed
 
 
-def forget_run_jobs(connection: redis.Redis, run_ids: list[int]) -> None:
-    """Delete what RQ keeps of these runs' jobs (the job and its place in RQ's registries), so that they
-    can be queued again under the same job id: their runs were interrupted mid-attempt (a worker killed
-    with the job started, or RQ since moved it to its failed registry), and are taken back by the tick."""
+def forget_run_jobs(connection: redis.Redis, interrupted: list[tuple[int, int]]) -> None:
+    """Delete what RQ keeps of the jobs of interrupted attempts ((run id, the run's attempts with the
+    interrupted one), taken back by the tick): the job and its place in RQ's registries (a worker killed
+    with the job started, or RQ since moved it to its failed registry). The next attempt has a job id of
+    its own (`run_job_id`)."""
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
-    for run_id in run_ids:
+    for run_id, attempts in interrupted:
         try:
-            Job.fetch(f"run-{run_id}", connection=connection, serializer=JSONSerializer).delete()
+            Job.fetch(
+                run_job_id(run_id, attempts - 1), connection=connection, serializer=JSONSerializer
+            ).delete()
         except NoSuchJobError:
             pass
 

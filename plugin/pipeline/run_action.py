@@ -39,13 +39,13 @@ def dispatch_due_runs(db: Database, now) -> int:
     go to their shop's bulk job instead, never one by one."""
     with db.session() as session:
         writeback_shops = stage_syncs.route_due_stage_syncs(session, now)
-        ids = runs.due_run_ids(session, now)
+        due = runs.due_runs(session, now)
     connection = current_app.extensions["lifecycle.redis"]
     for shop_id in writeback_shops:
         queue.enqueue_stage_writeback(connection, shop_id)
-    for run_id in ids:
-        queue.enqueue_action_run(connection, run_id)
-    return len(ids)
+    for run_id, attempts in due:
+        queue.enqueue_action_run(connection, run_id, attempts)
+    return len(due)
 
 
 def run_action(run_id: int) -> str:
@@ -205,14 +205,14 @@ def take_back_interrupted(db: Database, connection: redis.Redis, now: datetime) 
     else is safe to repeat (tags are set, a code's name comes from its run). A run interrupted on its
     MAX_ATTEMPTS-th attempt ends failed. Each interruption is in the run's attempts, with why. The runs
     are taken back in one transaction, locked (skipping any another tick holds); the dead attempts' jobs
-    are forgotten while the runs are locked, so that they can be queued under their job ids again after
+    are forgotten while the runs are locked; the next attempts' jobs (ids of their own) are queued after
     commit. Returns how many runs were queued again, and how many failed."""
     with db.session() as session:
         interrupted = runs.lock_interrupted(session, now)
-        queue.forget_run_jobs(connection, [row.id for row in interrupted])
+        queue.forget_run_jobs(connection, [(row.id, row.attempts) for row in interrupted])
         resumed, failed = runs.take_back_interrupted(session, interrupted, now, MAX_ATTEMPTS, RUN_LEASE)
-    for run_id in resumed:
-        queue.enqueue_action_run(connection, run_id)
+    for run_id, attempts in resumed:
+        queue.enqueue_action_run(connection, run_id, attempts)
     if resumed or failed:
         log.warning("took back %d interrupted run(s): %d queued again", len(resumed) + failed, len(resumed))
     return len(resumed), failed

@@ -80,7 +80,7 @@ def run_tick(
         report.requeued = requeue_stuck(db, connection, stuck_since, now)
         report.resumed_runs, report.failed_runs = take_back_interrupted(db, connection, now)
         with db.session() as session:
-            queued = runs.queued_run_ids(session, stuck_since)
+            queued = runs.queued_runs(session, stuck_since)
         report.requeued_runs, failed = queue.requeue_lost_runs(connection, queued)
         with db.session() as session:
             report.failed_runs += runs.fail_queued_runs(session, failed, FAILED_JOB, now)

@@ -312,37 +312,40 @@ def queue_due_planned(
     return [row.id for row in actions], shops
 
 
-def due_run_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
-    """Scheduled runs whose time has come, highest priority first, marked queued. Locked as read,
-    skipping those a batch holds (its book locks its shoppers' runs until it commits, and may cancel one):
-    the next tick finds them if they are still due. Waiting for one while holding those locked before it
-    could deadlock with a batch whose read waits for one of those."""
-    ids = list(
-        session.scalars(
-            select(ActionRun.id)
+def due_runs(session: Session, now: datetime, limit: int = 500) -> list[tuple[int, int]]:
+    """Scheduled runs whose time has come, highest priority first, marked queued: (id, attempts). Locked
+    as read, skipping those a batch holds (its book locks its shoppers' runs until it commits, and may
+    cancel one): the next tick finds them if they are still due. Waiting for one while holding those
+    locked before it could deadlock with a batch whose read waits for one of those."""
+    due = [
+        (row.id, row.attempts)
+        for row in session.execute(
+            select(ActionRun.id, ActionRun.attempts)
             .where(ActionRun.status == RunStatus.SCHEDULED, ActionRun.due_at <= now)
             .order_by(ActionRun.priority.desc(), ActionRun.due_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-    )
-    if ids:
+    ]
+    if due:
         session.execute(
             update(ActionRun)
-            .where(ActionRun.id.in_(ids), ActionRun.status == RunStatus.SCHEDULED)
+            .where(ActionRun.id.in_([run_id for run_id, _ in due]), ActionRun.status == RunStatus.SCHEDULED)
             .values(status=RunStatus.QUEUED)
         )
-    return ids
+    return due
 
 
-def queued_run_ids(session: Session, due_before: datetime, limit: int = 1000) -> list[int]:
-    """Runs marked queued to a worker and due before `due_before`, oldest first: their job is normally
+def queued_runs(session: Session, due_before: datetime, limit: int = 1000) -> list[tuple[int, int]]:
+    """Runs marked queued to a worker and due before `due_before`, oldest first, as (id, attempts): their
+    job is normally
     waiting in Redis or running, but may have been lost (Redis emptied, a worker killed before it took
     the run); `queue.requeue_lost_runs` tells which. Stage write-backs are left out: the tick routes
     their shops again whatever their jobs became (`stage_syncs.route_due_stage_syncs`)."""
-    return list(
-        session.scalars(
-            select(ActionRun.id)
+    return [
+        (row.id, row.attempts)
+        for row in session.execute(
+            select(ActionRun.id, ActionRun.attempts)
             .where(
                 ActionRun.status == RunStatus.QUEUED,
                 ActionRun.due_at <= due_before,
@@ -351,7 +354,7 @@ def queued_run_ids(session: Session, due_before: datetime, limit: int = 1000) ->
             .order_by(ActionRun.due_at, ActionRun.id)
             .limit(limit)
         )
-    )
+    ]
 
 
 INTERRUPTED = "an attempt was interrupted (its worker stopped before recording how it ended)"
@@ -381,13 +384,13 @@ def take_back_interrupted(
     """The runs `lock_interrupted` found: each gets an attempt row saying it was interrupted (started when
     its lease began); a run on its `max_attempts`-th attempt ends failed, with why (and "outcome
     unknown" when its email's send had begun); the others are marked queued, due as they were. Returns
-    the ids marked queued, and how many failed."""
+    those marked queued as (id, attempts), and how many failed."""
     if not interrupted:
         return [], 0
     resumed, failed = [], []
     for run_id, attempts, _, context in interrupted:
         if attempts < max_attempts:
-            resumed.append(run_id)
+            resumed.append((run_id, attempts))
             continue
         sending = "; outcome unknown: its email's send had begun" if (context or {}).get("sending_at") else ""
         failed.append(
@@ -409,7 +412,7 @@ def take_back_interrupted(
     if resumed:
         session.execute(
             update(ActionRun)
-            .where(ActionRun.id.in_(resumed))
+            .where(ActionRun.id.in_([run_id for run_id, _ in resumed]))
             .values(status=RunStatus.QUEUED, lease_until=None, deferred_reason=f"{INTERRUPTED}; trying again")
             .execution_options(synchronize_session=False)
         )
