@@ -115,5 +115,7 @@ def test_a_consent_releasing_a_run_planned_earlier_in_the_same_batch_commits_wit
             )
         ).all()
     assert released and all(status in ("queued", "scheduled") for _, _, status in released)
-    assert {run_id for run_id, _, status in released if status == "queued"} == set(result.queued_runs)
+    assert {run_id for run_id, _, status in released if status == "queued"} == {
+        run_id for run_id, _ in result.queued_runs
+    }
     assert result.queued_runs

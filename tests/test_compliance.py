@@ -210,7 +210,7 @@ def test_uninstall_pauses_sending_at_once_and_a_queued_run_skips(client, db, sho
     assert queued_ids
     with app.app_context():
         for run_id in queued_ids:
-            queue.enqueue_action_run(app.extensions["lifecycle.redis"], run_id)
+            queue.enqueue_action_run(app.extensions["lifecycle.redis"], run_id, 0)
     worker.work()
     with db.session() as session:
         assert {(r.status, r.skip_reason) for r in session.scalars(select(ActionRun).where(one_by_one))} == {

@@ -17,6 +17,7 @@ from plugin.demo import synthetic as s
 from plugin.pipeline import queue
 from plugin.pipeline.run_action import dispatch_due_runs
 from plugin.pipeline.tick import FAILED_JOB, run_tick
+from plugin.store import runs
 from plugin.store.models import ActionRun, Delivery, DeliveryStatus, Order, Shopper
 from tests.conftest import NOW
 from tests.webhook_client import post_webhook
@@ -156,6 +157,32 @@ def test_a_retried_run_whose_job_waits_is_not_queued_twice_and_one_redis_lost_is
     worker.work()
     # then: the waiting job was left alone, the lost one queued again, and the welcome went out once
     assert (waiting, lost) == (0, 1)
+    assert len(smtp.to(email)) == 1
+
+
+def test_a_run_a_batch_queues_after_earlier_attempts_gets_that_attempts_job(
+    app, client, db, shop, worker, redis_connection, smtp, monkeypatch
+):
+    # given: a welcome that has had two attempts and waits, scheduled, due now (as a batch finds a run it
+    # releases on consent, or revives)
+    email = "released.again@example.com"
+    run_id = queued_welcome(app, client, db, redis_connection, 904, email)
+    redis_connection.flushdb()
+    with db.session() as session:
+        session.execute(
+            update(ActionRun).where(ActionRun.id == run_id).values(status="scheduled", attempts=2, due_at=NOW)
+        )
+    # when: a batch marks it queued, and its runs are queued after commit as a batch's are
+    with db.session() as session:
+        queued, _ = runs.queue_due_planned(db, session, [run_id], NOW)
+    for queued_id, attempts in queued:
+        queue.enqueue_action_run(redis_connection, queued_id, attempts)
+    # then: its job is the third attempt's, which the tick's check for lost jobs finds waiting
+    assert queue.get_queue(redis_connection, queue.RUNS).job_ids == [f"run-{run_id}-2"]
+    later = NOW + timedelta(minutes=20)
+    monkeypatch.setenv("LIFECYCLE_NOW", later.isoformat())
+    assert run_tick(db, redis_connection, later, 300).requeued_runs == 0
+    worker.work()
     assert len(smtp.to(email)) == 1
 
 

@@ -36,7 +36,7 @@ class BatchResult:
 
     settled: dict[int, str] = field(default_factory=dict)
     planned: list[int] = field(default_factory=list)
-    queued_runs: list[int] = field(default_factory=list)
+    queued_runs: list[tuple[int, int]] = field(default_factory=list)  # (id, attempts)
     writeback_shops: list[int] = field(default_factory=list)
     jobs: list[tuple[str, int]] = field(default_factory=list)
 

@@ -231,17 +231,19 @@ ACTION_RESULT_TTL = 0
 RUN_JOB_TIMEOUT = 300
 
 
-def run_job_id(run_id: int, attempts: int = 0) -> str:
+def run_job_id(run_id: int, attempts: int) -> str:
     """The job id of a run's next attempt: `run-N` before its first, `run-N-A` after A attempts.
 
-    Each attempt has a job of its own: an attempt that outlives its lease (a process paused past it) and
-    then ends has RQ delete its job's record (`ACTION_RESULT_TTL` 0), and under a shared id that would be
-    the record of the job the tick queued for the next attempt meanwhile, lost until the tick's check for
-    lost jobs."""
+    Each counted attempt (one that marked the run running) has a job of its own: an attempt that outlives
+    its lease (a process paused past it) and then ends has RQ delete its job's record (`ACTION_RESULT_TTL`
+    0), and under a shared id that would be the record of the job the tick queued for the next attempt
+    meanwhile, lost until the tick's check for lost jobs. A deferral (quiet hours, the cap, the breaker)
+    is not an attempt: the job after it has the same id, and comes when the deferral ends, long after
+    the deferring job did."""
     return f"run-{run_id}-{attempts}" if attempts else f"run-{run_id}"
 
 
-def enqueue_action_run(connection: redis.Redis, run_id: int, attempts: int = 0) -> bool:
+def enqueue_action_run(connection: redis.Redis, run_id: int, attempts: int) -> bool:
     """Queue the next attempt of a run that has had `attempts`; a second call for it while its job waits
     is a no-op (False)."""
     from rq.exceptions import DuplicateJobError
@@ -262,13 +264,12 @@ def enqueue_action_run(connection: redis.Redis, run_id: int, attempts: int = 0) 
 
 
 def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) -> tuple[int, list[int]]:
-    """Queue again the runs among `queued` ((id, attempts), all marked queued in the database) whose job
-    Redis no longer
-    holds: emptied, evicted, or failed over to a replica that had not seen it. One round trip reads every
-    job's status. A job waiting or running is left alone: it will come. A run queued twice acts once
-    anyway (`run_action` locks the run and acts only while it is pending). Returns how many were queued
-    again, and the runs whose job failed (it raised before the run was marked running, so nothing was
-    done): `runs.fail_queued_runs` ends them, rather than each tick retrying what failed."""
+    """Queue again the runs among `queued` ((id, attempts), all marked queued in the database) whose job Redis
+    no longer holds: emptied, evicted, or failed over to a replica that had not seen it. One round trip reads
+    every job's status. A job waiting or running is left alone: it will come. A run queued twice acts once
+    anyway (`run_action` locks the run and acts only while it is pending). Returns how many were queued again,
+    and the runs whose job failed (it raised before the run was marked running, so nothing was done):
+    `runs.fail_queued_runs` ends them, rather than each tick retrying what failed."""
     from rq.job import Job
 
     if not queued:

@@ -288,11 +288,12 @@ def plan_tick_transitions(
 
 def queue_due_planned(
     db: Database, session: Session, run_ids: list[int], now: datetime
-) -> tuple[list[int], list[int]]:
+) -> tuple[list[tuple[int, int]], list[int]]:
     """Of the runs a batch just planned (or released), mark those due now queued, in the batch's own
-    transaction and one statement: (run ids to queue after commit, highest priority first; shop ids whose
-    stage write-back job to queue). Runs due later, and any other run come due meanwhile, are the
-    tick's (`dispatch_due_runs`): a batch does not pay a transaction of its own to look for them."""
+    transaction and one statement: (runs to queue after commit as (id, attempts), highest priority first; shop
+    ids whose stage write-back job to queue). A released or revived run may have had attempts. Runs due later,
+    and any other run come due meanwhile, are the tick's (`dispatch_due_runs`): a batch does not pay a
+    transaction of its own to look for them."""
     run_ids = sorted({run_id for run_id in run_ids if run_id is not None})
     if not run_ids:
         return [], []
@@ -304,12 +305,19 @@ def queue_due_planned(
             ActionRun.due_at <= now,
         )
         .values(status=RunStatus.QUEUED)
-        .returning(ActionRun.id, ActionRun.play, ActionRun.shop_id, ActionRun.priority, ActionRun.due_at)
+        .returning(
+            ActionRun.id,
+            ActionRun.attempts,
+            ActionRun.play,
+            ActionRun.shop_id,
+            ActionRun.priority,
+            ActionRun.due_at,
+        )
         .execution_options(synchronize_session=False)
     ).all()
     actions = sorted((row for row in rows if row.play != "stage_sync"), key=lambda r: (-r.priority, r.due_at))
     shops = sorted({row.shop_id for row in rows if row.play == "stage_sync"})
-    return [row.id for row in actions], shops
+    return [(row.id, row.attempts) for row in actions], shops
 
 
 def due_runs(session: Session, now: datetime, limit: int = 500) -> list[tuple[int, int]]:
@@ -337,10 +345,9 @@ def due_runs(session: Session, now: datetime, limit: int = 500) -> list[tuple[in
 
 
 def queued_runs(session: Session, due_before: datetime, limit: int = 1000) -> list[tuple[int, int]]:
-    """Runs marked queued to a worker and due before `due_before`, oldest first, as (id, attempts): their
-    job is normally
-    waiting in Redis or running, but may have been lost (Redis emptied, a worker killed before it took
-    the run); `queue.requeue_lost_runs` tells which. Stage write-backs are left out: the tick routes
+    """Runs marked queued to a worker and due before `due_before`, oldest first, as (id, attempts): their job
+    is normally waiting in Redis or running, but may have been lost (Redis emptied, a worker killed before it
+    took the run); `queue.requeue_lost_runs` tells which. Stage write-backs are left out: the tick routes
     their shops again whatever their jobs became (`stage_syncs.route_due_stage_syncs`)."""
     return [
         (row.id, row.attempts)

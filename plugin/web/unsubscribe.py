@@ -96,7 +96,7 @@ def unsubscribe(token: str):
             queued += [run_id] if run_id else []
     connection = current_app.extensions["lifecycle.redis"]
     for run_id in queued:
-        queue.enqueue_action_run(connection, run_id)
+        queue.enqueue_action_run(connection, run_id, 0)  # a new run: its key has the time
     log.info("unsubscribed an address at shop %s", shop_id)
     return PAGE.format(
         title="You are unsubscribed", text=f"{escape(email)} will get no more marketing emails.", form=""
