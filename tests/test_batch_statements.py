@@ -7,12 +7,18 @@ not one per delivery.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+import redis as redis_lib
 from sqlalchemy import event, text
 
+from plugin.demo import synthetic as s
+from plugin.pipeline import queue
 from plugin.pipeline.deliveries import drain_deliveries
-from tests.conftest import SHOP
+from tests.conftest import NOW, REDIS_URL, SHOP
 from tests.test_worker_claims import post_orders
+from tests.webhook_client import post_webhook
 
 
 def drain_watched(app, db, listener) -> None:
@@ -199,3 +205,53 @@ def test_a_batch_re_dating_many_shoppers_stage_entries_locks_their_runs_in_one_r
     # then: each reward of the old entry was superseded, with one locking read of runs for the batch
     assert vip_rewards(("cancelled",)) == len(customers)
     assert len(locking_reads) == 1
+
+
+class CountingConnection(redis_lib.Connection):
+    """A Redis connection that counts what it sends: one packed command per round trip (a pipeline's
+    commands go in one)."""
+
+    sent = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.sent += 1
+        return super().send_packed_command(command, check_health)
+
+
+def redis_round_trips_of_a_drain(app) -> int:
+    counting = redis_lib.Redis(
+        connection_pool=redis_lib.ConnectionPool.from_url(REDIS_URL, connection_class=CountingConnection)
+    )
+    app.extensions["lifecycle.redis"], real = counting, app.extensions["lifecycle.redis"]
+    CountingConnection.sent = 0
+    try:
+        with app.app_context():
+            drain_deliveries()
+    finally:
+        app.extensions["lifecycle.redis"] = real
+        counting.close()
+    return CountingConnection.sent
+
+
+def consenting_customers(client, customer_ids) -> None:
+    for customer_id in customer_ids:
+        email = f"c{customer_id}@example.com"
+        signed_up = NOW - timedelta(hours=1)
+        post_webhook(client, "customers/create", s.customer_payload(customer_id, email, signed_up))
+        consent = s.consent_payload(customer_id, email, "subscribed", signed_up + timedelta(minutes=1))
+        post_webhook(client, "customers_email_marketing_consent/update", consent)
+
+
+def test_a_batch_queues_its_runs_in_as_many_redis_round_trips_whatever_their_number(
+    app, client, db, shop, redis_connection
+):
+    # given: 2 consenting new customers, drained (each gets a welcome queued), then 8 more
+    consenting_customers(client, range(500, 502))
+    few = redis_round_trips_of_a_drain(app)
+    consenting_customers(client, range(510, 518))
+    many = redis_round_trips_of_a_drain(app)
+    # then: each batch's welcomes were queued to workers, and the one with four times the runs took no
+    # more round trips to Redis (one read of which jobs exist, one MULTI that queues them)
+    jobs = queue.get_queue(redis_connection, queue.RUNS).job_ids
+    assert len(jobs) == 10
+    assert many == few

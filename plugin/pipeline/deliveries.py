@@ -136,8 +136,7 @@ def _after_commit(result: batch.BatchResult) -> None:
     connection = current_app.extensions["lifecycle.redis"]
     for shop_id in result.writeback_shops:
         queue.enqueue_stage_writeback(connection, shop_id)
-    for run_id, attempts in result.queued_runs:
-        queue.enqueue_action_run(connection, run_id, attempts)
+    queue.enqueue_action_runs(connection, result.queued_runs)
     for name, shop_id in result.jobs:
         queue.MAINTENANCE_JOBS[name](connection, shop_id)
 

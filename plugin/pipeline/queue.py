@@ -244,23 +244,43 @@ def run_job_id(run_id: int, attempts: int) -> str:
 
 
 def enqueue_action_run(connection: redis.Redis, run_id: int, attempts: int) -> bool:
-    """Queue the next attempt of a run that has had `attempts`; a second call for it while its job waits
-    is a no-op (False)."""
-    from rq.exceptions import DuplicateJobError
+    """Queue the next attempt of a run that has had `attempts`; a no-op (False) while its job is held."""
+    return enqueue_action_runs(connection, [(run_id, attempts)]) == 1
 
-    try:
-        get_queue(connection, RUNS).enqueue(
-            "plugin.pipeline.run_action.run_action",
-            run_id,
-            job_id=run_job_id(run_id, attempts),
-            unique=True,
-            job_timeout=RUN_JOB_TIMEOUT,
-            result_ttl=ACTION_RESULT_TTL,
-            failure_ttl=FAILURE_TTL,
-        )
-    except DuplicateJobError:
-        return False
-    return True
+
+def enqueue_action_runs(connection: redis.Redis, runs: list[tuple[int, int]]) -> int:
+    """Queue the next attempt of each run ((id, attempts)), in two round trips whatever their number: one
+    reads which of their jobs Redis holds already (waiting, running, or failed: left alone), one queues
+    the others in a MULTI. Returns how many were queued.
+
+    The callers queue runs they have just marked queued and committed, so a run's job is normally absent;
+    a job that appeared between the two round trips (the tick requeueing a run it found without one) makes
+    a second job of the same run, which acts once anyway (`run_action` acts only on a pending run)."""
+    from rq.job import Job
+
+    jobs = [(run_id, run_job_id(run_id, attempts)) for run_id, attempts in runs]
+    if not jobs:
+        return 0
+    with connection.pipeline(transaction=False) as pipe:
+        for _, job_id in jobs:
+            pipe.exists(Job.key_for(job_id))
+        held = pipe.execute()
+    fresh = [job for job, exists in zip(jobs, held, strict=True) if not exists]
+    if fresh:
+        runs_queue = get_queue(connection, RUNS)
+        with connection.pipeline() as pipe:
+            for run_id, job_id in fresh:
+                runs_queue.enqueue(
+                    "plugin.pipeline.run_action.run_action",
+                    run_id,
+                    job_id=job_id,
+                    job_timeout=RUN_JOB_TIMEOUT,
+                    result_ttl=ACTION_RESULT_TTL,
+                    failure_ttl=FAILURE_TTL,
+                    pipeline=pipe,
+                )
+            pipe.execute()
+    return len(fresh)
 
 
 def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) -> tuple[int, list[int]]:
@@ -280,7 +300,7 @@ def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) ->
         statuses = pipe.execute()
     lost = [run for run, status in zip(queued, statuses, strict=True) if status is None]
     failed = [run[0] for run, status in zip(queued, statuses, strict=True) if status == b"failed"]
-    requeued = sum(enqueue_action_run(connection, run_id, attempts) for run_id, attempts in lost)
+    requeued = enqueue_action_runs(connection, lost)
     if requeued:
         log.warning("queued again %d run(s) whose job Redis had lost", requeued)
     return requeued, failed

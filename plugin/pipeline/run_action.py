@@ -43,8 +43,7 @@ def dispatch_due_runs(db: Database, now) -> int:
     connection = current_app.extensions["lifecycle.redis"]
     for shop_id in writeback_shops:
         queue.enqueue_stage_writeback(connection, shop_id)
-    for run_id, attempts in due:
-        queue.enqueue_action_run(connection, run_id, attempts)
+    queue.enqueue_action_runs(connection, due)
     return len(due)
 
 
@@ -211,8 +210,7 @@ def take_back_interrupted(db: Database, connection: redis.Redis, now: datetime) 
         interrupted = runs.lock_interrupted(session, now)
         queue.forget_run_jobs(connection, [(row.id, row.attempts) for row in interrupted])
         resumed, failed = runs.take_back_interrupted(session, interrupted, now, MAX_ATTEMPTS, RUN_LEASE)
-    for run_id, attempts in resumed:
-        queue.enqueue_action_run(connection, run_id, attempts)
+    queue.enqueue_action_runs(connection, resumed)
     if resumed or failed:
         log.warning("took back %d interrupted run(s): %d queued again", len(resumed) + failed, len(resumed))
     return len(resumed), failed
