@@ -18,7 +18,7 @@ from plugin.pipeline import queue
 from plugin.pipeline.run_action import dispatch_due_runs
 from plugin.pipeline.tick import FAILED_JOB, run_tick
 from plugin.store import runs
-from plugin.store.models import ActionRun, Delivery, DeliveryStatus, Order, Shopper
+from plugin.store.models import ActionAttempt, ActionRun, Delivery, DeliveryStatus, Order, Shopper
 from tests.conftest import NOW
 from tests.webhook_client import post_webhook
 
@@ -184,6 +184,31 @@ def test_a_run_a_batch_queues_after_earlier_attempts_gets_that_attempts_job(
     assert run_tick(db, redis_connection, later, 300).requeued_runs == 0
     worker.work()
     assert len(smtp.to(email)) == 1
+
+
+def test_a_second_job_of_a_run_set_to_retry_leaves_it_for_its_time(
+    app, client, db, shop, worker, redis_connection, smtp
+):
+    # given: a welcome whose first attempt set it to retry in a minute, while a second job of it waits
+    # in Redis (two enqueuers raced, or a MULTI was sent again after a timeout)
+    email = "second.job@example.com"
+    run_id = queued_welcome(app, client, db, redis_connection, 905, email)
+    redis_connection.flushdb()
+    with db.session() as session:
+        session.execute(
+            update(ActionRun)
+            .where(ActionRun.id == run_id)
+            .values(status="scheduled", attempts=1, due_at=NOW + timedelta(minutes=1))
+        )
+    assert queue.enqueue_action_run(redis_connection, run_id, 1)
+    # when: a worker takes the second job
+    worker.work()
+    # then: the run waits for its time, untouched: no attempt, no email
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        assert (run.status, run.attempts, run.due_at) == ("scheduled", 1, NOW + timedelta(minutes=1))
+        assert session.scalar(select(func.count()).select_from(ActionAttempt)) == 0
+    assert smtp.to(email) == []
 
 
 def test_a_run_whose_job_failed_before_acting_ends_failed_with_the_reason_and_sends_nothing(

@@ -244,7 +244,7 @@ def run_job_id(run_id: int, attempts: int) -> str:
 
 
 def enqueue_action_run(connection: redis.Redis, run_id: int, attempts: int) -> bool:
-    """Queue the next attempt of a run that has had `attempts`; a no-op (False) while its job is held."""
+    """Queue the next attempt of a run that has had `attempts`; a no-op (False) while Redis holds its job."""
     return enqueue_action_runs(connection, [(run_id, attempts)]) == 1
 
 
@@ -253,9 +253,12 @@ def enqueue_action_runs(connection: redis.Redis, runs: list[tuple[int, int]]) ->
     reads which of their jobs Redis holds already (waiting, running, or failed: left alone), one queues
     the others in a MULTI. Returns how many were queued.
 
-    The callers queue runs they have just marked queued and committed, so a run's job is normally absent;
-    a job that appeared between the two round trips (the tick requeueing a run it found without one) makes
-    a second job of the same run, which acts once anyway (`run_action` acts only on a pending run)."""
+    The callers queue runs they have just marked queued and committed, so a run's job is normally absent.
+    The check is not atomic with the queueing: a job queued between the two round trips (the tick
+    requeueing a run it found without one), or a MULTI that the client sends again after a timeout, makes
+    a second job of the same run. The second acts only on a run still pending and due (`run_action`): it
+    finds the run done or running and returns, or, if the first attempt deferred it or scheduled a retry,
+    leaves it for its time."""
     from rq.job import Job
 
     jobs = [(run_id, run_job_id(run_id, attempts)) for run_id, attempts in runs]
@@ -287,9 +290,9 @@ def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) ->
     """Queue again the runs among `queued` ((id, attempts), all marked queued in the database) whose job Redis
     no longer holds: emptied, evicted, or failed over to a replica that had not seen it. One round trip reads
     every job's status. A job waiting or running is left alone: it will come. A run queued twice acts once
-    anyway (`run_action` locks the run and acts only while it is pending). Returns how many were queued again,
-    and the runs whose job failed (it raised before the run was marked running, so nothing was done):
-    `runs.fail_queued_runs` ends them, rather than each tick retrying what failed."""
+    anyway (`run_action` locks the run and acts only while it is pending and due). Returns how many were
+    queued again, and the runs whose job failed (it raised before the run was marked running, so nothing
+    was done): `runs.fail_queued_runs` ends them, rather than each tick retrying what failed."""
     from rq.job import Job
 
     if not queued:

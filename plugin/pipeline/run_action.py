@@ -71,6 +71,8 @@ def run_action(run_id: int) -> str:
         run = session.get(ActionRun, run_id, with_for_update=True)
         if run is None or run.status not in (RunStatus.QUEUED, RunStatus.SCHEDULED):
             return run.status if run else "missing"  # done, or another attempt's: a duplicate job
+        if run.status == RunStatus.SCHEDULED and run.due_at > now:
+            return "not due"  # a second job of a run its first deferred or set to retry: the tick queues it
         ctx = _action_context(db, session, run, now, client)
         decision = policy.decide(
             policy_snapshot.policy_snapshot(session, ctx.shop, run, ctx.shopper, now), run, now
