@@ -261,38 +261,42 @@ def enqueue_action_runs(connection: redis.Redis, runs: list[tuple[int, int]]) ->
     leaves it for its time."""
     from rq.job import Job
 
-    jobs = [(run_id, run_job_id(run_id, attempts)) for run_id, attempts in runs]
-    if not jobs:
+    if not runs:
         return 0
     with connection.pipeline(transaction=False) as pipe:
-        for _, job_id in jobs:
-            pipe.exists(Job.key_for(job_id))
+        for run_id, attempts in runs:
+            pipe.exists(Job.key_for(run_job_id(run_id, attempts)))
         held = pipe.execute()
-    fresh = [job for job, exists in zip(jobs, held, strict=True) if not exists]
-    if fresh:
+    return _queue_run_jobs(connection, [run for run, exists in zip(runs, held, strict=True) if not exists])
+
+
+def _queue_run_jobs(connection: redis.Redis, runs: list[tuple[int, int]]) -> int:
+    """Queue a job for the next attempt of each run ((id, attempts)), in one MULTI, unchecked."""
+    if runs:
         runs_queue = get_queue(connection, RUNS)
         with connection.pipeline() as pipe:
-            for run_id, job_id in fresh:
+            for run_id, attempts in runs:
                 runs_queue.enqueue(
                     "plugin.pipeline.run_action.run_action",
                     run_id,
-                    job_id=job_id,
+                    job_id=run_job_id(run_id, attempts),
                     job_timeout=RUN_JOB_TIMEOUT,
                     result_ttl=ACTION_RESULT_TTL,
                     failure_ttl=FAILURE_TTL,
                     pipeline=pipe,
                 )
             pipe.execute()
-    return len(fresh)
+    return len(runs)
 
 
 def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) -> tuple[int, list[int]]:
     """Queue again the runs among `queued` ((id, attempts), all marked queued in the database) whose job Redis
     no longer holds: emptied, evicted, or failed over to a replica that had not seen it. One round trip reads
-    every job's status. A job waiting or running is left alone: it will come. A run queued twice acts once
-    anyway (`run_action` locks the run and acts only while it is pending and due). Returns how many were
-    queued again, and the runs whose job failed (it raised before the run was marked running, so nothing
-    was done): `runs.fail_queued_runs` ends them, rather than each tick retrying what failed."""
+    every job's status, and one MULTI queues the lost ones. A job waiting or running is left alone: it will
+    come. A run queued twice acts once anyway (`run_action` locks the run and acts only while it is pending
+    and due). Returns how many were queued again, and the runs whose job failed (it raised before the run was
+    marked running, so nothing was done): `runs.fail_queued_runs` ends them, rather than each tick retrying
+    what failed."""
     from rq.job import Job
 
     if not queued:
@@ -303,7 +307,7 @@ def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) ->
         statuses = pipe.execute()
     lost = [run for run, status in zip(queued, statuses, strict=True) if status is None]
     failed = [run[0] for run, status in zip(queued, statuses, strict=True) if status == b"failed"]
-    requeued = enqueue_action_runs(connection, lost)
+    requeued = _queue_run_jobs(connection, lost)  # their absence was just read: no second check
     if requeued:
         log.warning("queued again %d run(s) whose job Redis had lost", requeued)
     return requeued, failed
