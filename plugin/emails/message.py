@@ -66,6 +66,7 @@ class _SMTPMixin:
     TO) is accepted by then, and nothing before DATA can deliver a message."""
 
     before_data: Callable[[], None]
+    data_began = False
 
     def data(self, msg):
         self.before_data()
@@ -111,7 +112,7 @@ def send_email(
             )
         else:
             client = _SMTP(parts.hostname, parts.port or 587, timeout=30)
-        client.before_data, client.data_began = before_data, False
+        client.before_data = before_data
         try:
             if parts.scheme != "smtps":
                 client.ehlo()
