@@ -132,18 +132,27 @@ def test_a_run_whose_job_redis_lost_is_queued_again_by_the_tick_and_acts_once(
     assert statuses == ["succeeded"]
 
 
+def welcome_after_attempts(app, client, db, redis_connection, customer_id: int, email: str, attempts, due_at):
+    """A consented shopper's welcome that has had `attempts` attempts and waits, scheduled to `due_at`, with
+    no job in Redis. Returns the run's id."""
+    run_id = queued_welcome(app, client, db, redis_connection, customer_id, email)
+    redis_connection.flushdb()
+    with db.session() as session:
+        session.execute(
+            update(ActionRun)
+            .where(ActionRun.id == run_id)
+            .values(status="scheduled", attempts=attempts, due_at=due_at)
+        )
+    return run_id
+
+
 def test_a_retried_run_whose_job_waits_is_not_queued_twice_and_one_redis_lost_is(
     app, client, db, shop, worker, redis_connection, smtp, monkeypatch
 ):
     # given: a consented shopper's welcome whose first attempt was retried; the tick queued its next
     # attempt (a job of its own, `run-N-1`), which waits in Redis
     email = "retried.job@example.com"
-    run_id = queued_welcome(app, client, db, redis_connection, 903, email)
-    redis_connection.flushdb()
-    with db.session() as session:
-        session.execute(
-            update(ActionRun).where(ActionRun.id == run_id).values(status="scheduled", attempts=1, due_at=NOW)
-        )
+    run_id = welcome_after_attempts(app, client, db, redis_connection, 903, email, 1, NOW)
     monkeypatch.setenv("LIFECYCLE_NOW", (NOW + timedelta(minutes=1)).isoformat())
     with app.app_context():
         assert dispatch_due_runs(db, NOW + timedelta(minutes=1)) == 1
@@ -166,12 +175,7 @@ def test_a_run_a_batch_queues_after_earlier_attempts_gets_that_attempts_job(
     # given: a welcome that has had two attempts and waits, scheduled, due now (as a batch finds a run it
     # releases on consent, or revives)
     email = "released.again@example.com"
-    run_id = queued_welcome(app, client, db, redis_connection, 904, email)
-    redis_connection.flushdb()
-    with db.session() as session:
-        session.execute(
-            update(ActionRun).where(ActionRun.id == run_id).values(status="scheduled", attempts=2, due_at=NOW)
-        )
+    run_id = welcome_after_attempts(app, client, db, redis_connection, 904, email, 2, NOW)
     # when: a batch marks it queued, and its runs are queued after commit as a batch's are
     with db.session() as session:
         queued, _ = runs.queue_due_planned(db, session, [run_id], NOW)
@@ -192,14 +196,9 @@ def test_a_second_job_of_a_run_set_to_retry_leaves_it_for_its_time(
     # given: a welcome whose first attempt set it to retry in a minute, while a second job of it waits
     # in Redis (two enqueuers raced, or a MULTI was sent again after a timeout)
     email = "second.job@example.com"
-    run_id = queued_welcome(app, client, db, redis_connection, 905, email)
-    redis_connection.flushdb()
-    with db.session() as session:
-        session.execute(
-            update(ActionRun)
-            .where(ActionRun.id == run_id)
-            .values(status="scheduled", attempts=1, due_at=NOW + timedelta(minutes=1))
-        )
+    run_id = welcome_after_attempts(
+        app, client, db, redis_connection, 905, email, 1, NOW + timedelta(minutes=1)
+    )
     assert queue.enqueue_action_run(redis_connection, run_id, 1)
     # when: a worker takes the second job
     worker.work()
