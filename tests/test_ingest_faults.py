@@ -4,19 +4,19 @@ lost), with duplicate deliveries, still ends with every order counted once and n
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from rq import SimpleWorker
-from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry
+from rq import Queue, SimpleWorker
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job
 from rq.serializers import JSONSerializer
 from sqlalchemy import func, select, update
 
 from plugin.demo import synthetic as s
 from plugin.pipeline import queue
 from plugin.pipeline.run_action import dispatch_due_runs
-from plugin.pipeline.tick import FAILED_JOB, run_tick
+from plugin.pipeline.tick import run_tick
 from plugin.store import runs
 from plugin.store.models import ActionAttempt, ActionRun, Delivery, DeliveryStatus, Order, Shopper
 from tests.conftest import NOW
@@ -210,27 +210,67 @@ def test_a_second_job_of_a_run_set_to_retry_leaves_it_for_its_time(
     assert smtp.to(email) == []
 
 
-def test_a_run_whose_job_failed_before_acting_ends_failed_with_the_reason_and_sends_nothing(
+def strand_run_job(redis_connection) -> str:
+    """A worker takes the waiting run job off the queue (RQ moves it to its intermediate queue) and dies
+    before starting it; a minute later RQ's cleanup, run by any live worker, fails the job. Returns the
+    job's id."""
+    runs_queue = queue.get_queue(redis_connection, queue.RUNS)
+    job, _ = Queue.dequeue_any([runs_queue], None, connection=redis_connection, serializer=JSONSerializer)
+    stranded = IntermediateQueue(runs_queue.key, redis_connection)
+    a_minute_ago = datetime.now(UTC) - timedelta(minutes=2)  # RQ's own clock, not the app's
+    redis_connection.set(stranded.get_first_seen_key(job.id), a_minute_ago.timestamp())
+    live = SimpleWorker([runs_queue], connection=redis_connection, serializer=JSONSerializer)
+    stranded.cleanup(live, runs_queue)
+    assert Job.fetch(job.id, connection=redis_connection, serializer=JSONSerializer).get_status() == "failed"
+    return job.id
+
+
+def test_a_run_whose_job_a_dying_worker_stranded_is_queued_again_by_the_tick_and_sent_once(
     app, client, db, shop, worker, redis_connection, smtp, monkeypatch
 ):
-    # given: a consented shopper's welcome is queued, and its job fails before `run_action` marks the
-    # run running (as when the database went away): RQ keeps the job in its failed registry
-    email = "failed.job@example.com"
+    # given: a consented shopper's welcome is queued, and the worker that took its job died before
+    # starting it: RQ failed the job, and nothing was done
+    email = "stranded.job@example.com"
     run_id = queued_welcome(app, client, db, redis_connection, 902, email)
-    runs_queue = queue.get_queue(redis_connection, queue.RUNS)
-    job = Job.fetch(f"run-{run_id}", connection=redis_connection, serializer=JSONSerializer)
-    runs_queue.remove(job)
-    job.set_status(JobStatus.FAILED)
-    FailedJobRegistry(queue=runs_queue).add(job, ttl=3600, exc_string="OperationalError: server closed")
-    # when: the tick comes past the stuck delay, twice, and workers drain
+    assert strand_run_job(redis_connection) == f"run-{run_id}"
+    # when: the tick comes past the stuck delay, and workers drain; then again
     reports = []
     for later in (timedelta(minutes=10), timedelta(minutes=20)):
         monkeypatch.setenv("LIFECYCLE_NOW", (NOW + later).isoformat())
         reports.append(run_tick(db, redis_connection, NOW + later, 300))
         worker.work()
-    # then: the run ended failed once, with the reason, and nothing was sent or queued again
-    assert [(r.failed_runs, r.requeued_runs) for r in reports] == [(1, 0), (0, 0)]
+    # then: the run was queued again once and sent once; nothing ended failed
+    assert [(r.revived_runs, r.failed_runs, r.requeued_runs) for r in reports] == [(1, 0, 0), (0, 0, 0)]
     with db.session() as session:
         run = session.get(ActionRun, run_id)
-        assert (run.status, run.skip_reason) == ("failed", FAILED_JOB)
-    assert not [m for m in smtp.messages if m["To"] == email]
+        assert (run.status, run.attempts) == ("succeeded", 1)
+    assert len(smtp.to(email)) == 1
+
+
+def test_a_run_whose_job_keeps_failing_before_acting_ends_failed_with_rqs_reason_and_sends_nothing(
+    app, client, db, shop, worker, redis_connection, smtp, monkeypatch
+):
+    # given: a consented shopper's welcome is queued, and every job of it is stranded by a dying worker
+    email = "failing.job@example.com"
+    run_id = queued_welcome(app, client, db, redis_connection, 903, email)
+    # when: the tick comes past the stuck delay after each failure, and once more
+    reports = []
+    for n in range(queue.JOB_REVIVALS + 2):
+        if n <= queue.JOB_REVIVALS:
+            strand_run_job(redis_connection)
+        later = NOW + (n + 1) * timedelta(minutes=10)
+        monkeypatch.setenv("LIFECYCLE_NOW", later.isoformat())
+        reports.append(run_tick(db, redis_connection, later, 300))
+    worker.work()
+    # then: the job was queued again JOB_REVIVALS times, then the run ended failed, once, with RQ's
+    # reason; nothing was sent, and no job is left
+    assert [(r.revived_runs, r.failed_runs) for r in reports] == [(1, 0), (1, 0), (0, 1), (0, 0)]
+    with db.session() as session:
+        run = session.get(ActionRun, run_id)
+        assert (run.status, run.attempts) == ("failed", 0)
+        assert run.skip_reason == (
+            "its worker's job failed 3 times before carrying it out "
+            "(Job was stuck in intermediate queue.); nothing was done"
+        )
+    assert smtp.to(email) == []
+    assert queue.get_queue(redis_connection, queue.RUNS).count == 0

@@ -18,6 +18,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 
 import redis
 from rq import Queue
@@ -270,47 +271,102 @@ def enqueue_action_runs(connection: redis.Redis, runs: list[tuple[int, int]]) ->
     return _queue_run_jobs(connection, [run for run, exists in zip(runs, held, strict=True) if not exists])
 
 
-def _queue_run_jobs(connection: redis.Redis, runs: list[tuple[int, int]]) -> int:
-    """Queue a job for the next attempt of each run ((id, attempts)), in one MULTI, unchecked."""
+def _queue_run_jobs(connection: redis.Redis, runs: list[tuple[int, int]], revived: dict | None = None) -> int:
+    """Queue a job for the next attempt of each run ((id, attempts)), in one MULTI, unchecked. A run in
+    `revived` (run id → its failed job, and how many times it has now been queued again after failing)
+    first has that job deleted (with its place in RQ's failed registry), and the new job carries the
+    count in its meta."""
+    revived = revived or {}
     if runs:
         runs_queue = get_queue(connection, RUNS)
         with connection.pipeline() as pipe:
+            pipe.multi()  # before the deletes: RQ's enqueue opens the MULTI only on an empty pipeline
             for run_id, attempts in runs:
+                job_id = run_job_id(run_id, attempts)
+                if run_id in revived:
+                    revived[run_id][0].delete(pipeline=pipe, remove_from_queue=False)
                 runs_queue.enqueue(
                     "plugin.pipeline.run_action.run_action",
                     run_id,
-                    job_id=run_job_id(run_id, attempts),
+                    job_id=job_id,
                     job_timeout=RUN_JOB_TIMEOUT,
                     result_ttl=ACTION_RESULT_TTL,
                     failure_ttl=FAILURE_TTL,
+                    meta={REVIVED: revived[run_id][1]} if run_id in revived else None,
                     pipeline=pipe,
                 )
             pipe.execute()
     return len(runs)
 
 
-def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) -> tuple[int, list[int]]:
+# How many times the tick queues a run again whose job failed before the run was marked running (nothing
+# was done): a worker killed between taking the job and starting it (RQ fails it as stuck in its
+# intermediate queue, or abandoned), or the database unreachable as the job began. After that many, the
+# run ends failed with RQ's last reason: a job that fails every time is a bug, not bad luck.
+JOB_REVIVALS = 2
+REVIVED = "lifecycle_revived"  # the job meta key counting them
+
+
+@dataclass(frozen=True)
+class LostRuns:
+    """What `requeue_lost_runs` found: runs queued again (lost, or failed and revived), and runs to end
+    failed (id → the reason)."""
+
+    requeued: int = 0
+    revived: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) -> LostRuns:
     """Queue again the runs among `queued` ((id, attempts), all marked queued in the database) whose job Redis
-    no longer holds: emptied, evicted, or failed over to a replica that had not seen it. One round trip reads
-    every job's status, and one MULTI queues the lost ones. A job waiting or running is left alone: it will
-    come. A run queued twice acts once anyway (`run_action` locks the run and acts only while it is pending
-    and due). Returns how many were queued again, and the runs whose job failed (it raised before the run was
-    marked running, so nothing was done): `runs.fail_queued_runs` ends them, rather than each tick retrying
-    what failed."""
+    no longer holds (emptied, evicted, or failed over to a replica that had not seen it) or whose job failed
+    before it acted: one round trip reads every job's status, and one MULTI queues the lost and the failed
+    ones. A job waiting or running is left alone: it will come. A run queued twice acts once anyway
+    (`run_action` locks the run and acts only while it is pending and due).
+
+    A failed job (it raised, or RQ gave it up, before the run was marked running, so nothing was done) is
+    deleted and queued again under its id, up to `JOB_REVIVALS` times; after that, the run is returned to
+    end failed (`runs.fail_queued_runs`) with RQ's last reason, rather than each tick retrying what fails."""
+    from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
     if not queued:
-        return 0, []
+        return LostRuns()
     with connection.pipeline(transaction=False) as pipe:
         for run_id, attempts in queued:
             pipe.hget(Job.key_for(run_job_id(run_id, attempts)), "status")
         statuses = pipe.execute()
     lost = [run for run, status in zip(queued, statuses, strict=True) if status is None]
-    failed = [run[0] for run, status in zip(queued, statuses, strict=True) if status == b"failed"]
+    revive, revived, failed = [], {}, {}
+    for run, status in zip(queued, statuses, strict=True):
+        if status != b"failed":
+            continue
+        try:
+            job = Job.fetch(run_job_id(*run), connection=connection, serializer=JSONSerializer)
+        except NoSuchJobError:  # expired since the read: lost, queued below
+            lost.append(run)
+            continue
+        times = int(job.meta.get(REVIVED, 0))
+        if times < JOB_REVIVALS:
+            revive.append(run)
+            revived[run[0]] = (job, times + 1)
+        else:
+            failed[run[0]] = failed_job_reason(job, times + 1)
     requeued = _queue_run_jobs(connection, lost)  # their absence was just read: no second check
+    _queue_run_jobs(connection, revive, revived)
     if requeued:
         log.warning("queued again %d run(s) whose job Redis had lost", requeued)
-    return requeued, failed
+    if revive:
+        log.warning("queued again %d run(s) whose job failed before acting", len(revive))
+    return LostRuns(requeued, len(revive), failed)
+
+
+def failed_job_reason(job, times: int) -> str:
+    """A run's reason for ending failed: its job failed `times` times before acting, and RQ's last word."""
+    result = job.latest_result()
+    lines = (result.exc_string or "").strip().splitlines() if result is not None else []
+    last = lines[-1][:300] if lines else "no reason recorded"
+    return f"its worker's job failed {times} times before carrying it out ({last}); nothing was done"
 
 
 def forget_run_jobs(connection: redis.Redis, interrupted: list[tuple[int, int]]) -> None:

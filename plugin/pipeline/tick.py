@@ -30,7 +30,8 @@ class TickReport:
     moves: dict[str, int] = field(default_factory=dict)  # "from→to" -> count
     requeued: int = 0
     requeued_runs: int = 0  # runs queued again: their job was lost (`queue.requeue_lost_runs`)
-    failed_runs: int = 0  # runs whose job failed before acting, or interrupted too often, now failed
+    revived_runs: int = 0  # runs queued again: their job failed before acting (`queue.JOB_REVIVALS`)
+    failed_runs: int = 0  # runs whose job kept failing before acting, or interrupted too often, now failed
     resumed_runs: int = 0  # runs whose attempt was interrupted, queued again (`take_back_interrupted`)
     planned: int = 0
     dispatched: int = 0
@@ -46,6 +47,7 @@ class TickReport:
             "dispatched_runs": self.dispatched,
             "requeued_deliveries": self.requeued,
             "requeued_runs": self.requeued_runs,
+            "revived_runs": self.revived_runs,
             "failed_runs": self.failed_runs,
             "resumed_runs": self.resumed_runs,
             "maintenance": self.maintenance,
@@ -81,9 +83,10 @@ def run_tick(
         report.resumed_runs, report.failed_runs = take_back_interrupted(db, connection, now)
         with db.session() as session:
             queued = runs.queued_runs(session, stuck_since)
-        report.requeued_runs, failed = queue.requeue_lost_runs(connection, queued)
+        lost = queue.requeue_lost_runs(connection, queued)
+        report.requeued_runs, report.revived_runs = lost.requeued, lost.revived
         with db.session() as session:
-            report.failed_runs += runs.fail_queued_runs(session, failed, FAILED_JOB, now)
+            report.failed_runs += runs.fail_queued_runs(session, lost.failed, now)
     return report
 
 
@@ -107,8 +110,6 @@ def tick_app(app) -> TickReport:
     )
     return report
 
-
-FAILED_JOB = "its worker's job failed before carrying it out (see the worker's log); nothing was done"
 
 RECONCILE_EVERY = timedelta(minutes=15)
 

@@ -438,19 +438,23 @@ def take_back_interrupted(
     return resumed, len(failed)
 
 
-def fail_queued_runs(session: Session, run_ids: list[int], reason: str, now: datetime) -> int:
-    """Runs still marked queued whose job failed before it acted (`queue.requeue_lost_runs` found it in
-    RQ's failed registry) end failed, with the reason: nothing was done, and the merchant sees why,
-    rather than the run staying queued for ever (or going out a month late once RQ forgets the job)."""
-    if not run_ids:
-        return 0
-    result = session.execute(
-        update(ActionRun)
-        .where(ActionRun.id.in_(run_ids), ActionRun.status == RunStatus.QUEUED)
-        .values(status=RunStatus.FAILED, skip_reason=reason, finished_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount
+def fail_queued_runs(session: Session, reasons: dict[int, str], now: datetime) -> int:
+    """Runs still marked queued whose job kept failing before it acted (run id → the reason;
+    `queue.requeue_lost_runs` found them in RQ's failed registry) end failed, with the reason: nothing was
+    done, and the merchant sees why, rather than the run staying queued for ever (or going out a month
+    late once RQ forgets the job). One statement per reason (a rare path)."""
+    by_reason: dict[str, list[int]] = {}
+    for run_id, reason in reasons.items():
+        by_reason.setdefault(reason, []).append(run_id)
+    ended = 0
+    for reason, run_ids in sorted(by_reason.items()):
+        ended += session.execute(
+            update(ActionRun)
+            .where(ActionRun.id.in_(run_ids), ActionRun.status == RunStatus.QUEUED)
+            .values(status=RunStatus.FAILED, skip_reason=reason, finished_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    return ended
 
 
 def cancel_pending(session: Session, shop_id: int, reason: str, now: datetime) -> int:
