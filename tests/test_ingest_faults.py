@@ -4,12 +4,12 @@ lost), with duplicate deliveries, still ends with every order counted once and n
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 from rq import Queue, SimpleWorker
-from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
+from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from sqlalchemy import func, select, update
 
@@ -210,36 +210,38 @@ def test_a_second_job_of_a_run_set_to_retry_leaves_it_for_its_time(
     assert smtp.to(email) == []
 
 
-def strand_run_job(redis_connection) -> str:
-    """A worker takes the waiting run job off the queue (RQ moves it to its intermediate queue) and dies
-    before starting it; a minute later RQ's cleanup, run by any live worker, fails the job. Returns the
-    job's id."""
-    runs_queue = queue.get_queue(redis_connection, queue.RUNS)
-    job, _ = Queue.dequeue_any([runs_queue], None, connection=redis_connection, serializer=JSONSerializer)
-    stranded = IntermediateQueue(runs_queue.key, redis_connection)
-    a_minute_ago = datetime.now(UTC) - timedelta(minutes=2)  # RQ's own clock, not the app's
-    redis_connection.set(stranded.get_first_seen_key(job.id), a_minute_ago.timestamp())
-    live = SimpleWorker([runs_queue], connection=redis_connection, serializer=JSONSerializer)
-    stranded.cleanup(live, runs_queue)
-    assert Job.fetch(job.id, connection=redis_connection, serializer=JSONSerializer).get_status() == "failed"
+def take_next_job(redis_connection) -> tuple[Job, Queue]:
+    """A worker takes the next job off the queues it serves, as RQ's worker does (a pop over all three)."""
+    queues = [queue.get_queue(redis_connection, name) for name in queue.QUEUE_NAMES]
+    return Queue.dequeue_any(queues, None, connection=redis_connection, serializer=JSONSerializer)
+
+
+def fail_next_job(redis_connection, reason: str) -> str:
+    """A worker takes the next job, and it raises before `run_action` marks the run running (the database
+    unreachable as it began): RQ's worker records the failure as for any job that raises (its failed
+    registry, the job's result with the traceback). Returns the job's id."""
+    job, job_queue = take_next_job(redis_connection)
+    rq_worker = SimpleWorker([job_queue], connection=redis_connection, serializer=JSONSerializer)
+    rq_worker.handle_job_failure(job, job_queue, exc_string=reason)
     return job.id
 
 
-def test_a_run_whose_job_a_dying_worker_stranded_is_queued_again_by_the_tick_and_sent_once(
+def test_a_run_whose_job_a_dying_worker_took_is_queued_again_by_the_tick_and_sent_once(
     app, client, db, shop, worker, redis_connection, smtp, monkeypatch
 ):
-    # given: a consented shopper's welcome is queued, and the worker that took its job died before
-    # starting it: RQ failed the job, and nothing was done
-    email = "stranded.job@example.com"
+    # given: a consented shopper's welcome is queued, and the worker that took its job off the queue died
+    # before starting it: RQ keeps the job `queued`, on no list, and nothing was done
+    email = "dropped.job@example.com"
     run_id = queued_welcome(app, client, db, redis_connection, 902, email)
-    assert strand_run_job(redis_connection) == f"run-{run_id}"
+    job, _ = take_next_job(redis_connection)
+    assert (job.id, job.get_status()) == (f"run-{run_id}", "queued")
     # when: the tick comes past the stuck delay, and workers drain; then again
     reports = []
     for later in (timedelta(minutes=10), timedelta(minutes=20)):
         monkeypatch.setenv("LIFECYCLE_NOW", (NOW + later).isoformat())
         reports.append(run_tick(db, redis_connection, NOW + later, 300))
         worker.work()
-    # then: the run was queued again once and sent once; nothing ended failed
+    # then: the run got a job of its own once, and was sent once; nothing ended failed
     assert [(r.revived_runs, r.failed_runs, r.requeued_runs) for r in reports] == [(1, 0, 0), (0, 0, 0)]
     with db.session() as session:
         run = session.get(ActionRun, run_id)
@@ -247,30 +249,52 @@ def test_a_run_whose_job_a_dying_worker_stranded_is_queued_again_by_the_tick_and
     assert len(smtp.to(email)) == 1
 
 
-def test_a_run_whose_job_keeps_failing_before_acting_ends_failed_with_rqs_reason_and_sends_nothing(
+def test_a_run_whose_job_failed_before_acting_is_queued_again_by_the_tick_and_sent_once(
     app, client, db, shop, worker, redis_connection, smtp, monkeypatch
 ):
-    # given: a consented shopper's welcome is queued, and every job of it is stranded by a dying worker
+    # given: a consented shopper's welcome is queued, and its job raised before the run was marked running
+    email = "failed.once@example.com"
+    run_id = queued_welcome(app, client, db, redis_connection, 904, email)
+    assert fail_next_job(redis_connection, "Traceback …\nOperationalError: server closed") == f"run-{run_id}"
+    # when: the tick comes past the stuck delay, and workers drain
+    monkeypatch.setenv("LIFECYCLE_NOW", (NOW + timedelta(minutes=10)).isoformat())
+    report = run_tick(db, redis_connection, NOW + timedelta(minutes=10), 300)
+    worker.work()
+    # then: a new job sent it once; the failed one stays in RQ's failed registry, as RQ keeps it
+    assert (report.revived_runs, report.failed_runs) == (1, 0)
+    with db.session() as session:
+        assert session.get(ActionRun, run_id).status == "succeeded"
+    assert len(smtp.to(email)) == 1
+    runs_queue = queue.get_queue(redis_connection, queue.RUNS)
+    assert FailedJobRegistry(queue=runs_queue).get_job_ids() == [f"run-{run_id}"]
+
+
+def test_a_run_whose_job_keeps_failing_before_acting_ends_failed_with_the_last_reason_and_sends_nothing(
+    app, client, db, shop, worker, redis_connection, smtp, monkeypatch
+):
+    # given: a consented shopper's welcome is queued, and every job of it raises before acting
     email = "failing.job@example.com"
     run_id = queued_welcome(app, client, db, redis_connection, 903, email)
     # when: the tick comes past the stuck delay after each failure, and once more
-    reports = []
+    failed_jobs, reports = [], []
     for n in range(queue.JOB_REVIVALS + 2):
         if n <= queue.JOB_REVIVALS:
-            strand_run_job(redis_connection)
+            reason = f"Traceback …\nOperationalError: connection refused ({n})"
+            failed_jobs.append(fail_next_job(redis_connection, reason))
         later = NOW + (n + 1) * timedelta(minutes=10)
         monkeypatch.setenv("LIFECYCLE_NOW", later.isoformat())
         reports.append(run_tick(db, redis_connection, later, 300))
     worker.work()
-    # then: the job was queued again JOB_REVIVALS times, then the run ended failed, once, with RQ's
-    # reason; nothing was sent, and no job is left
+    # then: each revival had a job id of its own; after JOB_REVIVALS of them the run ended failed, once,
+    # with the last job's reason; nothing was sent, and no job is left waiting
+    assert failed_jobs == [f"run-{run_id}", f"run-{run_id}-r1", f"run-{run_id}-r2"]
     assert [(r.revived_runs, r.failed_runs) for r in reports] == [(1, 0), (1, 0), (0, 1), (0, 0)]
     with db.session() as session:
         run = session.get(ActionRun, run_id)
         assert (run.status, run.attempts) == ("failed", 0)
         assert run.skip_reason == (
-            "its worker's job failed 3 times before carrying it out "
-            "(Job was stuck in intermediate queue.); nothing was done"
+            "3 jobs of its worker failed before carrying it out "
+            "(the last: OperationalError: connection refused (2)); nothing was done"
         )
     assert smtp.to(email) == []
     assert queue.get_queue(redis_connection, queue.RUNS).count == 0

@@ -232,16 +232,20 @@ ACTION_RESULT_TTL = 0
 RUN_JOB_TIMEOUT = 300
 
 
-def run_job_id(run_id: int, attempts: int) -> str:
-    """The job id of a run's next attempt: `run-N` before its first, `run-N-A` after A attempts.
+def run_job_id(run_id: int, attempts: int, revival: int = 0) -> str:
+    """The job id of a run's next attempt: `run-N` before its first, `run-N-A` after A attempts, and
+    `…-rK` for the Kth job the tick queued again for that attempt (`requeue_lost_runs`).
 
     Each counted attempt (one that marked the run running) has a job of its own: an attempt that outlives
     its lease (a process paused past it) and then ends has RQ delete its job's record (`ACTION_RESULT_TTL`
     0), and under a shared id that would be the record of the job the tick queued for the next attempt
     meanwhile, lost until the tick's check for lost jobs. A deferral (quiet hours, the cap, the breaker)
     is not an attempt: the job after it has the same id, and comes when the deferral ends, long after
-    the deferring job did."""
-    return f"run-{run_id}-{attempts}" if attempts else f"run-{run_id}"
+    the deferring job did. A job queued again after one that failed or was dropped has an id of its own
+    too, so RQ's records of the one before (its failed entry, results and executions) are left as RQ
+    keeps them, never overwritten or deleted under the next."""
+    job_id = f"run-{run_id}-{attempts}" if attempts else f"run-{run_id}"
+    return f"{job_id}-r{revival}" if revival else job_id
 
 
 def enqueue_action_run(connection: redis.Redis, run_id: int, attempts: int) -> bool:
@@ -268,49 +272,43 @@ def enqueue_action_runs(connection: redis.Redis, runs: list[tuple[int, int]]) ->
         for run_id, attempts in runs:
             pipe.exists(Job.key_for(run_job_id(run_id, attempts)))
         held = pipe.execute()
-    return _queue_run_jobs(connection, [run for run, exists in zip(runs, held, strict=True) if not exists])
+    missing = [(*run, 0) for run, exists in zip(runs, held, strict=True) if not exists]
+    return _queue_run_jobs(connection, missing)
 
 
-def _queue_run_jobs(connection: redis.Redis, runs: list[tuple[int, int]], revived: dict | None = None) -> int:
-    """Queue a job for the next attempt of each run ((id, attempts)), in one MULTI, unchecked. A run in
-    `revived` (run id → its failed job, and how many times it has now been queued again after failing)
-    first has that job deleted (with its place in RQ's failed registry), and the new job carries the
-    count in its meta."""
-    revived = revived or {}
+def _queue_run_jobs(connection: redis.Redis, runs: list[tuple[int, int, int]]) -> int:
+    """Queue a job for each run's next attempt ((id, attempts, revival): `run_job_id`), in one MULTI,
+    unchecked."""
     if runs:
         runs_queue = get_queue(connection, RUNS)
         with connection.pipeline() as pipe:
-            pipe.multi()  # before the deletes: RQ's enqueue opens the MULTI only on an empty pipeline
-            for run_id, attempts in runs:
-                job_id = run_job_id(run_id, attempts)
-                if run_id in revived:
-                    revived[run_id][0].delete(pipeline=pipe, remove_from_queue=False)
+            for run_id, attempts, revival in runs:
                 runs_queue.enqueue(
                     "plugin.pipeline.run_action.run_action",
                     run_id,
-                    job_id=job_id,
+                    job_id=run_job_id(run_id, attempts, revival),
                     job_timeout=RUN_JOB_TIMEOUT,
                     result_ttl=ACTION_RESULT_TTL,
                     failure_ttl=FAILURE_TTL,
-                    meta={REVIVED: revived[run_id][1]} if run_id in revived else None,
                     pipeline=pipe,
                 )
             pipe.execute()
     return len(runs)
 
 
-# How many times the tick queues a run again whose job failed before the run was marked running (nothing
-# was done): a worker killed between taking the job and starting it (RQ fails it as stuck in its
-# intermediate queue, or abandoned), or the database unreachable as the job began. After that many, the
-# run ends failed with RQ's last reason: a job that fails every time is a bug, not bad luck.
+# How many times the tick queues again, under a new id, the job of a run still marked queued that will not
+# run: it failed before the run was marked running (the database unreachable as it began; its worker
+# killed after starting it, which RQ fails as abandoned), or a worker took it off the queue and stopped
+# before starting it (RQ keeps such a job `queued`, on no list, for ever). Nothing was done. After that
+# many, the run ends failed with the last reason: a job that fails every time is a bug, not bad luck.
 JOB_REVIVALS = 2
-REVIVED = "lifecycle_revived"  # the job meta key counting them
+DROPPED = "taken off the queue by a worker that stopped before starting it"
 
 
 @dataclass(frozen=True)
 class LostRuns:
-    """What `requeue_lost_runs` found: runs queued again (lost, or failed and revived), and runs to end
-    failed (id → the reason)."""
+    """What `requeue_lost_runs` found: runs queued again because Redis had lost their job (`requeued`) or
+    because their job will not run (`revived`), and runs to end failed (id → the reason)."""
 
     requeued: int = 0
     revived: int = 0
@@ -318,72 +316,88 @@ class LostRuns:
 
 
 def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) -> LostRuns:
-    """Queue again the runs among `queued` ((id, attempts), all marked queued in the database) whose job Redis
-    no longer holds (emptied, evicted, or failed over to a replica that had not seen it) or whose job failed
-    before it acted: one round trip reads every job's status, and one MULTI queues the lost and the failed
-    ones. A job waiting or running is left alone: it will come. A run queued twice acts once anyway
-    (`run_action` locks the run and acts only while it is pending and due).
+    """Queue again the runs among `queued` ((id, attempts), all marked queued in the database) whose job
+    will not come: one round trip reads the status of every job a run's attempt may have (its first and
+    each revival, `run_job_id`), one reads the runs queue's list if a latest job is `queued` (is it on
+    it?), and one MULTI queues the jobs.
 
-    A failed job (it raised, or RQ gave it up, before the run was marked running, so nothing was done) is
-    deleted and queued again under its id, up to `JOB_REVIVALS` times; after that, the run is returned to
-    end failed (`runs.fail_queued_runs`) with RQ's last reason, rather than each tick retrying what fails."""
-    from rq.exceptions import NoSuchJobError
+    A run whose attempt has no job at all (Redis emptied, evicted, or failed over to a replica that had
+    not seen it) gets its first job again. A run whose latest job failed, or is `queued` on no list (a
+    worker took it and stopped before starting it), gets a job under the next revival id, up to
+    `JOB_REVIVALS` times; after that it is returned to end failed (`runs.fail_queued_runs`) with RQ's
+    last reason, rather than each tick retrying what fails. A job waiting or running is left alone: it
+    will come. A run queued twice (a race with a batch's enqueue, which checks only the first id) acts
+    once anyway: `run_action` locks the run and acts only while it is pending and due."""
     from rq.job import Job
 
     if not queued:
         return LostRuns()
+    tries = JOB_REVIVALS + 1
     with connection.pipeline(transaction=False) as pipe:
         for run_id, attempts in queued:
-            pipe.hget(Job.key_for(run_job_id(run_id, attempts)), "status")
+            for revival in range(tries):
+                pipe.hget(Job.key_for(run_job_id(run_id, attempts, revival)), "status")
         statuses = pipe.execute()
-    lost = [run for run, status in zip(queued, statuses, strict=True) if status is None]
-    revive, revived, failed = [], {}, {}
-    for run, status in zip(queued, statuses, strict=True):
-        if status != b"failed":
+    latest = {}  # run → (revival, status) of the latest job its attempt has, if any
+    for n, run in enumerate(queued):
+        held = [(r, status) for r, status in enumerate(statuses[tries * n : tries * (n + 1)]) if status]
+        latest[run] = held[-1] if held else None
+    listed = set()
+    if any(job is not None and job[1] == b"queued" for job in latest.values()):  # are they on the list?
+        listed = set(connection.lrange(get_queue(connection, RUNS).key, 0, -1))
+    lost, revive, failed = [], [], {}
+    for (run_id, attempts), job in latest.items():
+        if job is None:
+            lost.append((run_id, attempts, 0))
             continue
-        try:
-            job = Job.fetch(run_job_id(*run), connection=connection, serializer=JSONSerializer)
-        except NoSuchJobError:  # expired since the read: lost, queued below
-            lost.append(run)
-            continue
-        times = int(job.meta.get(REVIVED, 0))
-        if times < JOB_REVIVALS:
-            revive.append(run)
-            revived[run[0]] = (job, times + 1)
-        else:
-            failed[run[0]] = failed_job_reason(job, times + 1)
-    requeued = _queue_run_jobs(connection, lost)  # their absence was just read: no second check
-    _queue_run_jobs(connection, revive, revived)
-    if requeued:
-        log.warning("queued again %d run(s) whose job Redis had lost", requeued)
+        revival, status = job
+        job_id = run_job_id(run_id, attempts, revival)
+        if status == b"failed" or (status == b"queued" and job_id.encode() not in listed):
+            if revival < JOB_REVIVALS:
+                revive.append((run_id, attempts, revival + 1))
+            else:
+                failed[run_id] = _failed_job_reason(connection, job_id, tries)
+    _queue_run_jobs(connection, lost + revive)  # their state was just read: no second check
+    if lost:
+        log.warning("queued again %d run(s) whose job Redis had lost", len(lost))
     if revive:
-        log.warning("queued again %d run(s) whose job failed before acting", len(revive))
-    return LostRuns(requeued, len(revive), failed)
+        log.warning("queued again %d run(s) whose job failed or was dropped before acting", len(revive))
+    return LostRuns(len(lost), len(revive), failed)
 
 
-def failed_job_reason(job, times: int) -> str:
-    """A run's reason for ending failed: its job failed `times` times before acting, and RQ's last word."""
-    result = job.latest_result()
+def _failed_job_reason(connection: redis.Redis, job_id: str, tries: int) -> str:
+    """A run's reason for ending failed: `tries` jobs of its attempt failed or were dropped before acting;
+    the last one's own reason (RQ's last line of it), if RQ recorded one."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    try:
+        result = Job.fetch(job_id, connection=connection, serializer=JSONSerializer).latest_result()
+    except NoSuchJobError:
+        result = None
     lines = (result.exc_string or "").strip().splitlines() if result is not None else []
-    last = lines[-1][:300] if lines else "no reason recorded"
-    return f"its worker's job failed {times} times before carrying it out ({last}); nothing was done"
+    last = lines[-1][:300] if lines else DROPPED
+    return f"{tries} jobs of its worker failed before carrying it out (the last: {last}); nothing was done"
 
 
 def forget_run_jobs(connection: redis.Redis, interrupted: list[tuple[int, int]]) -> None:
     """Delete what RQ keeps of the jobs of interrupted attempts ((run id, the run's attempts with the
-    interrupted one), taken back by the tick): the job and its place in RQ's registries (a worker killed
-    with the job started, or RQ since moved it to its failed registry). The next attempt has a job id of
-    its own (`run_job_id`)."""
+    interrupted one), taken back by the tick): each job of the attempt (its first and any revival) and its
+    place in RQ's registries (a worker killed with the job started, or RQ since moved it to its failed
+    registry). The next attempt has job ids of its own (`run_job_id`), so what cannot be deleted (RQ
+    refuses while an execution it lists has expired but not yet left its registry) is left to expire."""
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
     for run_id, attempts in interrupted:
-        try:
-            Job.fetch(
-                run_job_id(run_id, attempts - 1), connection=connection, serializer=JSONSerializer
-            ).delete()
-        except NoSuchJobError:
-            pass
+        for revival in range(JOB_REVIVALS + 1):
+            job_id = run_job_id(run_id, attempts - 1, revival)
+            try:
+                Job.fetch(job_id, connection=connection, serializer=JSONSerializer).delete()
+            except NoSuchJobError:
+                pass
+            except ValueError as error:  # rq.executions: "Execution … not found in Redis"
+                log.info("left job %s to expire: %s", job_id, error)
 
 
 MAINTENANCE_TIMEOUT = 4 * 3600  # a backfill streams a whole store's history in one job
