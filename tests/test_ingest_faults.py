@@ -298,3 +298,29 @@ def test_a_run_whose_job_keeps_failing_before_acting_ends_failed_with_the_last_r
         )
     assert smtp.to(email) == []
     assert queue.get_queue(redis_connection, queue.RUNS).count == 0
+
+
+def test_a_revived_run_deferred_by_quiet_hours_goes_out_in_the_morning(
+    app, client, db, shop, worker, redis_connection, smtp, monkeypatch
+):
+    # given: a welcome whose first job failed before acting; the tick revived it, and the revived job,
+    # taken at night, deferred it to the morning (RQ keeps the failed first job for 30 days)
+    email = "revived.at.night@example.com"
+    run_id = queued_welcome(app, client, db, redis_connection, 906, email)
+    fail_next_job(redis_connection, "Traceback …\nOperationalError: server closed")
+    assert run_tick(db, redis_connection, NOW + timedelta(minutes=10), 300).revived_runs == 1
+    night = NOW.replace(hour=22)
+    monkeypatch.setenv("LIFECYCLE_NOW", night.isoformat())
+    worker.work()
+    morning = (night + timedelta(days=1)).replace(hour=8, minute=1)
+    with db.session() as session:
+        assert session.get(ActionRun, run_id).status == "scheduled"
+    # when: the morning's dispatch queues it, and workers drain
+    monkeypatch.setenv("LIFECYCLE_NOW", morning.isoformat())
+    with app.app_context():
+        assert dispatch_due_runs(db, morning) == 1
+    worker.work()
+    # then: it is sent, once, at once (not left without a job for the tick's next check)
+    with db.session() as session:
+        assert session.get(ActionRun, run_id).status == "succeeded"
+    assert len(smtp.to(email)) == 1

@@ -255,8 +255,13 @@ def enqueue_action_run(connection: redis.Redis, run_id: int, attempts: int) -> b
 
 def enqueue_action_runs(connection: redis.Redis, runs: list[tuple[int, int]]) -> int:
     """Queue the next attempt of each run ((id, attempts)), in two round trips whatever their number: one
-    reads which of their jobs Redis holds already (waiting, running, or failed: left alone), one queues
-    the others in a MULTI. Returns how many were queued.
+    reads the jobs Redis holds of each run's attempt (`_attempt_jobs`), one queues the runs that have none
+    waiting or running, in a MULTI. Returns how many were queued.
+
+    The job id is the attempt's first (`run_job_id`), or, when the tick has revived the attempt (its
+    job failed or was dropped before acting), the id after the last failed one: RQ keeps a failed job
+    for FAILURE_TTL, so the id of a run deferred after its revival (quiet hours) is not free again. An
+    attempt whose every id failed is left to the tick, which ends the run failed.
 
     The callers queue runs they have just marked queued and committed, so a run's job is normally absent.
     The check is not atomic with the queueing: a job queued between the two round trips (the tick
@@ -264,16 +269,31 @@ def enqueue_action_runs(connection: redis.Redis, runs: list[tuple[int, int]]) ->
     a second job of the same run. The second acts only on a run still pending and due (`run_action`): it
     finds the run done or running and returns, or, if the first attempt deferred it or scheduled a retry,
     leaves it for its time."""
-    from rq.job import Job
-
     if not runs:
         return 0
+    free = []
+    for (run_id, attempts), statuses in zip(runs, _attempt_jobs(connection, runs), strict=True):
+        if any(status not in (None, b"failed") for status in statuses):
+            continue  # waiting or running: it will come
+        failed = [revival for revival, status in enumerate(statuses) if status == b"failed"]
+        revival = failed[-1] + 1 if failed else 0
+        if revival <= JOB_REVIVALS:
+            free.append((run_id, attempts, revival))
+    return _queue_run_jobs(connection, free)
+
+
+def _attempt_jobs(connection: redis.Redis, runs: list[tuple[int, int]]) -> list[list[bytes | None]]:
+    """For each run ((id, attempts)), the status RQ holds of each job id its attempt may have (the first,
+    then each revival: `run_job_id`), None where there is no such job; in one round trip."""
+    from rq.job import Job
+
+    tries = JOB_REVIVALS + 1
     with connection.pipeline(transaction=False) as pipe:
         for run_id, attempts in runs:
-            pipe.exists(Job.key_for(run_job_id(run_id, attempts)))
-        held = pipe.execute()
-    missing = [(*run, 0) for run, exists in zip(runs, held, strict=True) if not exists]
-    return _queue_run_jobs(connection, missing)
+            for revival in range(tries):
+                pipe.hget(Job.key_for(run_job_id(run_id, attempts, revival)), "status")
+        statuses = pipe.execute()
+    return [statuses[tries * n : tries * (n + 1)] for n in range(len(runs))]
 
 
 def _queue_run_jobs(connection: redis.Redis, runs: list[tuple[int, int, int]]) -> int:
@@ -326,21 +346,13 @@ def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) ->
     worker took it and stopped before starting it), gets a job under the next revival id, up to
     `JOB_REVIVALS` times; after that it is returned to end failed (`runs.fail_queued_runs`) with RQ's
     last reason, rather than each tick retrying what fails. A job waiting or running is left alone: it
-    will come. A run queued twice (a race with a batch's enqueue, which checks only the first id) acts
-    once anyway: `run_action` locks the run and acts only while it is pending and due."""
-    from rq.job import Job
-
+    will come. A run queued twice (a race with a batch's enqueue, whose read is not atomic with its
+    queueing) acts once anyway: `run_action` locks the run and acts only while it is pending and due."""
     if not queued:
         return LostRuns()
-    tries = JOB_REVIVALS + 1
-    with connection.pipeline(transaction=False) as pipe:
-        for run_id, attempts in queued:
-            for revival in range(tries):
-                pipe.hget(Job.key_for(run_job_id(run_id, attempts, revival)), "status")
-        statuses = pipe.execute()
     latest = {}  # run → (revival, status) of the latest job its attempt has, if any
-    for n, run in enumerate(queued):
-        held = [(r, status) for r, status in enumerate(statuses[tries * n : tries * (n + 1)]) if status]
+    for run, statuses in zip(queued, _attempt_jobs(connection, queued), strict=True):
+        held = [(revival, status) for revival, status in enumerate(statuses) if status is not None]
         latest[run] = held[-1] if held else None
     listed = set()
     if any(job is not None and job[1] == b"queued" for job in latest.values()):  # are they on the list?
@@ -356,7 +368,7 @@ def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) ->
             if revival < JOB_REVIVALS:
                 revive.append((run_id, attempts, revival + 1))
             else:
-                failed[run_id] = _failed_job_reason(connection, job_id, tries)
+                failed[run_id] = _failed_job_reason(connection, job_id, JOB_REVIVALS + 1)
     _queue_run_jobs(connection, lost + revive)  # their state was just read: no second check
     if lost:
         log.warning("queued again %d run(s) whose job Redis had lost", len(lost))
