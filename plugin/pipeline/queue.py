@@ -234,16 +234,16 @@ RUN_JOB_TIMEOUT = 300
 
 def run_job_id(run_id: int, attempts: int, revival: int = 0) -> str:
     """The job id of a run's next attempt: `run-N` before its first, `run-N-A` after A attempts, and
-    `…-rK` for the Kth job the tick queued again for that attempt (`requeue_lost_runs`).
+    `…-rK` for the job queued after K jobs of that attempt ended without acting (`JOB_REVIVALS`).
 
     Each counted attempt (one that marked the run running) has a job of its own: an attempt that outlives
     its lease (a process paused past it) and then ends has RQ delete its job's record (`ACTION_RESULT_TTL`
     0), and under a shared id that would be the record of the job the tick queued for the next attempt
     meanwhile, lost until the tick's check for lost jobs. A deferral (quiet hours, the cap, the breaker)
     is not an attempt: the job after it has the same id, and comes when the deferral ends, long after
-    the deferring job did. A job queued again after one that failed or was dropped has an id of its own
-    too, so RQ's records of the one before (its failed entry, results and executions) are left as RQ
-    keeps them, never overwritten or deleted under the next."""
+    the deferring job did. A job that failed before acting keeps its record in RQ (FAILURE_TTL): the
+    next job of the attempt has the next revival id, so RQ's records of the failed one (its failed entry,
+    results and executions) are never overwritten or deleted under it."""
     job_id = f"run-{run_id}-{attempts}" if attempts else f"run-{run_id}"
     return f"{job_id}-r{revival}" if revival else job_id
 
@@ -253,15 +253,28 @@ def enqueue_action_run(connection: redis.Redis, run_id: int, attempts: int) -> b
     return enqueue_action_runs(connection, [(run_id, attempts)]) == 1
 
 
+# How many times a run's attempt gets a new job after one that ended without acting: failed before the
+# run was marked running (the database unreachable as it began; its worker killed after starting it,
+# which RQ fails as abandoned), or stopped or cancelled by an operator. Nothing was done. After that many
+# the tick ends the run failed with the last reason: a job that fails every time is a bug, not bad luck.
+# The count is per attempt, deferrals included (RQ keeps a failed job for FAILURE_TTL).
+JOB_REVIVALS = 2
+ENDED = (b"failed", b"stopped", b"canceled")  # job statuses that will not run again
+# A job `queued` on no list: a worker popped it (workers serve three queues, so RQ pops with BLPOP and
+# keeps no intermediate list) and stopped before starting it; RQ never cleans it up. One seen so by two
+# checks of the tick (this key, set at the first, says when) is queued again under its id.
+DROPPED_SUSPECT = "lifecycle:dropped-job:{}"
+DROPPED_SUSPECT_TTL = 3600
+
+
 def enqueue_action_runs(connection: redis.Redis, runs: list[tuple[int, int]]) -> int:
     """Queue the next attempt of each run ((id, attempts)), in two round trips whatever their number: one
     reads the jobs Redis holds of each run's attempt (`_attempt_jobs`), one queues the runs that have none
     waiting or running, in a MULTI. Returns how many were queued.
 
-    The job id is the attempt's first (`run_job_id`), or, when the tick has revived the attempt (its
-    job failed or was dropped before acting), the id after the last failed one: RQ keeps a failed job
-    for FAILURE_TTL, so the id of a run deferred after its revival (quiet hours) is not free again. An
-    attempt whose every id failed is left to the tick, which ends the run failed.
+    The job id is the attempt's first (`run_job_id`), or the one after its last job that ended without
+    acting (RQ keeps those for FAILURE_TTL, so a run deferred after a revival needs the next id). An
+    attempt that has used every id is left to the tick, which ends the run failed.
 
     The callers queue runs they have just marked queued and committed, so a run's job is normally absent.
     The check is not atomic with the queueing: a job queued between the two round trips (the tick
@@ -273,10 +286,10 @@ def enqueue_action_runs(connection: redis.Redis, runs: list[tuple[int, int]]) ->
         return 0
     free = []
     for (run_id, attempts), statuses in zip(runs, _attempt_jobs(connection, runs), strict=True):
-        if any(status not in (None, b"failed") for status in statuses):
-            continue  # waiting or running: it will come
-        failed = [revival for revival, status in enumerate(statuses) if status == b"failed"]
-        revival = failed[-1] + 1 if failed else 0
+        if any(status is not None and status not in ENDED for status in statuses):
+            continue  # waiting or running (or dropped: the tick queues it again)
+        ended = [revival for revival, status in enumerate(statuses) if status in ENDED]
+        revival = ended[-1] + 1 if ended else 0
         if revival <= JOB_REVIVALS:
             free.append((run_id, attempts, revival))
     return _queue_run_jobs(connection, free)
@@ -316,19 +329,11 @@ def _queue_run_jobs(connection: redis.Redis, runs: list[tuple[int, int, int]]) -
     return len(runs)
 
 
-# How many times the tick queues again, under a new id, the job of a run still marked queued that will not
-# run: it failed before the run was marked running (the database unreachable as it began; its worker
-# killed after starting it, which RQ fails as abandoned), or a worker took it off the queue and stopped
-# before starting it (RQ keeps such a job `queued`, on no list, for ever). Nothing was done. After that
-# many, the run ends failed with the last reason: a job that fails every time is a bug, not bad luck.
-JOB_REVIVALS = 2
-DROPPED = "taken off the queue by a worker that stopped before starting it"
-
-
 @dataclass(frozen=True)
 class LostRuns:
-    """What `requeue_lost_runs` found: runs queued again because Redis had lost their job (`requeued`) or
-    because their job will not run (`revived`), and runs to end failed (id → the reason)."""
+    """What `requeue_lost_runs` found: runs queued again under the same job id because Redis had lost
+    their job or a worker dropped it (`requeued`), or under the next id because it ended without acting
+    (`revived`); and runs to end failed (id → the reason)."""
 
     requeued: int = 0
     revived: int = 0
@@ -336,18 +341,24 @@ class LostRuns:
 
 
 def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) -> LostRuns:
-    """Queue again the runs among `queued` ((id, attempts), all marked queued in the database) whose job
-    will not come: one round trip reads the status of every job a run's attempt may have (its first and
-    each revival, `run_job_id`), one reads the runs queue's list if a latest job is `queued` (is it on
-    it?), and one MULTI queues the jobs.
+    """Queue again the runs among `queued` ((id, attempts), all marked queued in the database for a while)
+    whose job will not come. The latest job of each run's attempt decides (one round trip reads them all,
+    `_attempt_jobs`):
 
-    A run whose attempt has no job at all (Redis emptied, evicted, or failed over to a replica that had
-    not seen it) gets its first job again. A run whose latest job failed, or is `queued` on no list (a
-    worker took it and stopped before starting it), gets a job under the next revival id, up to
-    `JOB_REVIVALS` times; after that it is returned to end failed (`runs.fail_queued_runs`) with RQ's
-    last reason, rather than each tick retrying what fails. A job waiting or running is left alone: it
-    will come. A run queued twice (a race with a batch's enqueue, whose read is not atomic with its
-    queueing) acts once anyway: `run_action` locks the run and acts only while it is pending and due."""
+    - none at all (Redis emptied, evicted, or failed over to a replica that had not seen it): the attempt's
+      first job is queued again;
+    - ended without acting (failed, stopped, cancelled: `ENDED`): a job under the next revival id, up to
+      `JOB_REVIVALS`; after that the run is returned to end failed (`runs.fail_queued_runs`) with RQ's last
+      reason, rather than each tick retrying what fails;
+    - `queued` but on no list at two checks of the tick (a worker popped it and stopped; the second check
+      rules out a job caught between its pop and its start): queued again under its id (RQ holds nothing
+      else of it). Finding which are on the list reads the runs queue's ids (one LRANGE, only when a
+      latest job is `queued`);
+    - waiting or running: left alone, it will come.
+
+    The jobs are queued in one MULTI. A run queued twice (a race with a batch's enqueue, whose read is not
+    atomic with its queueing) acts once anyway: `run_action` locks the run and acts only while it is
+    pending and due."""
     if not queued:
         return LostRuns()
     latest = {}  # run → (revival, status) of the latest job its attempt has, if any
@@ -355,49 +366,75 @@ def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) ->
         held = [(revival, status) for revival, status in enumerate(statuses) if status is not None]
         latest[run] = held[-1] if held else None
     listed = set()
-    if any(job is not None and job[1] == b"queued" for job in latest.values()):  # are they on the list?
+    if any(job is not None and job[1] == b"queued" for job in latest.values()):
         listed = set(connection.lrange(get_queue(connection, RUNS).key, 0, -1))
-    lost, revive, failed = [], [], {}
+    lost, revive, failed, suspects = [], [], {}, []
     for (run_id, attempts), job in latest.items():
         if job is None:
             lost.append((run_id, attempts, 0))
             continue
         revival, status = job
         job_id = run_job_id(run_id, attempts, revival)
-        if status == b"failed" or (status == b"queued" and job_id.encode() not in listed):
+        if status in ENDED:
             if revival < JOB_REVIVALS:
                 revive.append((run_id, attempts, revival + 1))
             else:
-                failed[run_id] = _failed_job_reason(connection, job_id, JOB_REVIVALS + 1)
-    _queue_run_jobs(connection, lost + revive)  # their state was just read: no second check
-    if lost:
-        log.warning("queued again %d run(s) whose job Redis had lost", len(lost))
+                failed[run_id] = _ended_job_reason(connection, job_id)
+        elif status == b"queued" and job_id.encode() not in listed:
+            suspects.append((run_id, attempts, revival))
+    dropped = _seen_dropped_before(connection, suspects)
+    _queue_run_jobs(connection, lost + dropped + revive)  # their state was just read: no second check
+    if lost or dropped:
+        log.warning(
+            "queued again %d run(s) whose job Redis had lost or a worker dropped", len(lost + dropped)
+        )
     if revive:
-        log.warning("queued again %d run(s) whose job failed or was dropped before acting", len(revive))
-    return LostRuns(len(lost), len(revive), failed)
+        log.warning("queued again %d run(s) whose job ended before acting", len(revive))
+    return LostRuns(len(lost + dropped), len(revive), failed)
 
 
-def _failed_job_reason(connection: redis.Redis, job_id: str, tries: int) -> str:
-    """A run's reason for ending failed: `tries` jobs of its attempt failed or were dropped before acting;
-    the last one's own reason (RQ's last line of it), if RQ recorded one."""
+def _seen_dropped_before(connection: redis.Redis, suspects: list[tuple[int, int, int]]) -> list:
+    """Of jobs `queued` on no list ((run id, attempts, revival)), those a check before this one saw so too
+    (`DROPPED_SUSPECT`); the others are marked for the next check. One round trip."""
+    if not suspects:
+        return []
+    with connection.pipeline(transaction=False) as pipe:
+        for job in suspects:
+            pipe.set(DROPPED_SUSPECT.format(run_job_id(*job)), 1, nx=True, ex=DROPPED_SUSPECT_TTL)
+        first_seen = pipe.execute()
+    dropped = [job for job, new in zip(suspects, first_seen, strict=True) if not new]
+    if dropped:
+        connection.delete(*(DROPPED_SUSPECT.format(run_job_id(*job)) for job in dropped))
+    return dropped
+
+
+def _ended_job_reason(connection: redis.Redis, job_id: str) -> str:
+    """A run's reason for ending failed: every job its attempt may have ended without acting; the last
+    one's own reason (RQ's last line of it), if RQ recorded one."""
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
     try:
-        result = Job.fetch(job_id, connection=connection, serializer=JSONSerializer).latest_result()
+        job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        result = job.latest_result()
+        status = job.get_status(refresh=False)
     except NoSuchJobError:
-        result = None
+        result, status = None, "gone"
     lines = (result.exc_string or "").strip().splitlines() if result is not None else []
-    last = lines[-1][:300] if lines else DROPPED
-    return f"{tries} jobs of its worker failed before carrying it out (the last: {last}); nothing was done"
+    last = lines[-1][:300] if lines else f"{status}, no reason recorded"
+    return (
+        f"{JOB_REVIVALS + 1} jobs of its worker ended before carrying it out (the last: {last}); "
+        "nothing was done"
+    )
 
 
 def forget_run_jobs(connection: redis.Redis, interrupted: list[tuple[int, int]]) -> None:
     """Delete what RQ keeps of the jobs of interrupted attempts ((run id, the run's attempts with the
     interrupted one), taken back by the tick): each job of the attempt (its first and any revival) and its
     place in RQ's registries (a worker killed with the job started, or RQ since moved it to its failed
-    registry). The next attempt has job ids of its own (`run_job_id`), so what cannot be deleted (RQ
-    refuses while an execution it lists has expired but not yet left its registry) is left to expire."""
+    registry). The next attempt has job ids of its own (`run_job_id`), so what RQ fails to delete (it
+    raises, part way, while an execution it lists has expired but not yet left its registry) is left to
+    expire, or to RQ's cleanup of abandoned jobs."""
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 

@@ -29,9 +29,9 @@ class TickReport:
     now: datetime
     moves: dict[str, int] = field(default_factory=dict)  # "from→to" -> count
     requeued: int = 0
-    requeued_runs: int = 0  # runs queued again: their job was lost (`queue.requeue_lost_runs`)
-    revived_runs: int = 0  # runs queued again: their job failed before acting (`queue.JOB_REVIVALS`)
-    failed_runs: int = 0  # runs whose job kept failing before acting, or interrupted too often, now failed
+    requeued_runs: int = 0  # runs queued again: their job was lost or dropped (`queue.requeue_lost_runs`)
+    revived_runs: int = 0  # runs given a new job: theirs ended before acting (`queue.JOB_REVIVALS`)
+    failed_runs: int = 0  # runs whose every job ended before acting, or interrupted too often, now failed
     resumed_runs: int = 0  # runs whose attempt was interrupted, queued again (`take_back_interrupted`)
     planned: int = 0
     dispatched: int = 0

@@ -439,10 +439,10 @@ def take_back_interrupted(
 
 
 def fail_queued_runs(session: Session, reasons: dict[int, str], now: datetime) -> int:
-    """Runs still marked queued whose job kept failing before it acted (run id → the reason;
-    `queue.requeue_lost_runs` found them in RQ's failed registry) end failed, with the reason: nothing was
-    done, and the merchant sees why, rather than the run staying queued for ever (or going out a month
-    late once RQ forgets the job). One statement per reason (a rare path)."""
+    """Runs still marked queued whose every job ended before it acted (run id → the reason;
+    `queue.requeue_lost_runs` read their jobs' statuses) end failed, with the reason: nothing was done, and
+    the merchant sees why, rather than the run staying queued for ever (or going out a month late once
+    RQ forgets the job). One statement per reason (a rare path)."""
     by_reason: dict[str, list[int]] = {}
     for run_id, reason in reasons.items():
         by_reason.setdefault(reason, []).append(run_id)
