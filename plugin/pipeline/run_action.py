@@ -199,7 +199,9 @@ RUN_RETRY_DELAYS = (60, 300, 1800, 7200)
 MAX_ATTEMPTS = len(RUN_RETRY_DELAYS) + 1  # a run's attempts, retries after passing failures included
 
 
-def take_back_interrupted(db: Database, connection: redis.Redis, now: datetime) -> tuple[int, int]:
+def take_back_interrupted(
+    db: Database, connection: redis.Redis, now: datetime
+) -> tuple[list[tuple[int, int]], int]:
     """Runs left `running` past their lease (an attempt interrupted: its worker killed with `kill -9`, its
     machine lost) are queued again, to be decided by their next attempt as the action says: an email whose
     send had begun ends failed as "outcome unknown", never sent twice (`actions.send_email`); anything
@@ -207,7 +209,7 @@ def take_back_interrupted(db: Database, connection: redis.Redis, now: datetime) 
     MAX_ATTEMPTS-th attempt ends failed. Each interruption is in the run's attempts, with why. The runs
     are taken back in one transaction, locked (skipping any another tick holds); the dead attempts' jobs
     are forgotten while the runs are locked; the next attempts' jobs (ids of their own) are queued after
-    commit. Returns how many runs were queued again, and how many failed."""
+    commit. Returns the runs queued again ((id, attempts)), and how many failed."""
     with db.session() as session:
         interrupted = runs.lock_interrupted(session, now)
         queue.forget_run_jobs(connection, [(row.id, row.attempts) for row in interrupted])
@@ -215,7 +217,7 @@ def take_back_interrupted(db: Database, connection: redis.Redis, now: datetime) 
     queue.enqueue_action_runs(connection, resumed)
     if resumed or failed:
         log.warning("took back %d interrupted run(s): %d queued again", len(resumed) + failed, len(resumed))
-    return len(resumed), failed
+    return resumed, failed
 
 
 def shop_client(db: Database, shop_id: int, domain: str) -> ShopifyClient | None:

@@ -80,9 +80,10 @@ def run_tick(
     if connection is not None:
         stuck_since = now - timedelta(seconds=stuck_after)
         report.requeued = requeue_stuck(db, connection, stuck_since, now)
-        report.resumed_runs, report.failed_runs = take_back_interrupted(db, connection, now)
-        with db.session() as session:
-            queued = runs.queued_runs(session, stuck_since)
+        resumed, report.failed_runs = take_back_interrupted(db, connection, now)
+        report.resumed_runs, just_queued = len(resumed), {run_id for run_id, _ in resumed}
+        with db.session() as session:  # less the runs just queued again: their jobs are on their way
+            queued = [run for run in runs.queued_runs(session, stuck_since) if run[0] not in just_queued]
         lost = queue.requeue_lost_runs(connection, queued)
         report.requeued_runs, report.revived_runs = lost.requeued, lost.revived
         with db.session() as session:
