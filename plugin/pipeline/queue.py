@@ -288,11 +288,19 @@ def enqueue_action_runs(connection: redis.Redis, runs: list[tuple[int, int]]) ->
     for (run_id, attempts), statuses in zip(runs, _attempt_jobs(connection, runs), strict=True):
         if any(status is not None and status not in ENDED for status in statuses):
             continue  # waiting or running (or dropped: the tick queues it again)
-        ended = [revival for revival, status in enumerate(statuses) if status in ENDED]
-        revival = ended[-1] + 1 if ended else 0
-        if revival <= JOB_REVIVALS:
+        revival = _next_revival(statuses)
+        if revival is not None:
             free.append((run_id, attempts, revival))
     return _queue_run_jobs(connection, free)
+
+
+def _next_revival(statuses: list[bytes | None]) -> int | None:
+    """The revival (`run_job_id`) an attempt's next job takes, given its jobs' statuses (`_attempt_jobs`):
+    the one after its last job that ended without acting, the first if none did; None when every id is
+    used (the tick ends the run failed)."""
+    ended = [revival for revival, status in enumerate(statuses) if status in ENDED]
+    revival = ended[-1] + 1 if ended else 0
+    return revival if revival <= JOB_REVIVALS else None
 
 
 def _attempt_jobs(connection: redis.Redis, runs: list[tuple[int, int]]) -> list[list[bytes | None]]:
@@ -361,8 +369,9 @@ def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) ->
     pending and due."""
     if not queued:
         return LostRuns()
+    jobs = dict(zip(queued, _attempt_jobs(connection, queued), strict=True))
     latest = {}  # run → (revival, status) of the latest job its attempt has, if any
-    for run, statuses in zip(queued, _attempt_jobs(connection, queued), strict=True):
+    for run, statuses in jobs.items():
         held = [(revival, status) for revival, status in enumerate(statuses) if status is not None]
         latest[run] = held[-1] if held else None
     listed = set()
@@ -376,8 +385,9 @@ def requeue_lost_runs(connection: redis.Redis, queued: list[tuple[int, int]]) ->
         revival, status = job
         job_id = run_job_id(run_id, attempts, revival)
         if status in ENDED:
-            if revival < JOB_REVIVALS:
-                revive.append((run_id, attempts, revival + 1))
+            following = _next_revival(jobs[(run_id, attempts)])
+            if following is not None:
+                revive.append((run_id, attempts, following))
             else:
                 failed[run_id] = _ended_job_reason(connection, job_id)
         elif status == b"queued" and job_id.encode() not in listed:

@@ -95,8 +95,7 @@ def unsubscribe(token: str):
             run_id = run_rows.store_run(db, session, shop_id, consent_run(shop_id, shopper.id, now), now)
             queued += [run_id] if run_id else []
     connection = current_app.extensions["lifecycle.redis"]
-    for run_id in queued:
-        queue.enqueue_action_run(connection, run_id, 0)  # a new run: its key has the time
+    queue.enqueue_action_runs(connection, [(run_id, 0) for run_id in queued])  # new runs: no attempts yet
     log.info("unsubscribed an address at shop %s", shop_id)
     return PAGE.format(
         title="You are unsubscribed", text=f"{escape(email)} will get no more marketing emails.", form=""
