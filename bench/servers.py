@@ -11,7 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis
 import requests
+from rq import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,12 +74,32 @@ class Servers:
                 time.sleep(0.2)
         raise RuntimeError("server did not start")
 
-    def start_workers(self, count: int, burst: bool) -> list[subprocess.Popen]:
-        """`lifecycle worker` processes, as the Procfile runs them."""
+    def start_workers(self, count: int, burst: bool, ready: bool = False) -> list[subprocess.Popen]:
+        """`lifecycle worker` processes, as the Procfile runs them. With `ready`, returns once all of
+        them listen on their queues (registered with RQ): their start-up (imports, the app, the
+        migration check; about a CPU second each) is then over, as a deployed worker's is when webhooks
+        arrive."""
         command = [sys.executable, "-m", "plugin.cli", "worker"] + (["--burst"] if burst else [])
         workers = [subprocess.Popen(command, env=self.env, cwd=ROOT) for _ in range(count)]
         self.processes.extend(workers)
+        if ready:
+            connection = redis.Redis.from_url(self.env["REDIS_URL"])
+            for _ in range(600):
+                if Worker.count(connection=connection) >= count:
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError("workers did not start")
+            connection.close()
         return workers
+
+    def stop_workers(self, workers: list[subprocess.Popen]) -> None:
+        """End these workers (RQ's warm shutdown: a job under way is finished first)."""
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=60)
+            self.processes.remove(worker)
 
     def stop(self) -> None:
         for process in reversed(self.processes):

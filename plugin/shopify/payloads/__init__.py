@@ -186,10 +186,16 @@ def shop_of(payload: Any) -> str | None:
     return named.strip().lower() if isinstance(named, str) else None
 
 
+# One decoder for every body: `json.loads(body, parse_float=Decimal)` builds a decoder and its scanner
+# for each call. Decoding holds the GIL throughout, so threads may share it, as they share json's own.
+_DECODER = json.JSONDecoder(parse_float=Decimal)
+
+
 def _parse(body: bytes) -> dict:
-    """The body as a JSON object (a nesting too deep for the parser is a PayloadError, not a crash)."""
+    """The body as a JSON object (a nesting too deep for the parser is a PayloadError, not a crash).
+    Decoded as `json.loads` decodes bytes: UTF-8, -16 or -32 by their first bytes, a UTF-8 BOM dropped."""
     try:
-        document = json.loads(body, parse_float=Decimal)
+        document = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise PayloadError(f"body is not JSON: {error}") from None
     except (RecursionError, ValueError) as error:  # ValueError: an integer of more digits than int() reads
