@@ -3,7 +3,8 @@
 worker` processes drain them; then every shopper's stage is checked against what the store's own history
 says it must be.
 
-    .venv/bin/python bench/replay.py [--shoppers 25000] [--workers 2] [--database-url URL] [--check-runs]
+    .venv/bin/python bench/replay.py [--shoppers 25000] [--rounds 2] [--workers 2] [--database-url URL]
+        [--check-runs]
 
 Reports the wall time from the first post to the last processed delivery, and, as the baseline measured in
 the same run, the time the same client needs to post the same bodies to a bare endpoint, so the figure
