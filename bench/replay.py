@@ -25,12 +25,16 @@ for the stage a shopper ends it in. The one-per-batch path takes several times a
 The measurement runs `--rounds` times (2), each round posting to the bare Flask endpoint, then to the bare
 WSGI one, then the timed run, so baselines and timed runs alternate and meet the same machine; the
 fastest of each counts, and each round's own ratio is printed too. Before a timed run the workers are
-started and listening (their start-up, about a CPU second each, is not timed: a deployed worker is up
-when webhooks arrive); after it they are stopped, and the next round starts from the shop alone
-(`reset_store`: every table emptied but the shop and its settings, Redis flushed). The kernel hands the 8
-connections to gunicorn's two processes as they happen to accept them, 4 and 4 or 5 and 3; a bare
-Flask endpoint is CPU-bound in its processes, so an uneven split slows it by up to a quarter (43 s or
-55 s for the full store, session 9): one run of each is not enough to read a ratio from.
+started and listening (their start-up, about two CPU seconds each, is not timed: a deployed worker is up
+when webhooks arrive; how long it took is printed); after it they are stopped. Every round starts
+from the installed shop alone (`reset_store`: every table of the app emptied but the shop and its
+settings, the queues and flags deleted from Redis, a checkpoint), the first too. The clock stops when the
+last delivery is processed; the action runs still queued then (the emails and codes the batches released,
+served after the webhooks queue) are counted, and the time until they too are carried out is printed.
+
+The kernel hands the 8 connections to gunicorn's two processes as they happen to accept them, 4 and 4 or
+5 and 3; a bare Flask endpoint is CPU-bound in its processes, so an uneven split slows it by up to a
+quarter (43 s or 55 s for the full store, session 9): one run of each is not enough to read a ratio from.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import redis
-from sqlalchemy import create_engine, func, inspect, make_url, select, text
+from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy.exc import DBAPIError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -65,8 +70,10 @@ from plugin.store.models import (  # noqa: E402
     WAITING,
     ActionAttempt,
     ActionRun,
+    Base,
     Delivery,
     DeliveryStatus,
+    RunStatus,
     Shop,
     Shopper,
 )
@@ -126,15 +133,20 @@ def shopper_history(index: int, rng: random.Random) -> History:
     return history
 
 
-def signed(path: str, histories: list[History], threads: int) -> list[list[tuple[bytes, dict]]]:
-    """Every shopper's webhooks in order, signed before anything is timed, shared out over `threads`
-    clients by shopper (so one shopper's webhooks leave in their order, as Shopify sends them)."""
-    shares: list[list[tuple[bytes, dict]]] = [[] for _ in range(threads)]
+def signed(histories: list[History], threads: int, paths: tuple[str, ...]) -> dict[str, list]:
+    """For each path, every shopper's webhooks in order, signed before anything is timed, shared out over
+    `threads` clients by shopper (so one shopper's webhooks leave in their order, as Shopify sends them).
+    Each body is encoded and signed once; the paths' webhooks differ by their id alone."""
+    shares = {path: [[] for _ in range(threads)] for path in paths}
     for index, history in enumerate(histories):
         for n, (topic, payload) in enumerate(history.webhooks):
             body = s.encode(payload)
-            headers = s.webhook_headers(topic, SHOP, f"{path}-{index}-{n}", body, SECRET)
-            shares[index % threads].append((body, headers))
+            headers = s.webhook_headers(topic, SHOP, "", body, SECRET)
+            for path in paths:
+                webhook_id = f"{path}-{index}-{n}"
+                shares[path][index % threads].append(
+                    (body, {**headers, "X-Shopify-Webhook-Id": webhook_id, "X-Shopify-Event-Id": webhook_id})
+                )
     return shares
 
 
@@ -166,18 +178,29 @@ def post_all(port: int, path: str, shares: list[list[tuple[bytes, dict]]]) -> fl
 KEPT_TABLES = ("alembic_version", "shops", "rules", "email_templates")
 
 
-def reset_store(engine, redis_url: str) -> None:
-    """Empty every table but KEPT_TABLES and flush Redis: the next timed run starts from the installed
-    shop alone, as the first did (workers stopped, the endpoint idle)."""
-    tables = [t for t in inspect(engine).get_table_names() if t not in KEPT_TABLES]
+def reset_store(engine, servers: Servers) -> None:
+    """Empty the app's tables but KEPT_TABLES, and Redis's queues and flags (`rq:*`, `lifecycle:*`), so
+    each timed run starts from the installed shop alone (workers stopped, the endpoint idle); then a
+    CHECKPOINT, so no write-back of the last round's pages overlaps the next round's baselines.
+    PostgreSQL keeps its planner statistics of the emptied tables."""
+    tables = [name for name in Base.metadata.tables if name not in KEPT_TABLES]
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"))
         else:
             for table in tables:
                 connection.execute(text(f"DELETE FROM {table}"))
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            try:
+                connection.execute(text("CHECKPOINT"))
+            except DBAPIError:  # a role without the right to: the round goes on without it
+                pass
+    client = redis.Redis.from_url(servers.env["REDIS_URL"])
+    for pattern in ("rq:*", "lifecycle:*"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
     client.close()
 
 
@@ -192,6 +215,23 @@ def wait_processed(engine, total: int) -> None:
             if left == 0:
                 return
             time.sleep(0.2)
+
+
+def queued_runs(engine) -> int:
+    """Action runs queued to the workers and not yet carried out: the emails and codes a batch released,
+    which the workers take after the deliveries (their queue is served after the webhooks queue)."""
+    with engine.connect() as connection:
+        return connection.scalar(
+            select(func.count()).select_from(ActionRun).where(ActionRun.status == RunStatus.QUEUED)
+        )
+
+
+def wait_acted(engine, timeout: float = 600) -> float:
+    """Wait until no action run is left queued (`queued_runs`); the `perf_counter` time it was seen so."""
+    deadline = time.perf_counter() + timeout
+    while queued_runs(engine) and time.perf_counter() < deadline:
+        time.sleep(0.2)
+    return time.perf_counter()
 
 
 def check_stages(engine, histories: list[History]) -> tuple[int, list[str]]:
@@ -368,25 +408,31 @@ def main() -> None:
     servers.env["LIFECYCLE_NOW"] = NOW.isoformat()
     engine = create_engine(database_url(args.database_url, servers.env["LIFECYCLE_INSTANCE_PATH"]))
     try:
-        bare_shares = signed("/bare", histories, args.threads)
-        wsgi_shares = signed("/bare-wsgi", histories, args.threads)
-        shares = signed("/webhooks", histories, args.threads)
+        shares = signed(histories, args.threads, ("/bare", "/bare-wsgi", "/webhooks"))
         bares, bare_wsgis, totals = [], [], []
         for round_number in range(1, max(1, args.rounds) + 1):
-            if round_number > 1:
-                reset_store(engine, servers.env["REDIS_URL"])
-            bares.append(post_all(args.port, "/bare", bare_shares))
-            bare_wsgis.append(post_all(args.port, "/bare-wsgi", wsgi_shares))
+            reset_store(engine, servers)  # the first too: the database may hold an earlier run
+            bares.append(post_all(args.port, "/bare", shares["/bare"]))
+            bare_wsgis.append(post_all(args.port, "/bare-wsgi", shares["/bare-wsgi"]))
+            spawned = time.perf_counter()
             workers = servers.start_workers(args.workers, burst=False, ready=True)
+            ready = time.perf_counter() - spawned
             started = time.perf_counter()
-            ingest = post_all(args.port, "/webhooks", shares)
+            ingest = post_all(args.port, "/webhooks", shares["/webhooks"])
             wait_processed(engine, webhooks)
             totals.append(time.perf_counter() - started)
+            pending = queued_runs(engine)
+            acted = wait_acted(engine) - started
             servers.stop_workers(workers)
             print(
                 f"round {round_number}: bare Flask {bares[-1]:.1f} s, bare WSGI {bare_wsgis[-1]:.1f} s; "
                 f"POST /webhooks {ingest:.1f} s, end to end {totals[-1]:.1f} s = "
                 f"{totals[-1] / bares[-1]:.2f}x bare Flask, {totals[-1] / bare_wsgis[-1]:.2f}x bare WSGI"
+            )
+            print(
+                f"         workers listening {ready:.1f} s after their launch (not timed); {pending} action "
+                f"runs still queued to them when the clock stopped, carried out {acted:.1f} s after its "
+                f"start ({acted / bares[-1]:.2f}x bare Flask)"
             )
             checked, wrong = check_stages(engine, histories)
             print(f"         stages: {checked - len(wrong)}/{checked} right")

@@ -77,15 +77,18 @@ class Servers:
     def start_workers(self, count: int, burst: bool, ready: bool = False) -> list[subprocess.Popen]:
         """`lifecycle worker` processes, as the Procfile runs them. With `ready`, returns once all of
         them listen on their queues (registered with RQ): their start-up (imports, the app, the
-        migration check; about a CPU second each) is then over, as a deployed worker's is when webhooks
+        migration check; about two CPU seconds each) is then over, as a deployed worker's is when webhooks
         arrive."""
         command = [sys.executable, "-m", "plugin.cli", "worker"] + (["--burst"] if burst else [])
         workers = [subprocess.Popen(command, env=self.env, cwd=ROOT) for _ in range(count)]
         self.processes.extend(workers)
-        if ready:
+        if ready:  # each of these processes registered with RQ (a stale registration does not count)
             connection = redis.Redis.from_url(self.env["REDIS_URL"])
+            launched = {worker.pid for worker in workers}
             for _ in range(600):
-                if Worker.count(connection=connection) >= count:
+                if any(worker.poll() is not None for worker in workers):
+                    raise RuntimeError("a worker exited during its start-up")
+                if launched <= {worker.pid for worker in Worker.all(connection=connection)}:
                     break
                 time.sleep(0.1)
             else:
