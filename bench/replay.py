@@ -187,9 +187,10 @@ def reset_store(engine, servers: Servers) -> None:
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"))
-        else:
-            for table in tables:
-                connection.execute(text(f"DELETE FROM {table}"))
+        else:  # dependents first
+            for table in reversed(Base.metadata.sorted_tables):
+                if table.name in tables:
+                    connection.execute(table.delete())
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
             try:
@@ -204,34 +205,31 @@ def reset_store(engine, servers: Servers) -> None:
     client.close()
 
 
-def wait_processed(engine, total: int) -> None:
-    """Wait until none of the (all acknowledged) deliveries is left `received`. Counts the received ones
-    through their partial index (a few pages), five times a second: counting the processed ones scanned
-    the whole table, a load of its own on the database the workers use. The end is known to 0.2 s."""
+# What the replay waits for: the deliveries left `received` (counted through their partial index, a few
+# pages: counting the processed ones scanned the whole table, a load of its own on the database the
+# workers use), and the action runs queued to the workers and not yet carried out (the emails and codes a
+# batch released, which the workers take after the deliveries: their queue is served after the webhooks
+# queue).
+WAITING_DELIVERIES = select(func.count()).select_from(Delivery).where(WAITING)
+QUEUED_RUNS = select(func.count()).select_from(ActionRun).where(ActionRun.status == RunStatus.QUEUED)
+
+
+def count(engine, query) -> int:
     with engine.connect() as connection:
-        while True:
-            left = connection.scalar(select(func.count()).select_from(Delivery).where(WAITING))
+        return connection.scalar(query)
+
+
+def wait_until_none(engine, query, timeout: float | None = None) -> bool:
+    """Count `query` five times a second until it is 0 (True), or `timeout` seconds have passed (False).
+    The end is known to 0.2 s."""
+    deadline = None if timeout is None else time.perf_counter() + timeout
+    with engine.connect() as connection:
+        while connection.scalar(query):
             connection.rollback()
-            if left == 0:
-                return
+            if deadline is not None and time.perf_counter() > deadline:
+                return False
             time.sleep(0.2)
-
-
-def queued_runs(engine) -> int:
-    """Action runs queued to the workers and not yet carried out: the emails and codes a batch released,
-    which the workers take after the deliveries (their queue is served after the webhooks queue)."""
-    with engine.connect() as connection:
-        return connection.scalar(
-            select(func.count()).select_from(ActionRun).where(ActionRun.status == RunStatus.QUEUED)
-        )
-
-
-def wait_acted(engine, timeout: float = 600) -> float:
-    """Wait until no action run is left queued (`queued_runs`); the `perf_counter` time it was seen so."""
-    deadline = time.perf_counter() + timeout
-    while queued_runs(engine) and time.perf_counter() < deadline:
-        time.sleep(0.2)
-    return time.perf_counter()
+    return True
 
 
 def check_stages(engine, histories: list[History]) -> tuple[int, list[str]]:
@@ -419,20 +417,27 @@ def main() -> None:
             ready = time.perf_counter() - spawned
             started = time.perf_counter()
             ingest = post_all(args.port, "/webhooks", shares["/webhooks"])
-            wait_processed(engine, webhooks)
+            wait_until_none(engine, WAITING_DELIVERIES)
             totals.append(time.perf_counter() - started)
-            pending = queued_runs(engine)
-            acted = wait_acted(engine) - started
+            pending = count(engine, QUEUED_RUNS)
+            acted = wait_until_none(engine, QUEUED_RUNS, timeout=600)
+            acted_after = time.perf_counter() - started
             servers.stop_workers(workers)
             print(
                 f"round {round_number}: bare Flask {bares[-1]:.1f} s, bare WSGI {bare_wsgis[-1]:.1f} s; "
                 f"POST /webhooks {ingest:.1f} s, end to end {totals[-1]:.1f} s = "
                 f"{totals[-1] / bares[-1]:.2f}x bare Flask, {totals[-1] / bare_wsgis[-1]:.2f}x bare WSGI"
             )
+            if acted:
+                effects = f"carried out {acted_after:.1f} s after its start"
+                effects += f" ({acted_after / bares[-1]:.2f}x bare Flask)"
+            else:
+                effects = (
+                    f"{count(engine, QUEUED_RUNS)} of them still queued {acted_after:.0f} s after its start"
+                )
             print(
                 f"         workers listening {ready:.1f} s after their launch (not timed); {pending} action "
-                f"runs still queued to them when the clock stopped, carried out {acted:.1f} s after its "
-                f"start ({acted / bares[-1]:.2f}x bare Flask)"
+                f"runs still queued to them when the clock stopped, {effects}"
             )
             checked, wrong = check_stages(engine, histories)
             print(f"         stages: {checked - len(wrong)}/{checked} right")
