@@ -1,13 +1,17 @@
 """Ingest benchmark: POST /webhooks against bare endpoints on the same gunicorn, same load.
 
-    .venv/bin/python bench/ingest.py [--requests 4000] [--concurrency 8] [--database-url URL]
+    .venv/bin/python bench/ingest.py [--requests 4000] [--concurrency 8] [--rounds 4] [--database-url URL]
 
 Every body is signed before the timed part (the client only sends). Phase 0 measures the client itself:
 the same requests to a server that does nothing (bench/null_server.py), so a baseline far below that rate
 is not client-bound. Phase 1 posts realistic signed order bodies to /bare (a Flask route that reads the
 body, returns 200), to /bare-wsgi (the same, answered below Flask as /webhooks is) and to /webhooks
-(verify, record, enqueue, 200), alternating rounds so all see the same machine state, and reports
-webhooks/s, p50/p99 ack latency and the ratios to both baselines. Phase 2 starts two
+(verify, record, enqueue, 200), in rounds: each round posts the same slice of the bodies to the three
+endpoints in turn, each on fresh connections, so all see the same machine state. Which gunicorn worker
+accepts a connection is left to chance, and a round whose connections pile onto one worker is slower
+than one where they are shared (each round prints the busier worker's share of the CPU); it reports
+each round's rates, every round's requests together (rates, p50/p99 ack latency, the ratios to both
+baselines) and the fastest round of each endpoint with their ratios. Phase 2 starts two
 `lifecycle worker --burst` processes and reports how fast they drain what was acknowledged: from their
 launch to their exit (their start-up included), and from the last poll that found every delivery waiting
 to the first that found none (the drain alone).
@@ -141,6 +145,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker, as the Procfile")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="rounds of the three endpoints in turn, each on fresh connections: which gunicorn worker "
+        "accepts which connection is left to chance, and a round whose connections pile onto one worker "
+        "is slower",
+    )
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--port", type=int, default=8799)
     args = parser.parse_args()
@@ -149,24 +161,45 @@ def main() -> None:
     servers = Servers(SHOP, SECRET, args.database_url, args.port, app, args.gunicorn_workers, args.threads)
     try:
         items = bodies(args.requests)
-        half = len(items) // 2
         client = client_capacity(items, args.concurrency, args.port + 1)
         post_many(args.port, signed("/bare", items[:50]), args.concurrency)  # warm-up
         endpoints = (("/bare", "bare Flask endpoint"), ("/bare-wsgi", "bare WSGI endpoint"))
         endpoints += (("/webhooks", "POST /webhooks"),)
-        results = {path: [0.0, []] for path, _name in endpoints}
-        for part in (items[:half], items[half:]):  # alternate rounds: same load, same machine state
-            for path, _name in endpoints:
-                elapsed, latencies = post_many(args.port, signed(path, part), args.concurrency)
-                results[path][0] += elapsed
-                results[path][1] += latencies
-        rows = [client] + [summary(name, *results[path]) for path, name in endpoints]
-        for row in rows:
+        rounds: dict[str, list[tuple[float, list[float]]]] = {path: [] for path, _name in endpoints}
+        size = -(-len(items) // args.rounds)
+        for number, start in enumerate(range(0, len(items), size), 1):
+            part = items[start : start + size]  # each endpoint gets the same bodies, in turn
+            busiest = {}
+            for path, _name in endpoints:  # fresh connections each time (see --rounds)
+                before = servers.web_cpu()
+                rounds[path].append(post_many(args.port, signed(path, part), args.concurrency))
+                used = [after - was for after, was in zip(servers.web_cpu(), before, strict=True)]
+                busiest[path] = max(used) / (sum(used) or 1)
+            rates = {path: len(part) / rounds[path][-1][0] for path, _name in endpoints}
+            print(
+                f"round {number}: bare Flask {rates['/bare']:.0f}/s, bare WSGI {rates['/bare-wsgi']:.0f}/s, "
+                f"POST /webhooks {rates['/webhooks']:.0f}/s = {rates['/webhooks'] / rates['/bare']:.2f} of "
+                "bare Flask; the busier gunicorn worker's share of their CPU: "
+                + ", ".join(f"{busiest[path]:.0%}" for path, _name in endpoints)
+            )
+        pooled = {
+            path: summary(name, sum(t for t, _ in rounds[path]), [x for _, ls in rounds[path] for x in ls])
+            for path, name in endpoints
+        }
+        fastest = {path: max(len(ls) / t for t, ls in rounds[path]) for path, _name in endpoints}
+        print(f"all {args.rounds} rounds together (latencies over every request):")
+        for row in [client, *pooled.values()]:
             rate, p50, p99 = row["per_second"], row["p50_ms"], row["p99_ms"]
             print(f"{row['name']:<26} {rate:8.0f}/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
-        bare, bare_wsgi, ours = rows[1:]
+        bare, bare_wsgi, ours = (pooled[path] for path, _name in endpoints)
         print(f"ratio (webhooks/s ÷ bare Flask/s): {ours['per_second'] / bare['per_second']:.2f}")
         print(f"ratio (webhooks/s ÷ bare WSGI/s): {ours['per_second'] / bare_wsgi['per_second']:.2f}")
+        flask, wsgi, webhooks = fastest["/bare"], fastest["/bare-wsgi"], fastest["/webhooks"]
+        print(
+            f"fastest round of each: bare Flask {flask:.0f}/s, bare WSGI {wsgi:.0f}/s, POST /webhooks "
+            f"{webhooks:.0f}/s; ratio {webhooks / flask:.2f} of bare Flask, {webhooks / wsgi:.2f} of bare "
+            "WSGI"
+        )
         print(
             f"bare Flask endpoint at {bare['per_second'] / client['per_second']:.2f} of the client's own rate"
         )
@@ -186,7 +219,7 @@ def main() -> None:
             f"their start-up included); {total / (last - first):.0f}/s from the last poll before the first "
             f"delivery was settled to the last one settled ({last - first:.1f} s)"
         )
-        end_to_end = results["/webhooks"][0] + drained
+        end_to_end = sum(t for t, _ in rounds["/webhooks"]) + drained
         print(f"end to end (HTTP ingest, then workers): {total / end_to_end:.0f} events/s")
     finally:
         servers.stop()

@@ -65,7 +65,8 @@ class Servers:
         command = [sys.executable, "-m", "gunicorn", "--workers", str(self.web_workers)]
         command += ["--threads", str(self.threads), "--bind", f"127.0.0.1:{self.port}"]
         command += ["--log-level", "warning", app]
-        self.processes.append(subprocess.Popen(command, env=self.env, cwd=ROOT))
+        self.web = subprocess.Popen(command, env=self.env, cwd=ROOT)
+        self.processes.append(self.web)
         for _ in range(150):
             try:
                 if requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).ok:
@@ -73,6 +74,19 @@ class Servers:
             except requests.RequestException:
                 time.sleep(0.2)
         raise RuntimeError("server did not start")
+
+    def web_cpu(self) -> list[float]:
+        """CPU seconds used so far by each gunicorn worker process (Linux /proc), in pid order."""
+        pid = self.web.pid
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            pids = sorted(int(child) for child in children.read().split())
+        ticks = os.sysconf("SC_CLK_TCK")
+        used = []
+        for child in pids:
+            with open(f"/proc/{child}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            used.append((int(fields[11]) + int(fields[12])) / ticks)  # utime + stime
+        return used
 
     def start_workers(self, count: int, burst: bool, ready: bool = False) -> list[subprocess.Popen]:
         """`lifecycle worker` processes, as the Procfile runs them. With `ready`, returns once all of
