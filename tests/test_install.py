@@ -147,6 +147,26 @@ def test_token_is_refreshed_once_before_it_lapses_even_when_workers_race(
     assert answer.status_code == 200
 
 
+def test_a_shop_row_read_by_the_caller_gives_its_token_and_a_stale_one_refreshes_once(
+    client, db, fake_store, app, monkeypatch
+):
+    """`run_action` hands `access_token` the shop's row it has just read: a token that needs no refresh
+    comes from that row (no second read, no refresh); inside the margin the refresh re-reads the row
+    under its lock, so a row read before another worker refreshed does not refresh again."""
+    open_app_home(client)
+    before = installed_shop(db)
+    first = decrypt_token(before.access_token_encrypted, "test-secret-key")
+    monkeypatch.setenv("LIFECYCLE_NOW", (NOW + timedelta(minutes=50)).isoformat())
+    assert tokens.access_token(db, before.id, app.config, loaded=before) == first
+    assert fake_store.store.grants.count("refresh_token") == 0
+    monkeypatch.setenv("LIFECYCLE_NOW", (NOW + timedelta(minutes=56)).isoformat())
+    renewed = tokens.access_token(db, before.id, app.config, loaded=before)
+    assert renewed != first and fake_store.store.token_valid(renewed)
+    # `before` still holds the old token and its old expiry: the lock's re-read finds the refresh done
+    assert tokens.access_token(db, before.id, app.config, loaded=before) == renewed
+    assert fake_store.store.grants.count("refresh_token") == 1
+
+
 def test_code_grant_install_for_non_embedded_installs(client, db, fake_store, app):
     start = client.get("/auth/install?shop=" + SHOP)
     assert start.status_code == 302

@@ -55,25 +55,32 @@ def run_action(run_id: int) -> str:
     errors, auth errors and bad templates fail it for good, with the reason.
     """
     db, now = database(), clock.now()
-    with db.session() as session:  # the token first: a refresh must not wait on this run's lock
+    with db.read_session() as session:  # the token first: a refresh must not wait on this run's lock
         shop = session.scalar(
             select(Shop).join(ActionRun, ActionRun.shop_id == Shop.id).where(ActionRun.id == run_id)
         )
-        shop_ref = (shop.id, shop.domain) if shop else None
-    breaker = Breaker(current_app.extensions["lifecycle.redis"], shop_ref[0]) if shop_ref else None
+    breaker = Breaker(current_app.extensions["lifecycle.redis"], shop.id) if shop else None
     tripped = breaker.open_until(now) if breaker else None
     try:  # no client (nor token refresh) while the shop's API is known to be unreachable
-        client = shop_client(db, *shop_ref) if shop_ref and not tripped else None
+        client = shop_client(db, shop.id, shop.domain, loaded=shop) if shop and not tripped else None
     except tokens.TokenError as error:
         log.warning("run %s: %s", run_id, error)
         client = None
     with db.session() as session:
-        run = session.get(ActionRun, run_id, with_for_update=True)
+        # The run locked, with its shop and shopper, in one statement (the shopper may be gone: erased).
+        row = session.execute(
+            select(ActionRun, Shop, Shopper)
+            .join(Shop, Shop.id == ActionRun.shop_id)
+            .outerjoin(Shopper, Shopper.id == ActionRun.shopper_id)
+            .where(ActionRun.id == run_id)
+            .with_for_update(of=ActionRun)
+        ).one_or_none()
+        run = row[0] if row else None
         if run is None or run.status not in (RunStatus.QUEUED, RunStatus.SCHEDULED):
             return run.status if run else "missing"  # done, or another attempt's: a duplicate job
         if run.status == RunStatus.SCHEDULED and run.due_at > now:
             return "not due"  # a second job of a run its first deferred or set to retry: the tick queues it
-        ctx = _action_context(db, session, run, now, client)
+        ctx = _action_context(db, session, run, row[1], row[2], now, client)
         decision = policy.decide(
             policy_snapshot.policy_snapshot(session, ctx.shop, run, ctx.shopper, now), run, now
         )
@@ -220,10 +227,11 @@ def take_back_interrupted(
     return resumed, failed
 
 
-def shop_client(db: Database, shop_id: int, domain: str) -> ShopifyClient | None:
-    """An Admin API client for the shop with a fresh token (refreshed first if it lapses soon)."""
+def shop_client(db: Database, shop_id: int, domain: str, loaded: Shop | None = None) -> ShopifyClient | None:
+    """An Admin API client for the shop with a fresh token (refreshed first if it lapses soon); `loaded`,
+    the shop's row read just now, spares reading it again when its token needs no refresh."""
     config = current_app.config
-    token = tokens.access_token(db, shop_id, config)
+    token = tokens.access_token(db, shop_id, config, loaded=loaded)
     if token is None:
         return None
     return ShopifyClient(
@@ -231,9 +239,7 @@ def shop_client(db: Database, shop_id: int, domain: str) -> ShopifyClient | None
     )
 
 
-def _action_context(db, session, run: ActionRun, now, client) -> ActionContext:
-    shop = session.get(Shop, run.shop_id)
-    shopper = session.get(Shopper, run.shopper_id) if run.shopper_id else None
+def _action_context(db, session, run: ActionRun, shop: Shop, shopper: Shopper | None, now, client):
     config = current_app.config
     settings = dict(
         SMTP_URL=config.get("SMTP_URL"),

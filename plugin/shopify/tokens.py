@@ -101,15 +101,20 @@ def store_tokens(session, domain, access, expires_in, refresh, refresh_expires_i
     return shop, newly
 
 
-def access_token(db: Database, shop_id: int, config) -> str | None:
-    """The shop's access token, refreshed first when it lapses within REFRESH_MARGIN (None: no token)."""
+def access_token(db: Database, shop_id: int, config, loaded: Shop | None = None) -> str | None:
+    """The shop's access token, refreshed first when it lapses within REFRESH_MARGIN (None: no token).
+
+    `loaded` is the shop's row as the caller read it just now (detached is fine): when its token needs
+    no refresh, it is decrypted from that row instead of reading the row again. A refresh always
+    re-reads the row under its lock."""
     now = clock.now()
-    with db.session() as session:
-        shop = session.get(Shop, shop_id)
-        if shop is None or not shop.access_token_encrypted:
-            return None
-        if not _needs_refresh(shop, now):
-            return decrypt_token(shop.access_token_encrypted, config["SECRET_KEY"])
+    if loaded is None:
+        with db.read_session() as session:
+            loaded = session.get(Shop, shop_id)
+    if loaded is None or not loaded.access_token_encrypted:
+        return None
+    if not _needs_refresh(loaded, now):
+        return decrypt_token(loaded.access_token_encrypted, config["SECRET_KEY"])
     with db.session() as session:
         shop = session.get(Shop, shop_id, with_for_update=True, populate_existing=True)
         if _needs_refresh(shop, now):  # still: nobody refreshed it while we waited for the lock
