@@ -355,6 +355,39 @@ def test_a_stale_play_still_pending_is_locked_until_the_batch_commits(app, clien
         assert_worker_cannot_lock(db, run.id)
 
 
+def test_a_worker_that_waited_for_the_run_reads_the_shopper_as_the_batch_holding_it_left_them(
+    app, client, db, shop
+):
+    """A batch holds a queued welcome's lock while it withdraws the shopper's consent; a worker's
+    `run_action` waits for that lock, then must check the policy against the consent the batch
+    committed, not the consent as it stood when the worker's read began (PostgreSQL reads a row it
+    waited for again, but not the rows a statement joined to it)."""
+    if db.is_sqlite:
+        pytest.skip("needs a worker waiting beside an open batch: PostgreSQL (SQLite has one writer)")
+    from plugin.pipeline.run_action import run_action
+
+    with db.session() as session:
+        run = read_queued_welcome(app, client, session, 807)
+        run_id, shopper_id = run.id, run.shopper_id
+    outcome: dict = {}
+
+    def work() -> None:
+        with app.app_context():
+            outcome["status"] = run_action(run_id)
+
+    with db.session() as batch:
+        batch.execute(select(ActionRun.id).where(ActionRun.id == run_id).with_for_update())
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        worker.join(1.0)
+        assert worker.is_alive(), "the worker took a run a batch holds"
+        batch.execute(update(Shopper).where(Shopper.id == shopper_id).values(consent_state="unsubscribed"))
+    worker.join(20)
+    assert outcome == {"status": "skipped"}
+    with db.session() as session:
+        assert session.get(ActionRun, run_id).skip_reason == "no email marketing consent"
+
+
 def book_of(db, batch, shop, customer_id: int) -> ShopperBook:
     """The batch's book of one customer of the shop, read as a batch reads it."""
     return ShopperBook.load(db, batch, {batch.get(Shop, shop.id): ({customer_id}, set())})

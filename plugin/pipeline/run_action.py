@@ -67,20 +67,23 @@ def run_action(run_id: int) -> str:
         log.warning("run %s: %s", run_id, error)
         client = None
     with db.session() as session:
-        # The run locked, with its shop and shopper, in one statement (the shopper may be gone: erased).
-        row = session.execute(
-            select(ActionRun, Shop, Shopper)
-            .join(Shop, Shop.id == ActionRun.shop_id)
-            .outerjoin(Shopper, Shopper.id == ActionRun.shopper_id)
-            .where(ActionRun.id == run_id)
-            .with_for_update(of=ActionRun)
-        ).one_or_none()
-        run = row[0] if row else None
+        run = session.scalar(select(ActionRun).where(ActionRun.id == run_id).with_for_update())
         if run is None or run.status not in (RunStatus.QUEUED, RunStatus.SCHEDULED):
             return run.status if run else "missing"  # done, or another attempt's: a duplicate job
         if run.status == RunStatus.SCHEDULED and run.due_at > now:
             return "not due"  # a second job of a run its first deferred or set to retry: the tick queues it
-        ctx = _action_context(db, session, run, row[1], row[2], now, client)
+        # Its shop and shopper (gone if erased), read once the run is ours: a batch that held the run's
+        # lock may have changed them (consent withdrawn, the shopper deleted) and committed meanwhile.
+        # Not joined into the locking read: on PostgreSQL a row waited for is read again, but the rows
+        # joined to it come from the statement's snapshot, taken before the wait.
+        shop, shopper = session.execute(
+            select(Shop, Shopper)
+            .select_from(ActionRun)
+            .join(Shop, Shop.id == ActionRun.shop_id)
+            .outerjoin(Shopper, Shopper.id == ActionRun.shopper_id)
+            .where(ActionRun.id == run_id)
+        ).one()
+        ctx = _action_context(db, session, run, shop, shopper, now, client)
         decision = policy.decide(
             policy_snapshot.policy_snapshot(session, ctx.shop, run, ctx.shopper, now), run, now
         )
