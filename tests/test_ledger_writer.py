@@ -145,6 +145,46 @@ def test_an_interrupted_leader_hands_over_and_the_next_webhook_is_stored(app, db
     assert stored["row"].created
 
 
+def test_a_leader_stopped_while_gathering_leaves_its_group_to_the_next_webhook(app, db, monkeypatch):
+    """A leader stopped before it takes its group (here an interrupt while it waits for the group to
+    fill) takes itself out of the waiting list: the next webhook leads and is stored. Before, the leader
+    handed the lead to itself on its way out, and every later webhook waited for a write that never came."""
+    from plugin.shopify.verify import read_headers
+    from plugin.web.ledger_writer import LedgerWriter
+
+    real, calls = LedgerWriter._gather, []
+
+    def interrupted_once(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(LedgerWriter, "_gather", interrupted_once)
+    writer = LedgerWriter(app.extensions)
+    (first_id, first_body), (second_id, second_body) = _bodies(2)
+    with pytest.raises(KeyboardInterrupt):
+        writer.record(
+            read_headers(webhook_headers("orders/paid", SHOP, first_id, first_body, SECRET)), first_body
+        )
+    stored = {}
+    second = threading.Thread(
+        target=lambda: stored.update(
+            row=writer.record(
+                read_headers(webhook_headers("orders/paid", SHOP, second_id, second_body, SECRET)),
+                second_body,
+            )
+        ),
+        daemon=True,
+    )
+    second.start()
+    second.join(10)
+    assert not second.is_alive(), "the second webhook waited for a leader that was gone"
+    assert stored["row"].created
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 1
+
+
 def test_the_ledger_row_is_stored_exactly_as_the_orm_stores_it(db):
     """The endpoint's insert is driver SQL: its times must be the same text (SQLite) or values as the
     ORM's, or comparisons between them (due deliveries, pruning) would order them wrongly."""

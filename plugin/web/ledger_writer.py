@@ -94,6 +94,7 @@ class LedgerWriter:
         if not mine.lead:
             mine.ready.acquire()  # with our result, or told to lead the next write
         if mine.lead:
+            batch = None
             try:
                 self._gather()
                 with self._lock:
@@ -103,6 +104,9 @@ class LedgerWriter:
                 self._write(batch, mine)  # each member gets its result or the batch's error
             finally:  # whatever happened, the next batch gets a leader or the writer goes idle
                 with self._lock:
+                    self._filling = None
+                    if batch is None:  # stopped before taking its group: the group is the next leader's
+                        self._waiting.remove(mine)
                     if self._waiting:  # arrived during our write: the first of them writes them
                         self._waiting[0].lead = True
                         self._waiting[0].wake()
