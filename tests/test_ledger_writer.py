@@ -107,14 +107,9 @@ def test_a_failed_write_answers_503_to_every_request_in_it_and_keeps_nothing_hal
         assert session.scalar(select(func.count()).select_from(Delivery)) == 24
 
 
-def test_an_interrupted_leader_hands_over_and_the_next_webhook_is_stored(app, db, monkeypatch):
-    """Whatever stops a leader (here an interrupt inside its write), its batch is answered and the next
-    request becomes a leader: no webhook waits forever."""
-    from plugin.shopify.verify import read_headers
-    from plugin.store import deliveries
-    from plugin.web.ledger_writer import LedgerWriter
-
-    real, calls = deliveries.LedgerConnection.record, []
+def _interrupted_once(real):
+    """`real`, but its first call raises KeyboardInterrupt (what stops a leader mid-way)."""
+    calls = []
 
     def interrupted_once(*args, **kwargs):
         calls.append(1)
@@ -122,8 +117,14 @@ def test_an_interrupted_leader_hands_over_and_the_next_webhook_is_stored(app, db
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(deliveries.LedgerConnection, "record", interrupted_once)
-    writer = LedgerWriter(app.extensions)
+    return interrupted_once
+
+
+def _the_next_webhook_is_stored_after_an_interrupted_leader(writer) -> None:
+    """One webhook whose leader is interrupted (it raises), then a second one from another thread: the
+    second must lead its own write and be stored, not wait for a leader that is gone."""
+    from plugin.shopify.verify import read_headers
+
     (first_id, first_body), (second_id, second_body) = _bodies(2)
     with pytest.raises(KeyboardInterrupt):
         writer.record(
@@ -143,44 +144,27 @@ def test_an_interrupted_leader_hands_over_and_the_next_webhook_is_stored(app, db
     second.join(10)
     assert not second.is_alive(), "the second webhook waited for a leader that was gone"
     assert stored["row"].created
+
+
+def test_an_interrupted_leader_hands_over_and_the_next_webhook_is_stored(app, db, monkeypatch):
+    """Whatever stops a leader (here an interrupt inside its write), its batch is answered and the next
+    request becomes a leader: no webhook waits forever."""
+    from plugin.store import deliveries
+    from plugin.web.ledger_writer import LedgerWriter
+
+    record = _interrupted_once(deliveries.LedgerConnection.record)
+    monkeypatch.setattr(deliveries.LedgerConnection, "record", record)
+    _the_next_webhook_is_stored_after_an_interrupted_leader(LedgerWriter(app.extensions))
 
 
 def test_a_leader_stopped_while_gathering_leaves_its_group_to_the_next_webhook(app, db, monkeypatch):
     """A leader stopped before it takes its group (here an interrupt while it waits for the group to
     fill) takes itself out of the waiting list: the next webhook leads and is stored. Before, the leader
     handed the lead to itself on its way out, and every later webhook waited for a write that never came."""
-    from plugin.shopify.verify import read_headers
     from plugin.web.ledger_writer import LedgerWriter
 
-    real, calls = LedgerWriter._gather, []
-
-    def interrupted_once(self):
-        calls.append(1)
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(LedgerWriter, "_gather", interrupted_once)
-    writer = LedgerWriter(app.extensions)
-    (first_id, first_body), (second_id, second_body) = _bodies(2)
-    with pytest.raises(KeyboardInterrupt):
-        writer.record(
-            read_headers(webhook_headers("orders/paid", SHOP, first_id, first_body, SECRET)), first_body
-        )
-    stored = {}
-    second = threading.Thread(
-        target=lambda: stored.update(
-            row=writer.record(
-                read_headers(webhook_headers("orders/paid", SHOP, second_id, second_body, SECRET)),
-                second_body,
-            )
-        ),
-        daemon=True,
-    )
-    second.start()
-    second.join(10)
-    assert not second.is_alive(), "the second webhook waited for a leader that was gone"
-    assert stored["row"].created
+    monkeypatch.setattr(LedgerWriter, "_gather", _interrupted_once(LedgerWriter._gather))
+    _the_next_webhook_is_stored_after_an_interrupted_leader(LedgerWriter(app.extensions))
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Delivery)) == 1
 

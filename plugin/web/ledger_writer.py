@@ -163,14 +163,19 @@ class LedgerWriter:
         except BaseException as error:  # handed to every request of the batch, each answers 503
             for item in batch:
                 item.error = error
-                item.lead = False
-                if item is not leader:
-                    item.wake()
+            _answer(batch, leader)
             if not isinstance(error, Exception):
                 raise  # an interrupt: the batch is answered, the leader's thread stops
             return
         for item, result in zip(batch, stored, strict=True):
             item.result = result
-            item.lead = False
-            if item is not leader:
-                item.wake()
+        _answer(batch, leader)
+
+
+def _answer(batch: list[_Waiting], leader: _Waiting) -> None:
+    """Wake every member of a written batch (each holds its result or error) but its leader, which is
+    running, not parked."""
+    for item in batch:
+        item.lead = False
+        if item is not leader:
+            item.wake()
